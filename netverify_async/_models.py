@@ -1,0 +1,293 @@
+"""Value objects for the performNetverify request and its response.
+
+All models are frozen, slotted attrs classes. Python-side names are snake_case; the wire names (camelCase, exactly
+as the API spells them) are produced by :mod:`netverify_async._wire`. A :class:`NetverifyRequest` validates itself
+on construction and raises :class:`~netverify_async.RequestValidationError` listing every broken rule.
+
+``repr()`` never shows image bytes or personal data (names, numbers, dates of birth, IP addresses).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import enum
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+
+__all__ = [
+    "CallbackGranularity",
+    "Consent",
+    "ConsentObtained",
+    "EnabledField",
+    "IdType",
+    "Image",
+    "MimeType",
+    "NetverifyRequest",
+    "ScanReceipt",
+    "UserConsent",
+    "UserLocation",
+]
+
+REDACTED = "<redacted>"
+
+
+class IdType(str, enum.Enum):
+    """The document type (``idType``)."""
+
+    PASSPORT = "PASSPORT"
+    DRIVING_LICENSE = "DRIVING_LICENSE"
+    ID_CARD = "ID_CARD"
+    VISA = "VISA"
+
+
+class EnabledField(str, enum.Enum):
+    """A field Jumio should extract (one item of ``enabledFields``)."""
+
+    ID_NUMBER = "idNumber"
+    ID_FIRST_NAME = "idFirstName"
+    ID_LAST_NAME = "idLastName"
+    ID_DOB = "idDob"
+    ID_EXPIRY = "idExpiry"
+    ID_US_STATE = "idUsState"
+    ID_PERSONAL_NUMBER = "idPersonalNumber"
+    ID_FACE_MATCH = "idFaceMatch"
+    ID_ADDRESS = "idAddress"
+
+
+class CallbackGranularity(str, enum.Enum):
+    """When Jumio sends callbacks (``callbackGranularity``)."""
+
+    ON_FINISH = "onFinish"
+    ON_ALL_STEPS = "onAllSteps"
+
+
+class ConsentObtained(str, enum.Enum):
+    """Whether the end user gave consent to biometric processing (``consent.obtained``)."""
+
+    YES = "yes"
+    NO = "no"
+    NA = "na"
+
+
+class MimeType(str, enum.Enum):
+    """The image formats the API accepts."""
+
+    JPEG = "image/jpeg"
+    PNG = "image/png"
+
+
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _lenient_enum(enum_type: type[_E]) -> Any:
+    """Convert a raw value to ``enum_type`` when it is a member's value; otherwise keep it for validation to report.
+
+    Conversion failures are not raised here, so that validation can report every problem at once.
+    """
+
+    def convert(value: Any) -> Any:
+        if value is None or isinstance(value, enum_type):
+            return value
+        try:
+            return enum_type(value)
+        except (ValueError, TypeError):
+            return value
+
+    return convert
+
+
+def _lenient_enum_tuple(enum_type: type[_E]) -> Any:
+    one = _lenient_enum(enum_type)
+
+    def convert(value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+            return value
+        return tuple(one(v) for v in value)
+
+    return convert
+
+
+def _redact(value: object) -> str:
+    return "None" if value is None else REDACTED
+
+
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def sniff_mime_type(data: bytes) -> MimeType | None:
+    """The accepted format the bytes really are (JPEG or PNG, by their magic numbers), or None."""
+    if data.startswith(_JPEG_MAGIC):
+        return MimeType.JPEG
+    if data.startswith(_PNG_MAGIC):
+        return MimeType.PNG
+    return None
+
+
+@attrs.frozen(repr=False)
+class Image:
+    """An image to upload: its raw bytes and the mime type to declare.
+
+    Build it with :meth:`from_path` or :meth:`from_bytes`; when no mime type is given it is detected from the bytes
+    (JPEG or PNG). ``mime_type`` is None when the bytes are neither; preflight then reports ``unsupported_format``
+    (or converts the image with ``fix=True``).
+    """
+
+    data: bytes = attrs.field(eq=True)
+    mime_type: MimeType | None = attrs.field(default=None, converter=_lenient_enum(MimeType))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, mime_type: MimeType | str | None = None) -> Image:
+        """Wrap raw image bytes, detecting the mime type from them unless one is given."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            from ._errors import RequestValidationError, ValidationIssue
+
+            raise RequestValidationError(
+                [ValidationIssue("image", "type", f"image data must be bytes, not {type(data).__name__}")]
+            )
+        raw = bytes(data)
+        declared = mime_type if mime_type is not None else sniff_mime_type(raw)
+        return cls(raw, declared)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str], mime_type: MimeType | str | None = None) -> Image:
+        """Read an image file (blocking; use :meth:`from_path_async` inside a running event loop)."""
+        with open(path, "rb") as fh:
+            return cls.from_bytes(fh.read(), mime_type)
+
+    @classmethod
+    async def from_path_async(cls, path: str | os.PathLike[str], mime_type: MimeType | str | None = None) -> Image:
+        """Read an image file in a worker thread so the event loop stays free."""
+        import anyio.to_thread
+
+        return await anyio.to_thread.run_sync(cls.from_path, path, mime_type)
+
+    @property
+    def detected_mime_type(self) -> MimeType | None:
+        """The accepted format the bytes really are, by their magic numbers, or None."""
+        return sniff_mime_type(self.data)
+
+    @property
+    def size(self) -> int:
+        """Size of the raw (decoded) image in bytes."""
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        mime = self.mime_type.value if isinstance(self.mime_type, MimeType) else self.mime_type
+        return f"Image(mime_type={mime!r}, size={len(self.data)})"
+
+
+@attrs.frozen
+class UserLocation:
+    """Where the end user is during the verification (``userConsent.userLocation``)."""
+
+    country: str
+    state: str | None = None
+
+
+@attrs.frozen
+class Consent:
+    """The end user's consent to biometric processing (``userConsent.consent``)."""
+
+    obtained: ConsentObtained = attrs.field(converter=_lenient_enum(ConsentObtained))
+    obtained_at: _dt.datetime | None = None
+
+
+@attrs.frozen
+class UserConsent:
+    """Consent data required where biometrics are processed (``userConsent``)."""
+
+    user_ip: str = attrs.field(repr=_redact)
+    user_location: UserLocation
+    consent: Consent | None = None
+
+
+@attrs.frozen
+class NetverifyRequest:
+    """The body of one performNetverify call. Validated on construction (every rule at once).
+
+    Required: ``merchant_id_scan_reference``, ``frontside_image``, ``country``, ``id_type``. String enum values
+    (``"PASSPORT"``, ``"idFaceMatch"``, ...) are accepted and converted.
+    """
+
+    merchant_id_scan_reference: str
+    frontside_image: Image
+    country: str
+    id_type: IdType = attrs.field(converter=_lenient_enum(IdType))
+    face_image: Image | None = None
+    backside_image: Image | None = None
+    enabled_fields: tuple[EnabledField, ...] | None = attrs.field(
+        default=None, converter=_lenient_enum_tuple(EnabledField)
+    )
+    merchant_reporting_criteria: str | None = None
+    customer_id: str | None = None
+    callback_url: str | None = None
+    first_name: str | None = attrs.field(default=None, repr=_redact)
+    last_name: str | None = attrs.field(default=None, repr=_redact)
+    us_state: str | None = None
+    expiry: _dt.date | None = attrs.field(default=None, repr=_redact)
+    number: str | None = attrs.field(default=None, repr=_redact)
+    dob: _dt.date | None = attrs.field(default=None, repr=_redact)
+    callback_granularity: CallbackGranularity | None = attrs.field(
+        default=None, converter=_lenient_enum(CallbackGranularity)
+    )
+    personal_number: str | None = attrs.field(default=None, repr=_redact)
+    user_consent: UserConsent | None = None
+
+    def __attrs_post_init__(self) -> None:
+        from ._validation import validate_request
+
+        validate_request(self)
+
+    @property
+    def images(self) -> dict[str, Image]:
+        """The images present, keyed by their role (``front``, ``back``, ``face``)."""
+        found = {"front": self.frontside_image, "back": self.backside_image, "face": self.face_image}
+        return {role: img for role, img in found.items() if img is not None}
+
+    def replace_images(self, **by_role: Image) -> NetverifyRequest:
+        """A copy with some images replaced (keys ``front``, ``back``, ``face``), e.g. after normalisation."""
+        names = {"front": "frontside_image", "back": "backside_image", "face": "face_image"}
+        return attrs.evolve(self, **{names[role]: img for role, img in by_role.items()})
+
+    def to_wire(self) -> dict[str, Any]:
+        """The JSON body as a dict: camelCase keys, absent values omitted, images as base64 strings."""
+        from ._wire import request_to_wire
+
+        return request_to_wire(self)
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> NetverifyRequest:
+        """Build and validate a request from the JSON body a caller would POST (images as base64 strings).
+
+        Raises only :class:`~netverify_async.RequestValidationError`.
+        """
+        from ._wire import request_from_wire
+
+        return request_from_wire(body)
+
+
+@attrs.frozen
+class ScanReceipt:
+    """The answer to a successful performNetverify: Jumio's scan reference and the server's timestamp."""
+
+    scan_reference: str
+    timestamp: _dt.datetime
+
+    def to_wire(self) -> dict[str, Any]:
+        """The response body as the API sends it."""
+        from ._wire import receipt_to_wire
+
+        return receipt_to_wire(self)
+
+    @classmethod
+    def from_wire(cls, body: Mapping[str, Any]) -> ScanReceipt:
+        """Parse the response body (``timestamp``, ``jumioIdScanReference``)."""
+        from ._wire import receipt_from_wire
+
+        return receipt_from_wire(body)
