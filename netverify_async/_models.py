@@ -182,29 +182,51 @@ class Image:
         return f"Image(mime_type={mime!r}, size={len(self.data)})"
 
 
+def _wire(name: str) -> dict[str, str]:
+    """attrs field metadata carrying the field's wire (JSON) name."""
+    return {"wire": name}
+
+
+def _callback_url(value: Any) -> Any:
+    """Store a callback URL with an internationalised host converted to IDNA punycode."""
+    from ._validation import normalize_callback_url
+
+    return normalize_callback_url(value)
+
+
 @attrs.frozen
 class UserLocation:
-    """Where the end user is during the verification (``userConsent.userLocation``)."""
+    """Where the end user is during the verification (``userConsent.userLocation``).
 
-    country: str
-    state: str | None = None
+    ``country`` is an ISO 3166-1 alpha-3 code; ``state`` is, for USA / CAN / AUS, the subdivision code without the
+    country prefix (``IL``, ``ON``, ``NSW``).
+    """
+
+    country: str = attrs.field(metadata=_wire("country"))
+    state: str | None = attrs.field(default=None, metadata=_wire("state"))
 
 
 @attrs.frozen
 class Consent:
-    """The end user's consent to biometric processing (``userConsent.consent``)."""
+    """The end user's consent to biometric processing (``userConsent.consent``).
 
-    obtained: ConsentObtained = attrs.field(converter=_lenient_enum(ConsentObtained))
-    obtained_at: _dt.datetime | None = None
+    ``obtained_at`` must be timezone-aware; it is sent in UTC with millisecond precision.
+    """
+
+    obtained: ConsentObtained = attrs.field(converter=_lenient_enum(ConsentObtained), metadata=_wire("obtained"))
+    obtained_at: _dt.datetime | None = attrs.field(default=None, metadata=_wire("obtainedAt"))
 
 
 @attrs.frozen
 class UserConsent:
-    """Consent data required where biometrics are processed (``userConsent``)."""
+    """Consent data required where biometrics are processed (``userConsent``).
 
-    user_ip: str = attrs.field(repr=_redact)
-    user_location: UserLocation
-    consent: Consent | None = None
+    Validated when it is part of a :class:`NetverifyRequest`.
+    """
+
+    user_ip: str = attrs.field(repr=_redact, metadata=_wire("userIp"))
+    user_location: UserLocation = attrs.field(metadata=_wire("userLocation"))
+    consent: Consent | None = attrs.field(default=None, metadata=_wire("consent"))
 
 
 @attrs.frozen
@@ -212,32 +234,33 @@ class NetverifyRequest:
     """The body of one performNetverify call. Validated on construction (every rule at once).
 
     Required: ``merchant_id_scan_reference``, ``frontside_image``, ``country``, ``id_type``. String enum values
-    (``"PASSPORT"``, ``"idFaceMatch"``, ...) are accepted and converted.
+    (``"PASSPORT"``, ``"idFaceMatch"``, ...) are accepted and converted. A ``callback_url`` with an
+    internationalised host name is stored with the host converted to IDNA punycode.
     """
 
-    merchant_id_scan_reference: str
-    frontside_image: Image
-    country: str
-    id_type: IdType = attrs.field(converter=_lenient_enum(IdType))
-    face_image: Image | None = None
-    backside_image: Image | None = None
+    merchant_id_scan_reference: str = attrs.field(metadata=_wire("merchantIdScanReference"))
+    frontside_image: Image = attrs.field(metadata=_wire("frontsideImage"))
+    country: str = attrs.field(metadata=_wire("country"))
+    id_type: IdType = attrs.field(converter=_lenient_enum(IdType), metadata=_wire("idType"))
+    face_image: Image | None = attrs.field(default=None, metadata=_wire("faceImage"))
+    backside_image: Image | None = attrs.field(default=None, metadata=_wire("backsideImage"))
     enabled_fields: tuple[EnabledField, ...] | None = attrs.field(
-        default=None, converter=_lenient_enum_tuple(EnabledField)
+        default=None, converter=_lenient_enum_tuple(EnabledField), metadata=_wire("enabledFields")
     )
-    merchant_reporting_criteria: str | None = None
-    customer_id: str | None = None
-    callback_url: str | None = None
-    first_name: str | None = attrs.field(default=None, repr=_redact)
-    last_name: str | None = attrs.field(default=None, repr=_redact)
-    us_state: str | None = None
-    expiry: _dt.date | None = attrs.field(default=None, repr=_redact)
-    number: str | None = attrs.field(default=None, repr=_redact)
-    dob: _dt.date | None = attrs.field(default=None, repr=_redact)
+    merchant_reporting_criteria: str | None = attrs.field(default=None, metadata=_wire("merchantReportingCriteria"))
+    customer_id: str | None = attrs.field(default=None, metadata=_wire("customerId"))
+    callback_url: str | None = attrs.field(default=None, converter=_callback_url, metadata=_wire("callbackUrl"))
+    first_name: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("firstName"))
+    last_name: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("lastName"))
+    us_state: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("usState"))
+    expiry: _dt.date | None = attrs.field(default=None, repr=_redact, metadata=_wire("expiry"))
+    number: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("number"))
+    dob: _dt.date | None = attrs.field(default=None, repr=_redact, metadata=_wire("dob"))
     callback_granularity: CallbackGranularity | None = attrs.field(
-        default=None, converter=_lenient_enum(CallbackGranularity)
+        default=None, converter=_lenient_enum(CallbackGranularity), metadata=_wire("callbackGranularity")
     )
-    personal_number: str | None = attrs.field(default=None, repr=_redact)
-    user_consent: UserConsent | None = None
+    personal_number: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("personalNumber"))
+    user_consent: UserConsent | None = attrs.field(default=None, metadata=_wire("userConsent"))
 
     def __attrs_post_init__(self) -> None:
         from ._validation import validate_request
@@ -274,10 +297,10 @@ class NetverifyRequest:
 
 @attrs.frozen
 class ScanReceipt:
-    """The answer to a successful performNetverify: Jumio's scan reference and the server's timestamp."""
+    """The answer to a successful performNetverify: Jumio's scan reference and the server's timestamp (aware, UTC)."""
 
-    scan_reference: str
-    timestamp: _dt.datetime
+    scan_reference: str = attrs.field(metadata=_wire("jumioIdScanReference"))
+    timestamp: _dt.datetime = attrs.field(metadata=_wire("timestamp"))
 
     def to_wire(self) -> dict[str, Any]:
         """The response body as the API sends it."""

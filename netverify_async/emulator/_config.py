@@ -1,0 +1,322 @@
+"""Configuration value objects of the emulator: :class:`EmulatorConfig` and :class:`Faults`."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import attrs
+
+from .._errors import ConfigurationError
+
+__all__ = [
+    "ENDPOINT_KINDS",
+    "FAULT_ACTIONS",
+    "EmulatorConfig",
+    "Faults",
+    "RateWindow",
+    "parse_rate_limit",
+]
+
+#: The kinds of API call that faults can be applied to.
+ENDPOINT_KINDS = ("submit", "retrieval", "delete")
+#: The status codes that can be injected at a rate.
+INJECTABLE_STATUSES = (500, 502, 503, 504)
+#: One-shot actions accepted in :attr:`Faults.sequence`.
+FAULT_ACTIONS = ("ok", "429", "500", "502", "503", "504", "drop", "slow")
+
+_UNITS = {
+    "s": 1.0,
+    "sec": 1.0,
+    "second": 1.0,
+    "seconds": 1.0,
+    "m": 60.0,
+    "min": 60.0,
+    "minute": 60.0,
+    "minutes": 60.0,
+    "h": 3600.0,
+    "hour": 3600.0,
+    "hours": 3600.0,
+}
+_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*")
+
+
+@attrs.frozen
+class RateWindow:
+    """At most ``limit`` requests in any ``seconds``-long sliding window."""
+
+    limit: int
+    seconds: float
+
+    def __str__(self) -> str:
+        seconds = f"{self.seconds:g}"
+        return f"{self.limit}/{seconds}s"
+
+
+def parse_rate_limit(spec: str | None) -> tuple[RateWindow, ...]:
+    """Parse ``"5/5s"``, ``"3/s,180/min"``, ``"100/1.5m"`` into windows; ``None`` or ``""`` means unlimited."""
+    if spec is None or not spec.strip():
+        return ()
+    windows = []
+    for part in spec.split(","):
+        match = _RATE.fullmatch(part.lower())
+        if match is None or match.group(3) not in _UNITS:
+            raise ConfigurationError(
+                f"rate limit {part.strip()!r}: expected COUNT/[N]UNIT with UNIT one of s, min, h (e.g. '5/5s')"
+            )
+        limit = int(match.group(1))
+        seconds = float(match.group(2) or 1) * _UNITS[match.group(3)]
+        if limit < 1 or seconds <= 0:
+            raise ConfigurationError(f"rate limit {part.strip()!r}: count and period must be positive")
+        windows.append(RateWindow(limit, seconds))
+    return tuple(windows)
+
+
+def _rate_spec(value: Any) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value.strip() or None
+    if isinstance(value, Iterable):  # windows, e.g. a previous parse result
+        return ",".join(str(w) for w in value) or None
+    raise ConfigurationError(f"rate limit must be a string like '5/5s', not {type(value).__name__}")
+
+
+def _error_rates(value: Any) -> tuple[tuple[int, float], ...]:
+    if value is None:
+        return ()
+    items = value.items() if isinstance(value, Mapping) else value
+    rates: dict[int, float] = {}
+    for status, rate in items:
+        rates[int(status)] = float(rate)
+    return tuple(sorted(rates.items()))
+
+
+def _latency(value: Any) -> tuple[float, float]:
+    if isinstance(value, (int, float)):
+        return (float(value), float(value))
+    low, high = value
+    return (float(low), float(high))
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ConfigurationError(f"Faults.{name} must be a probability between 0 and 1")
+
+
+@attrs.frozen(kw_only=True)
+class Faults:
+    """The misbehaviour the emulator adds on demand; every field defaults to "none".
+
+    Faults touch only the endpoint kinds listed in ``apply_to`` (default: performNetverify only), except the two
+    rate limits, which always apply to their own endpoints. For each affected request that passed the
+    authentication and header checks, the emulator picks at most one action: the next entry of ``sequence`` if
+    any are left, otherwise one drawn with the seeded random generator according to the rates.
+
+    ``before``-processing actions answer without creating a scan; ``after``-processing actions answer (or fail to)
+    after the scan was created, which is the "did my submission go through?" case:
+
+    ==========================  ================  =================================================
+    action                      when              effect
+    ==========================  ================  =================================================
+    ``429`` (rate limit)        before            ``{"title":"Too Many Requests",...}``, no scan
+    ``503``                     before            always before processing, no scan
+    ``500`` / ``502`` / ``504``  ``error_phase``   ``before``: no scan; ``after``: the scan exists
+    ``drop``                    after             connection closed without any response
+    ``slow``                    after             ``slow_seconds`` of delay (``delay``) or a
+                                                  response dripped byte by byte (``drip``)
+    ==========================  ================  =================================================
+    """
+
+    #: Added delay in seconds before each affected request is handled: a fixed value or a ``(low, high)`` range
+    #: drawn uniformly.
+    latency: tuple[float, float] = attrs.field(default=(0.0, 0.0), converter=_latency)
+    #: Server-side sliding-window limit of performNetverify, e.g. ``"5/5s"`` or ``"3/s,180/min"``.
+    rate_limit: str | None = attrs.field(default=None, converter=_rate_spec)
+    #: Server-side sliding-window limit of the retrieval and delete endpoints, e.g. ``"75/5s"``.
+    retrieval_rate_limit: str | None = attrs.field(default=None, converter=_rate_spec)
+    #: Send ``Retry-After`` (whole seconds until the window frees a slot) with each 429.
+    retry_after: bool = False
+    #: Probability of each injected status, e.g. ``{503: 0.1, 500: 0.05}``.
+    errors: tuple[tuple[int, float], ...] = attrs.field(default=(), converter=_error_rates)
+    #: Whether injected 500/502/504 happen before the scan is created or after (503 is always before).
+    error_phase: Literal["before", "after"] = "before"
+    #: Probability of closing the connection without an answer after the scan was created.
+    drop_rate: float = 0.0
+    #: Probability of a slow answer after the scan was created.
+    slow_rate: float = 0.0
+    #: How long a slow answer takes (``delay``: silence, then the answer; ``drip``: the whole time spread over the
+    #: body's bytes).
+    slow_seconds: float = 5.0
+    slow_mode: Literal["delay", "drip"] = "delay"
+    #: One-shot actions (see :data:`FAULT_ACTIONS`) used in order by the next affected requests, before the rates.
+    sequence: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: Seed of the random generator that draws latencies and actions (None: unpredictable).
+    seed: int | None = None
+    #: Endpoint kinds the faults (other than the rate limits) apply to: ``submit``, ``retrieval``, ``delete``.
+    apply_to: frozenset[str] = attrs.field(default=frozenset({"submit"}), converter=frozenset)
+
+    def __attrs_post_init__(self) -> None:
+        low, high = self.latency
+        if low < 0 or high < low:
+            raise ConfigurationError("Faults.latency must be non-negative, and a range must be (low, high)")
+        parse_rate_limit(self.rate_limit)
+        parse_rate_limit(self.retrieval_rate_limit)
+        for status, rate in self.errors:
+            if status not in INJECTABLE_STATUSES:
+                raise ConfigurationError(f"Faults.errors: status {status} cannot be injected (use 500/502/503/504)")
+            _check_probability(f"errors[{status}]", rate)
+        _check_probability("drop_rate", self.drop_rate)
+        _check_probability("slow_rate", self.slow_rate)
+        if sum(rate for _, rate in self.errors) + self.drop_rate + self.slow_rate > 1.0 + 1e-9:
+            raise ConfigurationError("Faults: the error, drop and slow rates add up to more than 1")
+        if self.error_phase not in ("before", "after"):
+            raise ConfigurationError("Faults.error_phase must be 'before' or 'after'")
+        if self.slow_mode not in ("delay", "drip"):
+            raise ConfigurationError("Faults.slow_mode must be 'delay' or 'drip'")
+        if self.slow_seconds < 0:
+            raise ConfigurationError("Faults.slow_seconds must not be negative")
+        for action in self.sequence:
+            if action not in FAULT_ACTIONS:
+                raise ConfigurationError(f"Faults.sequence: unknown action {action!r} (one of {FAULT_ACTIONS})")
+        unknown = self.apply_to - set(ENDPOINT_KINDS)
+        if unknown:
+            raise ConfigurationError(f"Faults.apply_to: unknown endpoint kinds {sorted(unknown)}")
+
+    @property
+    def error_rates(self) -> dict[int, float]:
+        """The injected statuses and their probabilities as a dict."""
+        return dict(self.errors)
+
+    @property
+    def rate_windows(self) -> tuple[RateWindow, ...]:
+        """The parsed performNetverify rate limit."""
+        return parse_rate_limit(self.rate_limit)
+
+    @property
+    def retrieval_rate_windows(self) -> tuple[RateWindow, ...]:
+        """The parsed retrieval/delete rate limit."""
+        return parse_rate_limit(self.retrieval_rate_limit)
+
+    def replace(self, **changes: Any) -> Faults:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form, accepted back by :meth:`from_dict`."""
+        return {
+            "latency": list(self.latency),
+            "rate_limit": self.rate_limit,
+            "retrieval_rate_limit": self.retrieval_rate_limit,
+            "retry_after": self.retry_after,
+            "errors": {str(status): rate for status, rate in self.errors},
+            "error_phase": self.error_phase,
+            "drop_rate": self.drop_rate,
+            "slow_rate": self.slow_rate,
+            "slow_seconds": self.slow_seconds,
+            "slow_mode": self.slow_mode,
+            "sequence": list(self.sequence),
+            "seed": self.seed,
+            "apply_to": sorted(self.apply_to),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, base: Faults | None = None) -> Faults:
+        """Build from :meth:`to_dict`'s form; keys missing from ``data`` keep their value in ``base``."""
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigurationError(f"unknown fault settings: {sorted(unknown)}")
+        try:
+            if base is None:
+                return cls(**data)
+            return attrs.evolve(base, **data)
+        except (TypeError, ValueError) as exc:
+            if isinstance(exc, ConfigurationError):
+                raise
+            raise ConfigurationError(f"invalid fault settings: {exc}") from None
+
+
+def _faults(value: Any) -> Faults:
+    if isinstance(value, Faults):
+        return value
+    if isinstance(value, Mapping):
+        return Faults.from_dict(value)
+    raise ConfigurationError("EmulatorConfig.faults must be a Faults or a mapping of its fields")
+
+
+def _positive(name: str, value: float) -> None:
+    if value < 0 or math.isnan(value):
+        raise ConfigurationError(f"EmulatorConfig.{name} must not be negative")
+
+
+@attrs.frozen(kw_only=True)
+class EmulatorConfig:
+    """Everything the emulator needs to know; the defaults give a well-behaved, fast server.
+
+    Credentials are the emulator's own (never real ones); ``api_secret`` is not shown in ``repr``.
+    """
+
+    #: The Basic-auth user id the emulator accepts.
+    api_token: str = "emulator-api-token"
+    #: The Basic-auth password the emulator accepts.
+    api_secret: str = attrs.field(default="emulator-api-secret", repr=False)
+    #: Seconds a scan stays PENDING before its result (and its callback) is ready.
+    processing_delay: float = 0.5
+    #: Verification outcome of requests that ask for none (see the outcome table); e.g. ``"DENIED_FRAUD"``.
+    default_outcome: str = "APPROVED_VERIFIED"
+    #: Accept and call http(s) loopback callback URLs with a port (127.0.0.1, localhost, [::1]).
+    allow_http_callbacks: bool = False
+    #: Send every callback to this URL instead of the request's ``callbackUrl`` (like the portal-wide setting).
+    callback_url_override: str | None = None
+    #: Really call non-loopback callback hosts. Off by default, so that a test request naming
+    #: ``https://example.com/...`` never leaves the machine; such callbacks are counted as skipped.
+    deliver_external_callbacks: bool = False
+    #: Further delivery attempts after a failed callback, and the first back-off delay (doubled each time).
+    callback_retries: int = 3
+    callback_backoff: float = 0.5
+    #: Timeout of one callback delivery, in seconds.
+    callback_timeout: float = 5.0
+    #: Check each image's header (format, pixel size, byte size) and answer 400 for bad images.
+    check_images: bool = True
+    #: Keep the uploaded images so that the image retrieval endpoints can serve them.
+    store_images: bool = True
+    #: Largest request body accepted; larger bodies are answered 413 without reading them fully.
+    max_body_bytes: int = 64 * 1024 * 1024
+    #: When set, the ``/__emulator/...`` admin endpoints require the header ``X-Emulator-Admin-Token``.
+    admin_token: str | None = attrs.field(default=None, repr=False)
+    #: Faults active from the start (change them at run time with ``set_faults`` or the admin endpoint).
+    faults: Faults = attrs.field(factory=Faults, converter=_faults)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.api_token or ":" in self.api_token:
+            raise ConfigurationError("EmulatorConfig.api_token must be non-empty and contain no ':'")
+        if not self.api_secret:
+            raise ConfigurationError("EmulatorConfig.api_secret must be non-empty")
+        _positive("processing_delay", self.processing_delay)
+        _positive("callback_backoff", self.callback_backoff)
+        _positive("callback_timeout", self.callback_timeout)
+        if self.callback_retries < 0:
+            raise ConfigurationError("EmulatorConfig.callback_retries must not be negative")
+        if self.max_body_bytes < 1:
+            raise ConfigurationError("EmulatorConfig.max_body_bytes must be positive")
+        from ._outcomes import Outcome
+
+        try:
+            Outcome.parse(self.default_outcome)
+        except ValueError:
+            raise ConfigurationError(
+                f"EmulatorConfig.default_outcome: unknown outcome (one of {Outcome.names()})"
+            ) from None
+        if self.callback_url_override is not None:
+            from ._callbacks import callback_url_problem
+
+            problem = callback_url_problem(self.callback_url_override, allow_http=self.allow_http_callbacks)
+            if problem is not None:
+                raise ConfigurationError(f"EmulatorConfig.callback_url_override: {problem}")
+
+    def replace(self, **changes: Any) -> EmulatorConfig:
+        """A copy with some fields changed (validated again)."""
+        return attrs.evolve(self, **changes)
