@@ -89,3 +89,12 @@ CALLBACK_SOURCE_HOSTNAMES = {
 CALLBACK_MAX_BODY_BYTES = 1_048_576
 #: The callback guide documents about 70 fields; a form with more than this many pairs is not a callback.
 CALLBACK_MAX_FIELDS = 1_000
+
+#: Jumio's published request limits per account, as rate specs for the limiters (netverify_async._ratelimit).
+#: performNetverify: accounts created after March 2024, older accounts, and the limit as first published.
+INITIATE_RATE_LIMIT = "5/5s"
+INITIATE_RATE_LIMIT_OLDER_ACCOUNTS = "15/5s"
+INITIATE_RATE_LIMIT_LEGACY = "3/s,180/min"
+#: The retrieval API: newer and older accounts.
+RETRIEVAL_RATE_LIMIT = "75/5s"
+RETRIEVAL_RATE_LIMIT_OLDER_ACCOUNTS = "225/5s"

@@ -10,6 +10,8 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     ├── CallbackParseError            a body that is not a Jumio callback at all (also a ValueError)
     ├── CallbackOriginError           a callback from an address that is not Jumio's
     ├── JournalError                  the batch journal cannot be used or refuses an operation
+    ├── BatchItemError                one batch item failed unexpectedly (``__cause__``); the batch went on
+    ├── RateLimiterError              the shared (Redis) rate limiter failed or timed out; nothing was sent
     ├── RequestError                  a call to the API failed; ``.safe_to_retry`` says if resending is harmless
     │   ├── TransportError            no usable HTTP answer
     │   │   ├── ConnectError          never sent: DNS, refused connection, TLS handshake (safe to retry)
@@ -46,6 +48,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "BadRequestError",
+    "BatchItemError",
     "CallbackOriginError",
     "CallbackParseError",
     "ConfigurationError",
@@ -60,6 +63,7 @@ __all__ = [
     "PreflightError",
     "PreflightWarning",
     "RateLimitedError",
+    "RateLimiterError",
     "ReadError",
     "RequestError",
     "RequestValidationError",
@@ -293,3 +297,24 @@ class SubmissionOutcomeUnknown(NetverifyError):
         self.merchant_id_scan_reference = merchant_id_scan_reference
         self.reason = reason
         self.attempts = attempts
+
+
+class RateLimiterError(NetverifyError):
+    """The shared rate limiter (Redis) could not be reached, timed out or answered badly; nothing was sent.
+
+    ``__cause__`` is the underlying failure. The message names the limiter key, never the server address or
+    its password.
+    """
+
+
+class BatchItemError(NetverifyError):
+    """An unexpected exception while a batch handled one item; ``__cause__`` is the original exception.
+
+    The batch reports it as that item's outcome and goes on with the others. ``merchant_id_scan_reference``
+    names the item (None when the item was not a request); ``stage`` is ``"prepare"`` or ``"upload"``.
+    """
+
+    def __init__(self, message: str, *, merchant_id_scan_reference: str | None, stage: str) -> None:
+        super().__init__(message)
+        self.merchant_id_scan_reference = merchant_id_scan_reference
+        self.stage = stage

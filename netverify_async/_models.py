@@ -1,8 +1,9 @@
 """Value objects for the performNetverify request and its response.
 
-All models are frozen, slotted attrs classes. Python-side names are snake_case; the wire names (camelCase, exactly
-as the API spells them) are produced by :mod:`netverify_async._wire`. A :class:`NetverifyRequest` validates itself
-on construction and raises :class:`~netverify_async.RequestValidationError` listing every broken rule.
+All models are frozen, slotted attrs classes. Python-side names are snake_case; each field's wire name
+(camelCase, exactly as the API spells it) is in its ``wire`` metadata, used by :mod:`netverify_async._wire`.
+A :class:`NetverifyRequest` validates itself on construction and raises
+:class:`~netverify_async.RequestValidationError` listing every broken rule.
 
 ``repr()`` never shows image bytes or personal data (names, numbers, dates of birth, IP addresses).
 """
@@ -13,7 +14,7 @@ import datetime as _dt
 import enum
 import os
 from collections.abc import Iterable, Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import attrs
 
@@ -82,34 +83,62 @@ class MimeType(str, enum.Enum):
 _E = TypeVar("_E", bound=enum.Enum)
 
 
-def _lenient_enum(enum_type: type[_E]) -> Any:
-    """Convert a raw value to ``enum_type`` when it is a member's value; otherwise keep it for validation to report.
+def _lenient_enum(enum_type: type[_E], value: object) -> Any:
+    """``value`` as a member of ``enum_type`` when it is one's value; otherwise ``value`` unchanged.
 
-    Conversion failures are not raised here, so that validation can report every problem at once.
+    Nothing is raised here, so that validation can report every problem at once.
     """
-
-    def convert(value: Any) -> Any:
-        if value is None or isinstance(value, enum_type):
-            return value
-        try:
-            return enum_type(value)
-        except (ValueError, TypeError):
-            return value
-
-    return convert
+    if value is None or isinstance(value, enum_type):
+        return value
+    try:
+        return enum_type(value)
+    except (ValueError, TypeError):
+        return value
 
 
-def _lenient_enum_tuple(enum_type: type[_E]) -> Any:
-    one = _lenient_enum(enum_type)
+# Named converters (one per field type) so that type checkers see the accepted argument types.
 
-    def convert(value: Any) -> Any:
-        if value is None:
-            return None
-        if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-            return value
-        return tuple(one(v) for v in value)
 
-    return convert
+def _to_mime_type(value: MimeType | str | None) -> MimeType | None:
+    return _lenient_enum(MimeType, value)  # type: ignore[no-any-return]
+
+
+def _to_id_type(value: IdType | str) -> IdType:
+    return _lenient_enum(IdType, value)  # type: ignore[no-any-return]
+
+
+def _to_granularity(value: CallbackGranularity | str | None) -> CallbackGranularity | None:
+    return _lenient_enum(CallbackGranularity, value)  # type: ignore[no-any-return]
+
+
+def _to_consent_obtained(value: ConsentObtained | str) -> ConsentObtained:
+    return _lenient_enum(ConsentObtained, value)  # type: ignore[no-any-return]
+
+
+def _to_enabled_fields(value: Iterable[EnabledField | str] | None) -> tuple[EnabledField, ...] | None:
+    """Any iterable of fields (not a bare string) becomes a tuple; other values are kept for validation."""
+    if value is None or isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        return value  # type: ignore[return-value]
+    return tuple(_lenient_enum(EnabledField, v) for v in value)
+
+
+def _to_callback_url(value: str | None) -> str | None:
+    """Store a callback URL with an internationalised host name converted to IDNA punycode."""
+    from ._validation import normalize_callback_url
+
+    return normalize_callback_url(value)  # type: ignore[no-any-return]
+
+
+def _to_bytes(value: bytes | bytearray | memoryview) -> bytes:
+    """bytearray / memoryview become bytes; anything else is kept for validation to report."""
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return value
+
+
+def _wire(name: str) -> dict[str, str]:
+    """attrs field metadata carrying the field's wire (JSON) name."""
+    return {"wire": name}
 
 
 def _redact(value: object) -> str:
@@ -133,18 +162,18 @@ def sniff_mime_type(data: bytes) -> MimeType | None:
 class Image:
     """An image to upload: its raw bytes and the mime type to declare.
 
-    Build it with :meth:`from_path` or :meth:`from_bytes`; when no mime type is given it is detected from the bytes
-    (JPEG or PNG). ``mime_type`` is None when the bytes are neither; preflight then reports ``unsupported_format``
-    (or converts the image with ``fix=True``).
+    Build it with :meth:`from_path` or :meth:`from_bytes`; when no mime type is given it is detected from the
+    bytes (JPEG or PNG). ``mime_type`` is None when the bytes are neither; preflight then reports
+    ``unsupported_format`` (or converts the image with ``fix=True``).
     """
 
-    data: bytes = attrs.field(eq=True)
-    mime_type: MimeType | None = attrs.field(default=None, converter=_lenient_enum(MimeType))
+    data: bytes = attrs.field(converter=_to_bytes)
+    mime_type: MimeType | None = attrs.field(default=None, converter=_to_mime_type)
 
     @classmethod
     def from_bytes(cls, data: bytes, mime_type: MimeType | str | None = None) -> Image:
         """Wrap raw image bytes, detecting the mime type from them unless one is given."""
-        if not isinstance(data, (bytes, bytearray, memoryview)):
+        if not isinstance(cast(object, data), (bytes, bytearray, memoryview)):
             from ._errors import RequestValidationError, ValidationIssue
 
             raise RequestValidationError(
@@ -152,7 +181,7 @@ class Image:
             )
         raw = bytes(data)
         declared = mime_type if mime_type is not None else sniff_mime_type(raw)
-        return cls(raw, declared)  # type: ignore[arg-type]
+        return cls(raw, declared)
 
     @classmethod
     def from_path(cls, path: str | os.PathLike[str], mime_type: MimeType | str | None = None) -> Image:
@@ -161,7 +190,9 @@ class Image:
             return cls.from_bytes(fh.read(), mime_type)
 
     @classmethod
-    async def from_path_async(cls, path: str | os.PathLike[str], mime_type: MimeType | str | None = None) -> Image:
+    async def from_path_async(
+        cls, path: str | os.PathLike[str], mime_type: MimeType | str | None = None
+    ) -> Image:
         """Read an image file in a worker thread so the event loop stays free."""
         import anyio.to_thread
 
@@ -182,24 +213,12 @@ class Image:
         return f"Image(mime_type={mime!r}, size={len(self.data)})"
 
 
-def _wire(name: str) -> dict[str, str]:
-    """attrs field metadata carrying the field's wire (JSON) name."""
-    return {"wire": name}
-
-
-def _callback_url(value: Any) -> Any:
-    """Store a callback URL with an internationalised host converted to IDNA punycode."""
-    from ._validation import normalize_callback_url
-
-    return normalize_callback_url(value)
-
-
 @attrs.frozen
 class UserLocation:
     """Where the end user is during the verification (``userConsent.userLocation``).
 
-    ``country`` is an ISO 3166-1 alpha-3 code; ``state`` is, for USA / CAN / AUS, the subdivision code without the
-    country prefix (``IL``, ``ON``, ``NSW``).
+    ``country`` is an ISO 3166-1 alpha-3 code; ``state`` is, for USA / CAN / AUS, the subdivision code without
+    the country prefix (``IL``, ``ON``, ``NSW``).
     """
 
     country: str = attrs.field(metadata=_wire("country"))
@@ -213,7 +232,7 @@ class Consent:
     ``obtained_at`` must be timezone-aware; it is sent in UTC with millisecond precision.
     """
 
-    obtained: ConsentObtained = attrs.field(converter=_lenient_enum(ConsentObtained), metadata=_wire("obtained"))
+    obtained: ConsentObtained = attrs.field(converter=_to_consent_obtained, metadata=_wire("obtained"))
     obtained_at: _dt.datetime | None = attrs.field(default=None, metadata=_wire("obtainedAt"))
 
 
@@ -233,23 +252,27 @@ class UserConsent:
 class NetverifyRequest:
     """The body of one performNetverify call. Validated on construction (every rule at once).
 
-    Required: ``merchant_id_scan_reference``, ``frontside_image``, ``country``, ``id_type``. String enum values
-    (``"PASSPORT"``, ``"idFaceMatch"``, ...) are accepted and converted. A ``callback_url`` with an
+    Required: ``merchant_id_scan_reference``, ``frontside_image``, ``country``, ``id_type``. String enum
+    values (``"PASSPORT"``, ``"idFaceMatch"``, ...) are accepted and converted. A ``callback_url`` with an
     internationalised host name is stored with the host converted to IDNA punycode.
     """
 
     merchant_id_scan_reference: str = attrs.field(metadata=_wire("merchantIdScanReference"))
     frontside_image: Image = attrs.field(metadata=_wire("frontsideImage"))
     country: str = attrs.field(metadata=_wire("country"))
-    id_type: IdType = attrs.field(converter=_lenient_enum(IdType), metadata=_wire("idType"))
+    id_type: IdType = attrs.field(converter=_to_id_type, metadata=_wire("idType"))
     face_image: Image | None = attrs.field(default=None, metadata=_wire("faceImage"))
     backside_image: Image | None = attrs.field(default=None, metadata=_wire("backsideImage"))
     enabled_fields: tuple[EnabledField, ...] | None = attrs.field(
-        default=None, converter=_lenient_enum_tuple(EnabledField), metadata=_wire("enabledFields")
+        default=None, converter=_to_enabled_fields, metadata=_wire("enabledFields")
     )
-    merchant_reporting_criteria: str | None = attrs.field(default=None, metadata=_wire("merchantReportingCriteria"))
+    merchant_reporting_criteria: str | None = attrs.field(
+        default=None, metadata=_wire("merchantReportingCriteria")
+    )
     customer_id: str | None = attrs.field(default=None, metadata=_wire("customerId"))
-    callback_url: str | None = attrs.field(default=None, converter=_callback_url, metadata=_wire("callbackUrl"))
+    callback_url: str | None = attrs.field(
+        default=None, converter=_to_callback_url, metadata=_wire("callbackUrl")
+    )
     first_name: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("firstName"))
     last_name: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("lastName"))
     us_state: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("usState"))
@@ -257,7 +280,7 @@ class NetverifyRequest:
     number: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("number"))
     dob: _dt.date | None = attrs.field(default=None, repr=_redact, metadata=_wire("dob"))
     callback_granularity: CallbackGranularity | None = attrs.field(
-        default=None, converter=_lenient_enum(CallbackGranularity), metadata=_wire("callbackGranularity")
+        default=None, converter=_to_granularity, metadata=_wire("callbackGranularity")
     )
     personal_number: str | None = attrs.field(default=None, repr=_redact, metadata=_wire("personalNumber"))
     user_consent: UserConsent | None = attrs.field(default=None, metadata=_wire("userConsent"))
@@ -276,7 +299,8 @@ class NetverifyRequest:
     def replace_images(self, **by_role: Image) -> NetverifyRequest:
         """A copy with some images replaced (keys ``front``, ``back``, ``face``), e.g. after normalisation."""
         names = {"front": "frontside_image", "back": "backside_image", "face": "face_image"}
-        return attrs.evolve(self, **{names[role]: img for role, img in by_role.items()})
+        changes: dict[str, Any] = {names[role]: img for role, img in by_role.items()}
+        return attrs.evolve(self, **changes)
 
     def to_wire(self) -> dict[str, Any]:
         """The JSON body as a dict: camelCase keys, absent values omitted, images as base64 strings."""
@@ -297,7 +321,7 @@ class NetverifyRequest:
 
 @attrs.frozen
 class ScanReceipt:
-    """The answer to a successful performNetverify: Jumio's scan reference and the server's timestamp (aware, UTC)."""
+    """The answer to a successful performNetverify: Jumio's scan reference and the server's timestamp."""
 
     scan_reference: str = attrs.field(metadata=_wire("jumioIdScanReference"))
     timestamp: _dt.datetime = attrs.field(metadata=_wire("timestamp"))

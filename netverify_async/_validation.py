@@ -1,26 +1,27 @@
 """The documented rules of a performNetverify request body, checked all at once.
 
-:func:`request_issues` returns every broken rule as a :class:`~netverify_async.ValidationIssue` whose ``path`` is
-the wire path of the field (``userConsent.consent.obtainedAt``) and whose ``code`` is a stable snake_case name.
-:func:`validate_request` raises :class:`~netverify_async.RequestValidationError` with all of them, and emits a
-:class:`~netverify_async.NetverifyWarning` for requests that are allowed but probably not what the caller meant.
+:func:`request_issues` returns every broken rule as a :class:`~netverify_async.ValidationIssue` whose
+``path`` is the wire path of the field (``userConsent.consent.obtainedAt``) and whose ``code`` is a stable
+snake_case name. :func:`validate_request` raises :class:`~netverify_async.RequestValidationError` with all of
+them, and emits a :class:`~netverify_async.NetverifyWarning` for requests that are allowed but probably not
+what the caller meant.
 
 Messages never repeat the offending value, so they are safe to log.
 
 Decisions where the guide is silent or ambiguous:
 
-* ``usState`` for ``VISA``: the guide only lists values for PASSPORT / ID_CARD and DRIVING_LICENSE. A visa is
-  issued by a country, so VISA gets the PASSPORT / ID_CARD set (US state code, country name / alpha-2 / alpha-3,
-  Kosovo / XK / XKX).
-* ``userLocation.country`` also accepts ``XKX`` (Kosovo), which the API uses for ``country``; without it a user
-  located in Kosovo could not be described at all.
-* ``consent.obtainedAt`` may lie up to :data:`CONSENT_CLOCK_SKEW` in the future, to tolerate clocks that disagree.
-* ``dob`` is "in the future" only when it is after today's date in the earliest time zone (UTC+14), so no real
-  birthday is refused because of where the check runs.
-* Empty strings are refused for every string field (use ``None`` to leave a field out); JSON ``null`` on the wire
-  means the same as an absent key.
-* ``merchantIdScanReference``, ``customerId`` and ``callbackUrl`` must not contain an e-mail address (the guide
-  forbids personal data there).
+* ``usState`` for ``VISA``: the guide only lists values for PASSPORT / ID_CARD and DRIVING_LICENSE. A visa
+  is issued by a country, so VISA gets the PASSPORT / ID_CARD set (US state code, country name, alpha-2 or
+  alpha-3 code, Kosovo / XK / XKX).
+* ``userLocation.country`` also accepts ``XKX`` (Kosovo), which the API uses for ``country``; without it a
+  user located in Kosovo could not be described at all.
+* ``consent.obtainedAt`` may lie up to :data:`CONSENT_CLOCK_SKEW` in the future (clocks disagree a little).
+* ``dob`` is "in the future" only when it is after today's date in the earliest time zone (UTC+14), so no
+  real birthday is refused because of where the check runs.
+* Empty strings are refused for every string field (use ``None`` to leave a field out); JSON ``null`` on the
+  wire means the same as an absent key.
+* ``merchantIdScanReference``, ``customerId`` and ``callbackUrl`` must not contain an e-mail address (the
+  guide forbids personal data there).
 
 Heavy data (pycountry's ISO 3166 databases) is loaded on first use only.
 """
@@ -61,7 +62,7 @@ KOSOVO_ALPHA_3 = "XKX"
 KOSOVO_ALPHA_2 = "XK"
 KOSOVO_NAME = "Kosovo"
 
-#: Documents from which the API extracts an address (``idAddress``), by alpha-3 country code, as idType values.
+#: Documents from which the API extracts an address (``idAddress``): alpha-3 country code -> idType values.
 ADDRESS_EXTRACTION_SUPPORT: dict[str, frozenset[str]] = {
     "AUS": frozenset({"DRIVING_LICENSE"}),
     "BHR": frozenset({"DRIVING_LICENSE"}),
@@ -90,10 +91,10 @@ _EMAIL = re.compile(
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URL_FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
-_deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("netverify_deferred_validation", default=False)
+_deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("netverify_deferred", default=False)
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # ISO 3166 data (pycountry, imported on first use)
 
 
@@ -129,7 +130,8 @@ def _subdivision_suffixes(alpha_2: str) -> frozenset[str]:
     """Subdivision codes of a country without the ``XX-`` prefix (``IL``, ``NSW``, ``ON``)."""
     import pycountry
 
-    found = pycountry.subdivisions.get(country_code=alpha_2) or []
+    database: Any = pycountry.subdivisions
+    found = database.get(country_code=alpha_2) or []
     return frozenset(s.code.split("-", 1)[1] for s in found)
 
 
@@ -151,12 +153,12 @@ def _is_country_designation(value: str) -> bool:
     return value.casefold() in _country_names_folded()
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # Callback URL
 
 
 def normalize_callback_url(value: Any) -> Any:
-    """Convert an internationalised host name in a callback URL to IDNA punycode; anything else is returned as is.
+    """Convert an internationalised host name in a callback URL to IDNA punycode; other values are kept.
 
     Never raises: a value that cannot be converted is kept unchanged, and validation reports it.
     """
@@ -242,7 +244,7 @@ def _callback_url_issues(url: str, path: str) -> list[ValidationIssue]:
     return issues
 
 
-# --------------------------------------------------------------------------------------------------------------
+# ----------------------------------------------------------------------------------------------------
 # The rules
 
 
@@ -300,16 +302,18 @@ def _check_image(c: _Checker, image: Any, path: str, *, required: bool) -> bool:
         c.add(path, "type", f"must be an Image (see Image.from_bytes), not {type(image).__name__}")
         return False
     ok = True
-    if not isinstance(image.data, bytes):
-        c.add(path, "type", f"image data must be bytes, not {type(image.data).__name__}")
+    data: object = image.data
+    mime_type: object = image.mime_type
+    if not isinstance(data, bytes):
+        c.add(path, "type", f"image data must be bytes, not {type(data).__name__}")
         ok = False
-    elif not image.data:
+    elif not data:
         c.add(path, "empty", "must not be empty")
         ok = False
-    elif len(image.data) > MAX_IMAGE_BYTES:
-        c.add(path, "file_too_large", f"must be at most {MAX_IMAGE_BYTES} bytes (got {len(image.data)})")
+    elif len(data) > MAX_IMAGE_BYTES:
+        c.add(path, "file_too_large", f"must be at most {MAX_IMAGE_BYTES} bytes (got {len(data)})")
         ok = False
-    if image.mime_type is not None and not isinstance(image.mime_type, MimeType):
+    if mime_type is not None and not isinstance(mime_type, MimeType):
         allowed = ", ".join(m.value for m in MimeType)
         c.add(path + "MimeType", "invalid_choice", f"must be one of: {allowed}")
         ok = False
@@ -337,7 +341,7 @@ def _check_country(c: _Checker, value: Any, path: str, *, required: bool) -> boo
     if not c.string(value, path, required=required):
         return False
     if not is_country_code(value):
-        c.add(path, "invalid_country", "must be a current ISO 3166-1 alpha-3 country code (upper case) or XKX")
+        c.add(path, "invalid_country", "must be a current ISO 3166-1 alpha-3 code (upper case) or XKX")
         return False
     return True
 
@@ -378,7 +382,7 @@ def _check_enabled_fields(c: _Checker, value: Any) -> set[Any]:
         wire_length = len(",".join(item.value for item in value))
         limit = MAX_LENGTHS[path]
         if wire_length > limit:
-            c.add(path, "too_long", f"must be at most {limit} characters long once joined (got {wire_length})")
+            c.add(path, "too_long", f"must be at most {limit} characters once joined (got {wire_length})")
     return seen
 
 
@@ -401,8 +405,8 @@ def _check_us_state(c: _Checker, value: Any, id_type: Any) -> None:
         c.add(
             path,
             "invalid_us_state",
-            f"for {id_type.value} must be a US state code (last two characters of ISO 3166-2:US), or a country "
-            "as ISO 3166-1 name, alpha-2 or alpha-3 code (Kosovo, XK, XKX for Kosovo)",
+            f"for {id_type.value} must be a US state code (last two characters of ISO 3166-2:US), or a "
+            "country as ISO 3166-1 name, alpha-2 or alpha-3 code (Kosovo, XK, XKX for Kosovo)",
         )
 
 
@@ -434,7 +438,7 @@ def _check_user_consent(c: _Checker, value: Any) -> None:
             c.add(ip_path, "invalid_ip", "must be a valid IPv4 or IPv6 address")
 
     loc_path = f"{root}.userLocation"
-    location = value.user_location
+    location: object = value.user_location
     country: str | None = None
     if location is None:
         c.add(loc_path, "required", "is required")
@@ -454,7 +458,7 @@ def _check_user_consent(c: _Checker, value: Any) -> None:
                 )
 
     consent_path = f"{root}.consent"
-    consent = value.consent
+    consent: object = value.consent
     if consent is None:
         if country == "USA":
             c.add(consent_path, "required_for_usa", "is required when userLocation.country is USA")
@@ -541,14 +545,14 @@ def request_warnings(req: Any) -> list[str]:
         supported = ADDRESS_EXTRACTION_SUPPORT.get(req.country, frozenset())
         if req.id_type.value not in supported:
             found.append(
-                f"idAddress is enabled but the API does not extract addresses from {req.id_type.value} documents "
-                f"of {req.country}; the field will stay empty"
+                f"idAddress is enabled but the API does not extract addresses from {req.id_type.value} "
+                f"documents of {req.country}; the field will stay empty"
             )
     return found
 
 
 def validate_request(req: Any) -> None:
-    """Raise :class:`~netverify_async.RequestValidationError` listing every broken rule; warn about odd requests.
+    """Raise :class:`~netverify_async.RequestValidationError` listing every broken rule; warn about odd ones.
 
     Called by ``NetverifyRequest`` on construction. Does nothing inside :func:`deferred_validation`.
     """

@@ -166,7 +166,9 @@ class Faults:
         parse_rate_limit(self.retrieval_rate_limit)
         for status, rate in self.errors:
             if status not in INJECTABLE_STATUSES:
-                raise ConfigurationError(f"Faults.errors: status {status} cannot be injected (use 500/502/503/504)")
+                raise ConfigurationError(
+                    f"Faults.errors: status {status} cannot be injected (use 500/502/503/504)"
+                )
             _check_probability(f"errors[{status}]", rate)
         _check_probability("drop_rate", self.drop_rate)
         _check_probability("slow_rate", self.slow_rate)
@@ -180,7 +182,9 @@ class Faults:
             raise ConfigurationError("Faults.slow_seconds must not be negative")
         for action in self.sequence:
             if action not in FAULT_ACTIONS:
-                raise ConfigurationError(f"Faults.sequence: unknown action {action!r} (one of {FAULT_ACTIONS})")
+                raise ConfigurationError(
+                    f"Faults.sequence: unknown action {action!r} (one of {FAULT_ACTIONS})"
+                )
         unknown = self.apply_to - set(ENDPOINT_KINDS)
         if unknown:
             raise ConfigurationError(f"Faults.apply_to: unknown endpoint kinds {sorted(unknown)}")

@@ -220,7 +220,11 @@ def callback_form(scan: Any, timestamp: str) -> dict[str, str]:
     form["idCountry"] = scan.country
     if scan.id_type in _SUBTYPES:
         form["idSubtype"] = _SUBTYPES[scan.id_type]
-    for role, name in (("front", "idScanImage"), ("back", "idScanImageBackside"), ("face", "idScanImageFace")):
+    for role, name in (
+        ("front", "idScanImage"),
+        ("back", "idScanImageBackside"),
+        ("face", "idScanImageFace"),
+    ):
         if role in scan.image_roles:
             form[name] = scan.image_url(role)
     if outcome in _REJECT_REASONS:

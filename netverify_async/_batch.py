@@ -1,0 +1,1051 @@
+"""Batch submission: many requests through the client's pipeline, bounded memory, a crash-safe journal.
+
+::
+
+    reader ──► prepare workers ──► upload workers (``concurrency``) ──► outcomes (completion order)
+    (lazy)     preflight + encode   client.send_encoded: rate limiter,
+               in worker threads    retries, typed errors
+
+The stages are joined by small memory streams, so preflight of the next images overlaps the current uploads,
+and a byte budget (``max_bytes_in_flight``) caps what the pipeline holds: an item's raw image bytes from the
+moment it is read until its body is encoded, then its encoded body until its upload ends. The input is read
+lazily, one item at a time as room frees up, so a generator of a million requests is fine; the only thing kept
+per item is its ``merchantIdScanReference`` (to refuse duplicates and for the summary).
+
+Every item ends in exactly one :class:`BatchOutcome`; a failing item never stops the batch. Only a broken
+journal (a batch must not send what it cannot record) or an exception raised by the input iterable itself ends
+it early: the items already read are finished first, then the exception is raised from the ``async for``.
+
+The pipeline runs in a background task that belongs to the :class:`Batch` object, not to the caller's task,
+so breaking out of the loop cannot corrupt the caller's cancel scopes on asyncio or trio. Close the batch to
+stop it deterministically: ``async with client.submit_many(...) as batch``, or ``await batch.aclose()``.
+Cancelling the task that iterates also stops it. A batch that is dropped without being closed is stopped when
+it is garbage collected (with a ``ResourceWarning``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import enum
+import inspect
+import logging
+import math
+import warnings
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.lowlevel
+import attrs
+import sniffio
+
+from ._errors import (
+    BatchItemError,
+    ConfigurationError,
+    NetverifyError,
+    PreflightError,
+    RateLimiterError,
+    ReadError,
+    RequestError,
+    RequestValidationError,
+    ServerError,
+    SubmissionOutcomeUnknown,
+    ValidationIssue,
+)
+from ._journal import Journal, JournalState, SqliteJournal, open_journal
+from ._models import NetverifyRequest, ScanReceipt
+
+if TYPE_CHECKING:
+    import os
+
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+    from ._client import NetverifyClient
+
+__all__ = [
+    "Batch",
+    "BatchOutcome",
+    "BatchProgress",
+    "BatchStatus",
+    "BatchSummary",
+    "OutcomeStatus",
+    "ProgressHook",
+    "check_unique_references",
+    "submit_many",
+]
+
+logger = logging.getLogger("netverify_async.batch")
+
+#: Default number of prepare workers (preflight + encode): a few are enough to keep the uploads fed.
+DEFAULT_PREPARE_WORKERS = 2
+#: Seconds between progress calls while nothing else happens.
+PROGRESS_INTERVAL_S = 0.2
+#: Budget reserved for the non-image part of a body (all text fields together are a few kilobytes).
+_BODY_OVERHEAD_BYTES = 64 * 1024
+#: Status codes that, on a submission, leave the outcome unknown (the request may have been processed).
+_AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
+
+
+class OutcomeStatus(str, enum.Enum):
+    """What happened to one item of a batch."""
+
+    #: Jumio accepted it: ``receipt`` holds the scan reference.
+    RECEIPT = "receipt"
+    #: It failed and certainly created no scan; ``error`` says why (resent by a re-run with the journal).
+    FAILED = "failed"
+    #: It was sent but the answer was lost, or the batch was stopped during its upload: a scan may exist.
+    UNKNOWN = "unknown"
+    #: The journal already holds a receipt for this reference; nothing sent.
+    SKIPPED_ALREADY_DONE = "skipped_already_done"
+    #: An earlier run sent it without learning the outcome; not resent (see ``resend_unknown``).
+    SKIPPED_UNKNOWN = "skipped_unknown"
+    #: An image would be refused by Jumio (``error`` is the PreflightError); nothing sent.
+    PREFLIGHT_REJECTED = "preflight_rejected"
+    #: Not a valid item: not a request, or a duplicate ``merchantIdScanReference``; nothing sent.
+    INVALID = "invalid"
+
+
+class BatchStatus(str, enum.Enum):
+    """Where a batch stands."""
+
+    NOT_STARTED = "not_started"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@attrs.frozen
+class BatchOutcome:
+    """The outcome of one item. Holds no image bytes and no personal data."""
+
+    #: Position of the item in the input (0-based).
+    index: int
+    #: The item's reference (None when the item was not a request at all).
+    merchant_id_scan_reference: str | None
+    status: OutcomeStatus
+    receipt: ScanReceipt | None = None
+    #: The typed error of a non-receipt outcome (never raised: the batch goes on).
+    error: NetverifyError | None = None
+    #: HTTP attempts made for this item: 0 when nothing was sent; None when it was sent and the client does
+    #: not report how many attempts the success took.
+    attempts: int | None = 0
+    #: Seconds from reading the item to its outcome.
+    elapsed: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when a scan exists for the item (a receipt now or from an earlier run)."""
+        return self.status in (OutcomeStatus.RECEIPT, OutcomeStatus.SKIPPED_ALREADY_DONE)
+
+
+@attrs.frozen
+class BatchProgress:
+    """A snapshot for progress displays, passed to ``on_progress``."""
+
+    #: Items taken from the input so far.
+    read: int
+    #: Uploads started (each item counts once).
+    submitted: int
+    receipts: int
+    failed: int
+    unknown: int
+    #: Items skipped thanks to the journal (already done, or unknown and not resent).
+    skipped: int
+    preflight_rejected: int
+    invalid: int
+    #: Uploads running now.
+    in_flight: int
+    #: Outcomes produced so far (all statuses).
+    completed: int
+    #: Seconds since the batch started.
+    elapsed: float
+    #: Outcomes per second since the start.
+    rate: float
+    #: Retries the client made during the batch.
+    retries: int
+    #: 429 answers the client received during the batch.
+    throttled: int
+    #: Bytes held by the pipeline now, and the most it held.
+    bytes_in_flight: int
+    peak_bytes_in_flight: int
+
+
+@attrs.frozen
+class BatchSummary:
+    """How a batch went: counts, and the references grouped by what happened to them.
+
+    ``not_sent`` lists the references that were read but not yet uploaded when the batch stopped (the journal
+    keeps them ``pending`` and a re-run sends them). ``unknown`` lists those whose upload may have created a
+    scan: the answer was lost, or the batch was stopped during the upload; reconcile them before resending.
+    """
+
+    status: BatchStatus
+    read: int
+    submitted: int
+    counts: Mapping[OutcomeStatus, int]
+    receipts: tuple[str, ...]
+    failed: tuple[str, ...]
+    unknown: tuple[str, ...]
+    not_sent: tuple[str, ...]
+    elapsed: float
+    peak_bytes_in_flight: int
+    #: Class name of the exception that ended the batch early (journal failure, input error), if any.
+    error_type: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """True when every item of the input got an outcome."""
+        return self.status is BatchStatus.COMPLETED
+
+
+ProgressHook = Callable[[BatchProgress], "Awaitable[None] | None"]
+
+
+def check_unique_references(requests: Iterable[NetverifyRequest]) -> None:
+    """Raise :class:`~netverify_async.RequestValidationError` naming each repeated merchant reference.
+
+    For callers holding a list who want to refuse the whole batch before starting (the batch itself refuses
+    each repeat as an ``INVALID`` outcome, since it reads its input lazily). Messages name positions, not
+    values.
+    """
+    first_seen: dict[str, int] = {}
+    issues: list[ValidationIssue] = []
+    for index, request in enumerate(requests):
+        ref = request.merchant_id_scan_reference
+        if ref in first_seen:
+            issues.append(
+                ValidationIssue(
+                    f"[{index}].merchantIdScanReference",
+                    "duplicate_reference",
+                    f"must be unique within a batch; item {first_seen[ref]} has the same value",
+                )
+            )
+        else:
+            first_seen[ref] = index
+    if issues:
+        raise RequestValidationError(issues)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Byte budget
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Waiter:
+    __slots__ = ("amount", "event", "granted")
+
+    def __init__(self, amount: int) -> None:
+        self.amount = amount
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class ByteBudget:
+    """A semaphore counted in bytes (FIFO). An amount larger than the whole capacity is granted when nothing
+    else is held, so one oversized item still goes through, alone."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self.peak = 0
+        #: Largest single amount granted (to tell an oversized item from an overrun).
+        self.largest = 0
+        self._waiters: list[_Waiter] = []
+
+    def _fits(self, amount: int) -> bool:
+        return self.in_use == 0 or self.in_use + amount <= self.capacity
+
+    def _take(self, amount: int) -> None:
+        self.in_use += amount
+        self.peak = max(self.peak, self.in_use)
+        self.largest = max(self.largest, amount)
+
+    def _grant_waiters(self) -> None:
+        while self._waiters and self._fits(self._waiters[0].amount):
+            waiter = self._waiters.pop(0)
+            self._take(waiter.amount)
+            waiter.granted = True
+            waiter.event.set()
+
+    async def acquire(self, amount: int) -> None:
+        """Wait until ``amount`` bytes fit, then hold them."""
+        if not self._waiters and self._fits(amount):
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            self._take(amount)
+            return
+        waiter = _Waiter(amount)
+        self._waiters.append(waiter)
+        try:
+            await waiter.event.wait()
+        except BaseException:
+            if waiter.granted:
+                self.release(amount)
+            else:
+                self._waiters.remove(waiter)
+                self._grant_waiters()
+            raise
+
+    def force(self, amount: int) -> None:
+        """Hold more bytes without waiting (an item that grew after it was admitted)."""
+        self._take(amount)
+
+    def release(self, amount: int) -> None:
+        """Give bytes back."""
+        self.in_use -= amount
+        self._grant_waiters()
+
+
+def _estimate_bytes(request: NetverifyRequest) -> int:
+    """Upper bound of what an item costs: its raw images plus the body they encode to (base64 + JSON)."""
+    raw = sum(image.size for image in request.images.values())
+    encoded = sum(4 * math.ceil(image.size / 3) for image in request.images.values())
+    return raw + encoded + _BODY_OVERHEAD_BYTES
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The pipeline
+# ----------------------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class _Item:
+    index: int
+    ref: str
+    started: float
+    reserved: int
+    request: NetverifyRequest | None
+    body: bytes | None = None
+
+
+def _is_ambiguous(error: BaseException) -> bool:
+    """Whether a failed submission may have been processed by the server."""
+    if isinstance(error, SubmissionOutcomeUnknown | ReadError):
+        return True
+    if isinstance(error, ServerError) and error.status_code in _AMBIGUOUS_STATUSES:
+        return True
+    return not isinstance(error, NetverifyError)
+
+
+def _flatten(exc: BaseException) -> list[BaseException]:
+    inner = getattr(exc, "exceptions", None)
+    if (
+        isinstance(exc, BaseException)
+        and isinstance(inner, tuple)
+        and type(exc).__name__.endswith("ExceptionGroup")
+    ):
+        leaves: list[BaseException] = []
+        for sub in inner:
+            leaves.extend(_flatten(sub))
+        return leaves
+    return [exc]
+
+
+class _Pipeline:
+    """The state and the tasks of one batch; referenced by the background task, never the other way round."""
+
+    def __init__(
+        self,
+        client: NetverifyClient,
+        requests: Iterable[NetverifyRequest] | AsyncIterable[NetverifyRequest],
+        *,
+        concurrency: int,
+        journal: Journal | None,
+        owns_journal: bool,
+        resend_unknown: bool,
+        max_bytes_in_flight: int,
+        on_progress: ProgressHook | None,
+        prepare_workers: int,
+    ) -> None:
+        self.client = client
+        self.requests = requests
+        self.concurrency = concurrency
+        self.journal = journal
+        self.owns_journal = owns_journal
+        self.resend_unknown = resend_unknown
+        self.budget = ByteBudget(max_bytes_in_flight)
+        self.on_progress = on_progress
+        self.prepare_workers = prepare_workers
+
+        self.status = BatchStatus.NOT_STARTED
+        self.started_at = 0.0
+        self.finished_at: float | None = None
+        self.read = 0
+        self.submitted = 0
+        self.counts: dict[OutcomeStatus, int] = dict.fromkeys(OutcomeStatus, 0)
+        self.receipts: list[str] = []
+        self.failed: list[str] = []
+        self.unknown: list[str] = []
+        self.seen: set[str] = set()
+        #: Items read and admitted, not sent yet (index -> reference).
+        self.pending: dict[int, str] = {}
+        #: Items whose upload started and has no outcome yet.
+        self.in_flight: dict[int, str] = {}
+        self.input_error: BaseException | None = None
+        self.fatal: BaseException | None = None
+        self.error_delivered = False
+        self.stats_start = (0, 0)
+
+        self.scope = anyio.CancelScope()
+        self.done: anyio.Event | None = None
+        self.outcome_receive: MemoryObjectReceiveStream[BatchOutcome] | None = None
+        self._outcome_send: MemoryObjectSendStream[BatchOutcome] | None = None
+        self._changed: anyio.Event | None = None
+
+    # -- counters --------------------------------------------------------------------------------------------
+
+    def _client_counters(self) -> tuple[int, int]:
+        stats = getattr(self.client, "stats", None)
+        return (int(getattr(stats, "retries", 0)), int(getattr(stats, "throttled", 0)))
+
+    def elapsed(self) -> float:
+        if self.status is BatchStatus.NOT_STARTED:
+            return 0.0
+        end = self.finished_at if self.finished_at is not None else anyio.current_time()
+        return max(0.0, end - self.started_at)
+
+    def progress(self) -> BatchProgress:
+        retries, throttled = self._client_counters()
+        elapsed = self.elapsed()
+        completed = sum(self.counts.values())
+        c = self.counts
+        return BatchProgress(
+            read=self.read,
+            submitted=self.submitted,
+            receipts=c[OutcomeStatus.RECEIPT],
+            failed=c[OutcomeStatus.FAILED],
+            unknown=c[OutcomeStatus.UNKNOWN],
+            skipped=c[OutcomeStatus.SKIPPED_ALREADY_DONE] + c[OutcomeStatus.SKIPPED_UNKNOWN],
+            preflight_rejected=c[OutcomeStatus.PREFLIGHT_REJECTED],
+            invalid=c[OutcomeStatus.INVALID],
+            in_flight=len(self.in_flight),
+            completed=completed,
+            elapsed=elapsed,
+            rate=completed / elapsed if elapsed > 0 else 0.0,
+            retries=retries - self.stats_start[0],
+            throttled=throttled - self.stats_start[1],
+            bytes_in_flight=self.budget.in_use,
+            peak_bytes_in_flight=self.budget.peak,
+        )
+
+    def summary(self) -> BatchSummary:
+        still_running = self.status is BatchStatus.RUNNING
+        error = self.fatal or self.input_error
+        return BatchSummary(
+            status=self.status,
+            read=self.read,
+            submitted=self.submitted,
+            counts=dict(self.counts),
+            receipts=tuple(self.receipts),
+            failed=tuple(self.failed),
+            unknown=tuple(self.unknown) + (tuple(self.in_flight.values()) if not still_running else ()),
+            not_sent=tuple(self.pending.values()) if not still_running else (),
+            elapsed=self.elapsed(),
+            peak_bytes_in_flight=self.budget.peak,
+            error_type=type(error).__name__ if error is not None else None,
+        )
+
+    # -- outcomes --------------------------------------------------------------------------------------------
+
+    async def _emit(self, out: MemoryObjectSendStream[BatchOutcome], outcome: BatchOutcome) -> None:
+        self.counts[outcome.status] += 1
+        ref = outcome.merchant_id_scan_reference
+        if ref is not None:
+            if outcome.status is OutcomeStatus.RECEIPT:
+                self.receipts.append(ref)
+            elif outcome.status in (OutcomeStatus.FAILED, OutcomeStatus.PREFLIGHT_REJECTED):
+                self.failed.append(ref)
+            elif outcome.status is OutcomeStatus.UNKNOWN:
+                self.unknown.append(ref)
+        self.pending.pop(outcome.index, None)
+        self.in_flight.pop(outcome.index, None)
+        if self._changed is not None:
+            self._changed.set()
+        try:
+            await out.send(outcome)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass  # the consumer closed the batch; its stop is on the way
+
+    def _outcome(
+        self,
+        item_index: int,
+        ref: str | None,
+        status: OutcomeStatus,
+        started: float,
+        *,
+        receipt: ScanReceipt | None = None,
+        error: NetverifyError | None = None,
+        attempts: int | None = 0,
+    ) -> BatchOutcome:
+        return BatchOutcome(
+            index=item_index,
+            merchant_id_scan_reference=ref,
+            status=status,
+            receipt=receipt,
+            error=error,
+            attempts=attempts,
+            elapsed=anyio.current_time() - started,
+        )
+
+    # -- stage 1: reader -------------------------------------------------------------------------------------
+
+    @staticmethod
+    async def _next_request(source: Iterator[Any] | AsyncIterator[Any], is_async: bool) -> tuple[bool, Any]:
+        if is_async:
+            try:
+                return True, await source.__anext__()  # type: ignore[union-attr]
+            except StopAsyncIteration:
+                return False, None
+        try:
+            return True, next(source)  # type: ignore[arg-type]
+        except StopIteration:
+            return False, None
+
+    async def _reader(
+        self, prepare_send: MemoryObjectSendStream[_Item], out: MemoryObjectSendStream[BatchOutcome]
+    ) -> None:
+        requests = self.requests
+        source: Iterator[Any] | AsyncIterator[Any]
+        is_async = isinstance(requests, AsyncIterable)
+        source = aiter(requests) if isinstance(requests, AsyncIterable) else iter(requests)
+        async with prepare_send, out:
+            try:
+                index = 0
+                while True:
+                    try:
+                        more, request = await self._next_request(source, is_async)
+                    except Exception as exc:
+                        # the input itself broke: finish what was read, then raise it to the caller
+                        self.input_error = exc
+                        logger.error(
+                            "batch input raised %s; finishing the items already read", type(exc).__name__
+                        )
+                        break
+                    if not more:
+                        break
+                    await self._admit(index, request, prepare_send, out)
+                    index += 1
+                    del request
+            finally:
+                # close a generator input now (not whenever it is collected), so its own cleanup runs
+                close = getattr(source, "aclose" if is_async else "close", None)
+                if callable(close):
+                    with anyio.CancelScope(shield=True):
+                        result = close()
+                        if inspect.isawaitable(result):
+                            await result
+
+    async def _admit(
+        self,
+        index: int,
+        request: Any,
+        prepare_send: MemoryObjectSendStream[_Item],
+        out: MemoryObjectSendStream[BatchOutcome],
+    ) -> None:
+        started = anyio.current_time()
+        self.read += 1
+        if not isinstance(request, NetverifyRequest):
+            issue = ValidationIssue(
+                "request",
+                "type",
+                f"batch items must be NetverifyRequest objects, not {type(request).__name__}",
+            )
+            await self._emit(
+                out,
+                self._outcome(
+                    index, None, OutcomeStatus.INVALID, started, error=RequestValidationError([issue])
+                ),
+            )
+            return
+        ref = request.merchant_id_scan_reference
+        if ref in self.seen:
+            issue = ValidationIssue(
+                "merchantIdScanReference",
+                "duplicate_reference",
+                "must be unique within a batch; an earlier item has the same value (not sent)",
+            )
+            await self._emit(
+                out,
+                self._outcome(
+                    index, ref, OutcomeStatus.INVALID, started, error=RequestValidationError([issue])
+                ),
+            )
+            return
+        self.seen.add(ref)
+        if self.journal is not None:
+            entry = await self.journal.begin_item(ref)
+            if entry is not None and entry.state is JournalState.RECEIPT:
+                await self._emit(
+                    out,
+                    self._outcome(
+                        index, ref, OutcomeStatus.SKIPPED_ALREADY_DONE, started, receipt=entry.receipt
+                    ),
+                )
+                return
+            if entry is not None and entry.state.outcome_unknown and not self.resend_unknown:
+                error = SubmissionOutcomeUnknown(
+                    ref,
+                    f"an earlier run sent it, outcome unknown (journal state {entry.state.value!r})",
+                )
+                await self._emit(
+                    out, self._outcome(index, ref, OutcomeStatus.SKIPPED_UNKNOWN, started, error=error)
+                )
+                return
+        reserved = _estimate_bytes(request)
+        await self.budget.acquire(reserved)
+        self.pending[index] = ref
+        try:
+            await prepare_send.send(_Item(index, ref, started, reserved, request))
+        except BaseException:
+            self.budget.release(reserved)
+            raise
+
+    # -- stage 2: preflight + encode -------------------------------------------------------------------------
+
+    async def _preparer(
+        self,
+        receive: MemoryObjectReceiveStream[_Item],
+        upload_send: MemoryObjectSendStream[_Item],
+        out: MemoryObjectSendStream[BatchOutcome],
+    ) -> None:
+        async with receive, upload_send, out:
+            async for item in receive:
+                ready = await self._prepare(item, out)
+                if ready is not None:
+                    await upload_send.send(ready)
+                del item, ready
+
+    async def _prepare(self, item: _Item, out: MemoryObjectSendStream[BatchOutcome]) -> _Item | None:
+        request = item.request
+        assert request is not None
+        item.request = None
+        status: OutcomeStatus
+        error: NetverifyError
+        try:
+            prepared = await self.client.prepare(request)
+            del request
+            body = await self.client.encode(prepared)
+            del prepared
+        except anyio.get_cancelled_exc_class():
+            self.budget.release(item.reserved)
+            raise
+        except PreflightError as exc:
+            status, error = OutcomeStatus.PREFLIGHT_REJECTED, exc
+        except RequestValidationError as exc:
+            status, error = OutcomeStatus.INVALID, exc
+        except NetverifyError as exc:
+            status, error = OutcomeStatus.FAILED, exc
+        except Exception as exc:
+            status = OutcomeStatus.FAILED
+            error = BatchItemError(
+                f"preparing the item failed unexpectedly ({type(exc).__name__}); nothing was sent",
+                merchant_id_scan_reference=item.ref,
+                stage="prepare",
+            )
+            error.__cause__ = exc
+            logger.error("batch item %d: unexpected %s while preparing", item.index, type(exc).__name__)
+        else:
+            size = len(body)
+            if size > item.reserved:
+                self.budget.force(size - item.reserved)  # normalisation made the images larger
+            else:
+                self.budget.release(item.reserved - size)
+            item.reserved = size
+            item.body = body
+            return item
+        self.budget.release(item.reserved)
+        item.reserved = 0
+        if self.journal is not None:
+            await self.journal.mark_failed(item.ref, error)
+        await self._emit(out, self._outcome(item.index, item.ref, status, item.started, error=error))
+        return None
+
+    # -- stage 3: upload -------------------------------------------------------------------------------------
+
+    async def _uploader(
+        self, receive: MemoryObjectReceiveStream[_Item], out: MemoryObjectSendStream[BatchOutcome]
+    ) -> None:
+        async with receive, out:
+            async for item in receive:
+                await self._upload(item, out)
+                del item
+
+    async def _upload(self, item: _Item, out: MemoryObjectSendStream[BatchOutcome]) -> None:
+        body = item.body
+        assert body is not None
+        item.body = None
+        ref = item.ref
+        try:
+            if self.journal is not None:
+                await self.journal.mark_sent(ref)
+            # From here until its outcome the item is in flight: if the batch stops, its outcome is unknown.
+            # (No await between the durable "sent" record and this move.)
+            self.pending.pop(item.index, None)
+            self.in_flight[item.index] = ref
+            self.submitted += 1
+            receipt: ScanReceipt | None = None
+            error: NetverifyError | None = None
+            attempts: int | None = None
+            try:
+                receipt = await self.client.send_encoded(body, merchant_id_scan_reference=ref)
+            except anyio.get_cancelled_exc_class():
+                raise
+            except (NetverifyError, Exception) as exc:
+                error, attempts = self._upload_error(item, exc)
+        finally:
+            del body
+            self.budget.release(item.reserved)
+            item.reserved = 0
+        if receipt is not None:
+            if self.journal is not None:
+                await self.journal.mark_receipt(ref, receipt)
+            await self._emit(
+                out,
+                self._outcome(
+                    item.index, ref, OutcomeStatus.RECEIPT, item.started, receipt=receipt, attempts=None
+                ),
+            )
+            return
+        assert error is not None
+        cause = error if not isinstance(error, BatchItemError) else (error.__cause__ or error)
+        if _is_ambiguous(cause):
+            status = OutcomeStatus.UNKNOWN
+            if self.journal is not None:
+                await self.journal.mark_unknown([ref], type(error).__name__)
+        else:
+            status = OutcomeStatus.FAILED
+            if self.journal is not None:
+                await self.journal.mark_failed(ref, error)
+        await self._emit(
+            out, self._outcome(item.index, ref, status, item.started, error=error, attempts=attempts)
+        )
+
+    @staticmethod
+    def _upload_error(item: _Item, exc: BaseException) -> tuple[NetverifyError, int | None]:
+        if isinstance(exc, NetverifyError):
+            attempts = getattr(exc, "attempts", None)
+            if isinstance(exc, RateLimiterError) or (
+                isinstance(exc, ConfigurationError) and not isinstance(exc, RequestError)
+            ):
+                attempts = 0  # refused before anything was sent
+            return exc, attempts if isinstance(attempts, int) else None
+        wrapped = BatchItemError(
+            f"the upload failed unexpectedly ({type(exc).__name__}); a scan may have been created",
+            merchant_id_scan_reference=item.ref,
+            stage="upload",
+        )
+        wrapped.__cause__ = exc
+        logger.error("batch item %d: unexpected %s during upload", item.index, type(exc).__name__)
+        return wrapped, None
+
+    # -- progress --------------------------------------------------------------------------------------------
+
+    async def _report_progress(self) -> None:
+        hook = self.on_progress
+        if hook is None:
+            return
+        try:
+            result = hook(self.progress())
+            if inspect.isawaitable(result):
+                await result
+        except anyio.get_cancelled_exc_class():
+            raise
+        except Exception:
+            logger.exception(
+                "the batch's on_progress hook failed; it will not be called again for this batch"
+            )
+            self.on_progress = None
+
+    async def _progress_loop(self) -> None:
+        while self.on_progress is not None:
+            self._changed = anyio.Event()
+            with anyio.move_on_after(PROGRESS_INTERVAL_S):
+                await self._changed.wait()
+            await self._report_progress()
+
+    # -- the background task ---------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the loop-bound objects; called in the consumer's task before the background task starts."""
+        self.done = anyio.Event()
+        buffer = max(1, self.concurrency)
+        self._outcome_send, self.outcome_receive = anyio.create_memory_object_stream[BatchOutcome](buffer)
+        self.status = BatchStatus.RUNNING
+        self.started_at = anyio.current_time()
+        self.stats_start = self._client_counters()
+
+    async def run(self) -> None:
+        """The background task: the stages, then the bookkeeping. Never raises (errors go to the consumer)."""
+        assert self._outcome_send is not None and self.done is not None
+        out = self._outcome_send
+        journal_started = False
+        try:
+            with self.scope:
+                if self.journal is not None:
+                    await self.journal.start_run()
+                    journal_started = True
+                await self._run_stages(out)
+        except BaseException as exc:
+            leaves = [e for e in _flatten(exc) if not isinstance(e, anyio.get_cancelled_exc_class())]
+            if leaves:
+                self.fatal = leaves[0]
+                logger.error("batch stopped by %s", type(self.fatal).__name__)
+            elif not self.scope.cancel_called:
+                # cancelled from outside (the event loop shutting down): do the bookkeeping, then let it go
+                await self._finish(out, journal_started, BatchStatus.CANCELLED)
+                raise
+        if self.fatal is not None or self.input_error is not None:
+            status = BatchStatus.FAILED
+        elif self.scope.cancel_called:
+            status = BatchStatus.CANCELLED
+        else:
+            status = BatchStatus.COMPLETED
+        await self._finish(out, journal_started, status)
+
+    async def _run_stages(self, out: MemoryObjectSendStream[BatchOutcome]) -> None:
+        nprep = self.prepare_workers
+        prepare_send, prepare_receive = anyio.create_memory_object_stream[_Item](nprep)
+        upload_send, upload_receive = anyio.create_memory_object_stream[_Item](nprep)
+        async with anyio.create_task_group() as outer:
+            if self.on_progress is not None:
+                outer.start_soon(self._progress_loop)
+            async with anyio.create_task_group() as stages:
+                stages.start_soon(self._reader, prepare_send, out.clone())
+                for _ in range(nprep):
+                    stages.start_soon(
+                        self._preparer, prepare_receive.clone(), upload_send.clone(), out.clone()
+                    )
+                for _ in range(self.concurrency):
+                    stages.start_soon(self._uploader, upload_receive.clone(), out.clone())
+                prepare_receive.close()
+                upload_send.close()
+                upload_receive.close()
+            outer.cancel_scope.cancel()
+        await self._report_progress()
+
+    async def _finish(
+        self, out: MemoryObjectSendStream[BatchOutcome], journal_started: bool, status: BatchStatus
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                if self.journal is not None:
+                    try:
+                        if self.in_flight:
+                            await self.journal.mark_unknown(list(self.in_flight.values()), "BatchCancelled")
+                        if journal_started:
+                            await self.journal.finish_run(
+                                status.value,
+                                {s.value: n for s, n in self.counts.items()} | {"read": self.read},
+                            )
+                    except Exception as exc:
+                        if self.fatal is None:
+                            self.fatal = exc
+                            status = BatchStatus.FAILED
+                        logger.error(
+                            "the journal failed while the batch was stopping: %s", type(exc).__name__
+                        )
+                    finally:
+                        if self.owns_journal and isinstance(self.journal, SqliteJournal):
+                            await self.journal.aclose()
+            finally:
+                self.status = status
+                self.finished_at = anyio.current_time()
+                out.close()
+                assert self.done is not None
+                self.done.set()
+
+    def take_error(self) -> BaseException | None:
+        """The exception to raise to the consumer (once)."""
+        if self.error_delivered:
+            return None
+        self.error_delivered = True
+        return self.fatal or self.input_error
+
+
+def _spawn(pipeline: _Pipeline) -> object:
+    """Start the pipeline's background task, detached from the caller's task (see the module docstring)."""
+    library = sniffio.current_async_library()
+    if library == "asyncio":
+        return asyncio.get_running_loop().create_task(pipeline.run(), name="netverify-batch")
+    if library == "trio":
+        import trio
+
+        return trio.lowlevel.spawn_system_task(
+            pipeline.run, name="netverify-batch", context=contextvars.copy_context()
+        )
+    raise ConfigurationError(f"submit_many: unsupported async library {library!r} (asyncio or trio)")
+
+
+class Batch:
+    """A running batch: an async iterator of :class:`BatchOutcome` in completion order.
+
+    Nothing starts before the first ``__anext__`` (or ``async with``). ``summary`` is a live
+    :class:`BatchSummary`, final once the batch has ended; ``progress`` is a :class:`BatchProgress` snapshot.
+    """
+
+    def __init__(self, pipeline: _Pipeline) -> None:
+        self._pipeline = pipeline
+        self._task: object | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        p = self._pipeline
+        return f"Batch(status={p.status.value}, read={p.read}, completed={sum(p.counts.values())})"
+
+    @property
+    def summary(self) -> BatchSummary:
+        """Counts and references so far (final once the batch has ended)."""
+        return self._pipeline.summary()
+
+    @property
+    def progress(self) -> BatchProgress:
+        """A progress snapshot."""
+        return self._pipeline.progress()
+
+    @property
+    def status(self) -> BatchStatus:
+        return self._pipeline.status
+
+    @property
+    def peak_bytes_in_flight(self) -> int:
+        """The most bytes the pipeline held at once (see ``max_bytes_in_flight``)."""
+        return self._pipeline.budget.peak
+
+    @property
+    def largest_item_bytes(self) -> int:
+        """The largest single reservation (an item above the budget goes through alone)."""
+        return self._pipeline.budget.largest
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._pipeline.setup()
+            self._task = _spawn(self._pipeline)
+
+    async def __aenter__(self) -> Batch:
+        if self._closed:
+            raise ConfigurationError("this batch is closed; submit_many() returns a new one")
+        self._start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop()
+        if exc is None:
+            error = self._pipeline.take_error()
+            if error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
+                raise error
+
+    def __aiter__(self) -> Batch:
+        return self
+
+    async def __anext__(self) -> BatchOutcome:
+        if self._closed:
+            raise StopAsyncIteration
+        self._start()
+        receive = self._pipeline.outcome_receive
+        assert receive is not None
+        try:
+            return await receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        except BaseException:
+            await self._stop()
+            raise
+        await self._stop()
+        error = self._pipeline.take_error()
+        if error is not None:
+            raise error
+        raise StopAsyncIteration
+
+    async def _stop(self) -> None:
+        self._closed = True
+        if self._task is None:
+            return
+        p = self._pipeline
+        with anyio.CancelScope(shield=True):
+            assert p.done is not None
+            if not p.done.is_set():
+                p.scope.cancel()
+                await p.done.wait()
+            if p.outcome_receive is not None:
+                p.outcome_receive.close()
+
+    async def aclose(self) -> None:
+        """Stop the batch (uploads in flight become ``unknown``), wait for its bookkeeping and summary.
+
+        Raises the exception that ended the batch early (a journal failure) if it was not raised yet.
+        """
+        await self._stop()
+        error = self._pipeline.take_error()
+        if error is not None:
+            raise error
+
+    def __del__(self) -> None:
+        p = self._pipeline
+        if self._task is not None and p.done is not None and not p.done.is_set():
+            warnings.warn(
+                "a batch was dropped while running; stop it with 'async with' or 'await batch.aclose()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+            try:
+                p.scope.cancel()
+            except Exception:  # noqa: S110 - the event loop may already be gone
+                pass
+
+
+def submit_many(
+    client: NetverifyClient,
+    requests: Iterable[NetverifyRequest] | AsyncIterable[NetverifyRequest],
+    *,
+    concurrency: int,
+    journal: Journal | str | os.PathLike[str] | None = None,
+    resend_unknown: bool = False,
+    max_bytes_in_flight: int = 256 * 1024 * 1024,
+    on_progress: ProgressHook | None = None,
+    prepare_workers: int = DEFAULT_PREPARE_WORKERS,
+) -> Batch:
+    """Submit many requests through ``client``; returns a :class:`Batch` (an async iterator of outcomes).
+
+    - ``requests``: any iterable or async iterable of :class:`~netverify_async.NetverifyRequest`, read lazily.
+      A plain iterable is advanced on the event loop: read files in an async generator (e.g. with
+      ``Image.from_path_async``) rather than in a plain one.
+    - ``concurrency``: uploads at once (the client's rate limiter and ``max_concurrency`` still apply).
+    - ``journal``: a path (a :class:`~netverify_async.SqliteJournal` is opened and closed by the batch), a
+      journal object, or None. With a journal, references that already have a receipt are skipped, and those
+      whose earlier upload has an unknown outcome are skipped unless ``resend_unknown=True``.
+    - ``max_bytes_in_flight``: the byte budget (raw images until encoded, then encoded bodies until uploaded).
+    - ``on_progress``: called (sync or async) with a :class:`BatchProgress` after outcomes and at least every
+      0.2 s; calls are coalesced when outcomes arrive faster than the hook runs. A hook that raises is logged
+      and not called again.
+    - ``prepare_workers``: items preflighted and encoded at once (CPU-bound work in worker threads).
+    """
+    if isinstance(requests, (str, bytes, NetverifyRequest)) or not isinstance(
+        requests, Iterable | AsyncIterable
+    ):
+        raise ConfigurationError("requests: expected an iterable or async iterable of NetverifyRequest")
+    for name, value in (
+        ("concurrency", concurrency),
+        ("max_bytes_in_flight", max_bytes_in_flight),
+        ("prepare_workers", prepare_workers),
+    ):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigurationError(f"{name}: must be an integer >= 1")
+    if on_progress is not None and not callable(on_progress):
+        raise ConfigurationError("on_progress: must be callable")
+    journal_obj, owns = open_journal(journal)
+    pipeline = _Pipeline(
+        client,
+        requests,
+        concurrency=concurrency,
+        journal=journal_obj,
+        owns_journal=owns,
+        resend_unknown=bool(resend_unknown),
+        max_bytes_in_flight=max_bytes_in_flight,
+        on_progress=on_progress,
+        prepare_workers=prepare_workers,
+    )
+    return Batch(pipeline)

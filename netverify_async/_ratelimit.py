@@ -1,0 +1,861 @@
+"""Client-side rate control: every HTTP attempt asks a limiter for a slot first.
+
+Jumio limits each account to a number of request *starts* per time window (for example 5 per 5 s, or the older
+3 per second and 180 per minute) and answers 429 beyond it. The server's windows may be aligned anywhere
+in time, so the only safe promise is the sliding-window one: **no interval of length W, wherever it lies,
+contains more than N starts**. A fixed-window counter breaks that promise at its boundaries (up to 2N starts
+in W) and so does a token bucket whose burst exceeds N.
+
+The limiters here keep that promise exactly:
+
+- :class:`SlidingWindowLimiter` remembers the start times of the last N requests for each window; the next
+  request may start at the earliest at ``starts[-N] + W``. All windows are enforced at once, plus an optional
+  cap on requests in flight. Waiters are served first come, first served; a waiter that is cancelled takes
+  nothing. A 429 (or 503) that carries ``Retry-After`` pauses every new start until the pause is over.
+- :class:`AdaptiveLimiter` finds the rate the server accepts from its 429 answers (a CUBIC controller over a
+  token bucket, see its docstring), optionally under a configured sliding-window ceiling, so a configured
+  limit that is too high corrects itself.
+- :class:`UnlimitedLimiter` only caps the number of requests in flight.
+- :class:`netverify_async.redis.RedisRateLimiter` shares one limit between processes and hosts.
+
+All of them follow the :class:`RateLimiter` protocol, which is all the client relies on::
+
+    async with limiter.slot() as slot:
+        response = await send()
+        slot.record(response.status_code, retry_after)
+
+The in-process limiters use anyio only, so they work under asyncio and trio. They are not thread-safe: use
+one limiter per event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import deque
+from collections.abc import Callable, Iterable
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Final, Protocol, TypeAlias, runtime_checkable
+
+import anyio
+import anyio.lowlevel
+import attrs
+
+from ._errors import ConfigurationError
+
+__all__ = [
+    "AdaptiveLimiter",
+    "RateLimiter",
+    "RateSpec",
+    "RateWindow",
+    "SlidingWindowLimiter",
+    "Slot",
+    "UnlimitedLimiter",
+    "make_limiter",
+    "parse_rate",
+]
+
+logger = logging.getLogger("netverify_async.ratelimit")
+
+#: A clock returning seconds as a float; only differences between its readings are used.
+Clock = Callable[[], float]
+
+#: The longest server-requested pause (``Retry-After``) a limiter honours, in seconds. A larger value is cut
+#: to this, so one odd header cannot stall a client for hours; the retry policy decides separately whether
+#: such a request is retried at all.
+DEFAULT_MAX_PAUSE: Final = 300.0
+
+#: Seconds the adaptive rate takes to climb back to the level that was throttled (CUBIC's K). Jumio counts in
+#: windows of seconds (5 s today), so probing faster than that overshoots before the first 429 can tell.
+DEFAULT_RECOVERY_TIME: Final = 4.0
+
+#: Status codes that mean "slow down". A 503 counts only when it carries ``Retry-After``.
+_THROTTLE_STATUS: Final = 429
+_UNAVAILABLE_STATUS: Final = 503
+
+#: Token counts this close to a whole token count as whole (float rounding in the refill arithmetic).
+_EPSILON: Final = 1e-9
+#: Waits are extended by this much so that the clock read after waking is past the target, never a rounding
+#: error short of it (the window check itself is exact: no tolerance).
+_WAKE_SLACK: Final = 1e-6
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The protocol the client codes against
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Slot(Protocol):
+    """Permission for one HTTP attempt, handed out by :meth:`RateLimiter.slot`."""
+
+    def record(self, status_code: int | None, retry_after: float | None = None) -> None:
+        """Report how the attempt went: the HTTP status, or None when no answer came (transport failure).
+
+        ``retry_after`` is the server's ``Retry-After`` in seconds, when it sent one. Only the first call
+        counts; a slot that records nothing is neutral.
+        """
+
+
+@runtime_checkable
+class RateLimiter(Protocol):
+    """Admission control for HTTP attempts."""
+
+    def slot(self) -> AbstractAsyncContextManager[Slot]:
+        """Wait until a request may start (every window and the concurrency cap allow it), then hold the slot.
+
+        Leaving the ``async with`` block frees the concurrency slot; the start keeps counting in its windows.
+        """
+        ...
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Rate specifications
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _format_seconds(seconds: float) -> str:
+    for length, unit in ((3600.0, "h"), (60.0, "min"), (1.0, "s")):
+        if seconds == length:
+            return unit
+    return f"{seconds:g}s"
+
+
+def _check_limit(instance: RateWindow, attribute: attrs.Attribute[int], value: object) -> None:
+    del instance, attribute
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigurationError(f"rate window: limit must be a whole number >= 1, got {value!r}")
+
+
+def _to_seconds(value: object) -> float:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"rate window: seconds must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+@attrs.frozen
+class RateWindow:
+    """At most ``limit`` request starts in *any* interval of ``seconds`` seconds."""
+
+    limit: int = attrs.field(validator=_check_limit)
+    seconds: float = attrs.field(converter=_to_seconds)
+
+    @property
+    def rate(self) -> float:
+        """The long-run average the window allows, in requests per second."""
+        return self.limit / self.seconds
+
+    def __str__(self) -> str:
+        return f"{self.limit}/{_format_seconds(self.seconds)}"
+
+
+#: Anything :func:`parse_rate` accepts: ``"5/5s"``, ``"3/s,180/min"``, a :class:`RateWindow` or several.
+RateSpec: TypeAlias = str | RateWindow | Iterable[str | RateWindow]
+
+_UNIT_SECONDS: Final = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0),
+    **dict.fromkeys(("m", "min", "mins", "minute", "minutes"), 60.0),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600.0),
+}
+_RULE_RE: Final = re.compile(
+    r"^\s*(?P<limit>[^/]*?)\s*/\s*(?P<count>[-+]?[0-9]*\.?[0-9]*)\s*(?P<unit>[A-Za-z]*)\s*$"
+)
+
+
+def _parse_rule(rule: str) -> RateWindow:
+    match = _RULE_RE.match(rule)
+    if match is None:
+        raise ConfigurationError(
+            f"rate rule {rule.strip()!r}: expected LIMIT/[COUNT]UNIT such as '5/5s', '3/s' or '180/min'"
+        )
+    limit_text, count_text, unit = match["limit"], match["count"], match["unit"].lower()
+    if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
+        raise ConfigurationError(f"rate rule {rule.strip()!r}: the limit must be a whole number >= 1")
+    if not unit:
+        raise ConfigurationError(f"rate rule {rule.strip()!r}: a time unit is missing (s, min or h)")
+    if unit not in _UNIT_SECONDS:
+        raise ConfigurationError(
+            f"rate rule {rule.strip()!r}: unknown time unit {unit!r} "
+            "(use s/sec/second, m/min/minute or h/hour)"
+        )
+    try:
+        count = float(count_text) if count_text else 1.0
+    except ValueError:
+        raise ConfigurationError(f"rate rule {rule.strip()!r}: the window length is not a number") from None
+    if count <= 0:
+        raise ConfigurationError(f"rate rule {rule.strip()!r}: the window length must be > 0")
+    return RateWindow(int(limit_text), count * _UNIT_SECONDS[unit])
+
+
+def _simplify(windows: Iterable[RateWindow]) -> tuple[RateWindow, ...]:
+    """Drop windows implied by others: (N1, W1) is implied by (N2, W2) when W2 >= W1 and N2 <= N1."""
+    candidates = sorted(set(windows), key=lambda w: (w.seconds, w.limit))
+    kept = [
+        w
+        for w in candidates
+        if not any(o is not w and o.seconds >= w.seconds and o.limit <= w.limit for o in candidates)
+    ]
+    return tuple(kept)
+
+
+def parse_rate(spec: RateSpec) -> tuple[RateWindow, ...]:
+    """Turn a rate specification into its sliding windows, shortest first.
+
+    Rules are separated by commas; each is ``LIMIT/UNIT`` or ``LIMIT/COUNTUNIT``: ``"5/5s"``,
+    ``"3/s,180/min"``, ``"15 / 5 seconds"``, ``"1000/h"``. Units: s, sec, second(s); m, min, minute(s); h, hr,
+    hour(s). All windows hold at once. Windows implied by stricter ones are dropped (``"5/s,3/s"`` is
+    ``3/s``).
+
+    Raises :class:`~netverify_async.ConfigurationError` naming the offending rule for an empty spec, a limit
+    that is not a whole number >= 1, a window length <= 0, an unknown unit, or text that is not a rule.
+    """
+    items: list[str | RateWindow]
+    if isinstance(spec, (str, RateWindow)):
+        items = [spec]
+    else:
+        try:
+            items = list(spec)
+        except TypeError:
+            raise ConfigurationError(
+                f"rate: expected a string such as '5/5s' or RateWindow objects, got {type(spec).__name__}"
+            ) from None
+    windows: list[RateWindow] = []
+    for item in items:
+        if isinstance(item, RateWindow):
+            windows.append(item)
+        elif isinstance(item, str):
+            windows.extend(_parse_rule(rule) for rule in item.split(",") if rule.strip())
+        else:
+            raise ConfigurationError(f"rate: expected a string or a RateWindow, got {type(item).__name__}")
+    if not windows:
+        raise ConfigurationError("rate: the specification is empty; give at least one rule such as '5/5s'")
+    return _simplify(windows)
+
+
+def _format_windows(windows: Iterable[RateWindow]) -> str:
+    return ",".join(str(w) for w in windows)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sans-I/O building blocks (pure bookkeeping, no clock reads and no waiting)
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _StartLog:
+    """The start times of the most recent requests: as many as the largest window limit."""
+
+    __slots__ = ("_starts", "windows")
+
+    def __init__(self, windows: tuple[RateWindow, ...]) -> None:
+        self.windows = windows
+        self._starts: deque[float] = deque(maxlen=max(w.limit for w in windows))
+
+    def earliest(self, now: float) -> float:
+        """The earliest time >= ``now`` at which one more start keeps every window within its limit.
+
+        A new start at t is allowed in window (N, W) when the N-th most recent start s satisfies t >= s + W:
+        then no half-open interval of length W can hold s, the N-1 starts after it, and t.
+        """
+        at = now
+        count = len(self._starts)
+        for window in self.windows:
+            if count >= window.limit:
+                at = max(at, self._starts[-window.limit] + window.seconds)
+        return at
+
+    def add(self, start: float) -> None:
+        self._starts.append(start)
+
+
+class _TokenBucket:
+    """Tokens refill at ``rate`` per second up to ``capacity``; each start takes one (``rate=None``: off)."""
+
+    __slots__ = ("_last", "capacity", "rate", "tokens")
+
+    def __init__(self, rate: float | None, capacity: float) -> None:
+        self.rate = rate
+        self.capacity = capacity
+        self.tokens = capacity
+        self._last: float | None = None
+
+    def _refill(self, now: float) -> None:
+        if self._last is not None and self.rate is not None and now > self._last:
+            self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
+        if self._last is None or now > self._last:
+            self._last = now
+
+    def earliest(self, now: float) -> float:
+        if self.rate is None:
+            return now
+        self._refill(now)
+        missing = 1.0 - self.tokens
+        return now if missing <= _EPSILON else now + missing / self.rate
+
+    def take(self, now: float) -> None:
+        if self.rate is not None:
+            self._refill(now)
+            self.tokens = max(0.0, self.tokens - 1.0)
+
+    def set_rate(self, now: float, rate: float, *, empty: bool = False) -> None:
+        self._refill(now)  # tokens earned so far are earned at the old rate
+        self.rate = rate
+        self.tokens = 0.0 if empty else min(self.tokens, self.capacity)
+
+
+class _RateMeter:
+    """Smoothed rate of recent starts: counts per time bucket, folded into an exponential moving average."""
+
+    __slots__ = ("_bucket_seconds", "_count", "_current_bucket", "_smoothing", "rate")
+
+    def __init__(self, bucket_seconds: float = 0.5, smoothing: float = 0.8) -> None:
+        self._bucket_seconds = bucket_seconds
+        self._smoothing = smoothing
+        self._current_bucket: float | None = None
+        self._count = 0
+        self.rate = 0.0
+
+    def record(self, now: float) -> None:
+        bucket = math.floor(now / self._bucket_seconds) * self._bucket_seconds
+        if self._current_bucket is None:
+            self._current_bucket = bucket
+        elif bucket > self._current_bucket:
+            observed = self._count / (bucket - self._current_bucket)
+            self.rate = self._smoothing * observed + (1.0 - self._smoothing) * self.rate
+            self._current_bucket = bucket
+            self._count = 0
+        self._count += 1
+
+    def estimate(self) -> float:
+        """The smoothed rate, or before the first bucket closes, the current bucket's count as a rate."""
+        if self.rate > 0 or self._current_bucket is None:
+            return self.rate
+        return self._count / self._bucket_seconds
+
+
+@attrs.define
+class _Cubic:
+    """CUBIC growth after a throttle at ``last_fail``: ``rate(t) = C * (t - last_fail - K)**3 + w_max``.
+
+    At the throttle the rate is ``beta * w_max``; it is back at ``w_max`` after ``K`` seconds. ``C`` is chosen
+    per throttle as ``w_max * (1 - beta) / K**3``, so the curve has the same shape at every rate.
+    """
+
+    recovery_time: float
+    beta: float
+    w_max: float = 0.0
+    last_fail: float = 0.0
+    scale: float = 0.0
+
+    def reset(self, w_max: float, at: float) -> None:
+        self.w_max = w_max
+        self.last_fail = at
+        self.scale = w_max * (1.0 - self.beta) / self.recovery_time**3
+
+    def rate_at(self, now: float) -> float:
+        return self.scale * (now - self.last_fail - self.recovery_time) ** 3 + self.w_max
+
+    def throttled(self, rate: float, now: float) -> float:
+        """Remember ``rate`` as the level that failed and return the reduced rate to continue with."""
+        self.reset(rate, now)
+        return rate * self.beta
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The in-process machinery shared by every limiter: a FIFO queue, a concurrency cap, a server pause
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_concurrency(max_concurrency: int | None) -> int | None:
+    if max_concurrency is None:
+        return None
+    if not isinstance(max_concurrency, int) or isinstance(max_concurrency, bool) or max_concurrency < 1:
+        raise ConfigurationError(
+            f"max_concurrency: must be None or a whole number >= 1, got {max_concurrency!r}"
+        )
+    return max_concurrency
+
+
+def _check_positive(name: str, value: object) -> float:
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{name}: must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def _check_margin(margin: object) -> float:
+    if (
+        not isinstance(margin, (int, float))
+        or isinstance(margin, bool)
+        or not math.isfinite(margin)
+        or margin < 0
+    ):
+        raise ConfigurationError(f"margin: must be a finite number >= 0 seconds, got {margin!r}")
+    return float(margin)
+
+
+def _widen(windows: tuple[RateWindow, ...], margin: float) -> tuple[RateWindow, ...]:
+    """The windows as enforced: each ``margin`` seconds longer, to absorb jitter on the way to the server."""
+    return tuple(RateWindow(w.limit, w.seconds + margin) for w in windows)
+
+
+def _is_throttle(status_code: int | None, retry_after: float | None) -> bool:
+    return status_code == _THROTTLE_STATUS or (status_code == _UNAVAILABLE_STATUS and retry_after is not None)
+
+
+class _Waiter:
+    __slots__ = ("wakeup",)
+
+    def __init__(self) -> None:
+        self.wakeup = anyio.Event()
+
+
+class LimiterSlot:
+    """A slot of an in-process limiter; ``start_time`` is when it was granted (the limiter's clock)."""
+
+    __slots__ = ("_limiter", "_recorded", "start_time")
+
+    def __init__(self, limiter: _QueuedLimiter, start_time: float) -> None:
+        self._limiter = limiter
+        self._recorded = False
+        self.start_time = start_time
+
+    def record(self, status_code: int | None, retry_after: float | None = None) -> None:
+        """Report the attempt's HTTP status (None: no answer) and ``Retry-After`` seconds.
+
+        Only the first call counts."""
+        if self._recorded:
+            return
+        self._recorded = True
+        self._limiter._feedback(self, status_code, retry_after)
+
+    def __repr__(self) -> str:
+        return f"<LimiterSlot start_time={self.start_time:.6f} recorded={self._recorded}>"
+
+
+class _SlotContext:
+    __slots__ = ("_limiter", "_slot")
+
+    def __init__(self, limiter: _QueuedLimiter) -> None:
+        self._limiter = limiter
+        self._slot: LimiterSlot | None = None
+
+    async def __aenter__(self) -> LimiterSlot:
+        if self._slot is not None:
+            raise RuntimeError("a slot context can be entered only once; call limiter.slot() again")
+        self._slot = await self._limiter._acquire()
+        return self._slot
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._slot is not None
+        self._limiter._release()
+        await self._limiter._after_release(self._slot)
+
+
+class _QueuedLimiter:
+    """FIFO admission with a concurrency cap and a server-requested pause; subclasses add pacing rules.
+
+    Only the waiter at the head of the queue looks at the pacing rules; the others sleep until they reach
+    the head. Granting is synchronous (no await between the check and the bookkeeping), so a cancelled waiter
+    can never hold a slot it did not return.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_concurrency: int | None,
+        clock: Clock | None,
+        honour_retry_after: bool,
+        max_pause: float,
+    ) -> None:
+        self._max_concurrency = _check_concurrency(max_concurrency)
+        self._clock: Clock = clock if clock is not None else anyio.current_time
+        self._honour_retry_after = honour_retry_after
+        self._max_pause = _check_positive("max_pause", max_pause)
+        self._queue: deque[_Waiter] = deque()
+        self._in_flight = 0
+        self._paused_until = -math.inf
+        self._granted = 0
+        self._throttled = 0
+
+    # -- public observability ------------------------------------------------------------------------------
+
+    @property
+    def max_concurrency(self) -> int | None:
+        """The cap on requests in flight (None: no cap)."""
+        return self._max_concurrency
+
+    @property
+    def granted(self) -> int:
+        """How many slots were handed out so far."""
+        return self._granted
+
+    @property
+    def throttled(self) -> int:
+        """How many attempts were answered 429 (or 503 with ``Retry-After``)."""
+        return self._throttled
+
+    @property
+    def in_flight(self) -> int:
+        """Slots currently held."""
+        return self._in_flight
+
+    @property
+    def waiting(self) -> int:
+        """Tasks currently waiting for a slot."""
+        return len(self._queue)
+
+    def pause_remaining(self) -> float:
+        """Seconds left of the pause a server asked for with ``Retry-After`` (0 when none)."""
+        return max(0.0, self._paused_until - self._clock())
+
+    def slot(self) -> AbstractAsyncContextManager[LimiterSlot]:
+        """Wait for a slot (FIFO), hold it for the ``async with`` block; see :class:`RateLimiter`."""
+        return _SlotContext(self)
+
+    # -- hooks for subclasses ------------------------------------------------------------------------------
+
+    def _earliest_start(self, now: float) -> float:
+        """The earliest time >= ``now`` at which the head of the queue may start, by the pacing rules."""
+        return now
+
+    def _on_grant(self, start: float) -> None:
+        """Book a start at ``start``."""
+
+    def _on_feedback(self, slot: LimiterSlot, status_code: int | None, throttled: bool, now: float) -> None:
+        """React to an attempt's outcome (after the pause and counters were updated)."""
+
+    async def _try_start(self) -> LimiterSlot | float:
+        """Try to start the head of the queue: its slot, or the seconds to wait before trying again."""
+        now = self._clock()
+        at = max(self._earliest_start(now), self._paused_until)
+        if at <= now:
+            self._on_grant(now)
+            return LimiterSlot(self, now)
+        return at - now
+
+    async def _after_release(self, slot: LimiterSlot) -> None:
+        """Called after a slot was released, outside the limiter's bookkeeping (may await)."""
+
+    # -- the machinery -------------------------------------------------------------------------------------
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            self._queue[0].wakeup.set()
+
+    def _has_capacity(self) -> bool:
+        return self._max_concurrency is None or self._in_flight < self._max_concurrency
+
+    async def _acquire(self) -> LimiterSlot:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        waiter = _Waiter()
+        self._queue.append(waiter)
+        waited = False
+        try:
+            while True:
+                delay = math.inf
+                if self._queue[0] is waiter and self._has_capacity():
+                    outcome = await self._try_start()
+                    if isinstance(outcome, LimiterSlot):
+                        self._queue.popleft()
+                        self._in_flight += 1
+                        self._granted += 1
+                        self._wake_head()
+                        slot = outcome
+                        break
+                    delay = outcome
+                waiter.wakeup = anyio.Event()
+                waited = True
+                with anyio.move_on_after(delay + _WAKE_SLACK):
+                    await waiter.wakeup.wait()
+        except BaseException:
+            was_head = bool(self._queue) and self._queue[0] is waiter
+            try:
+                self._queue.remove(waiter)
+            except ValueError:  # pragma: no cover - the waiter leaves the queue only here or when granted
+                pass
+            if was_head:
+                self._wake_head()
+            raise
+        if not waited:
+            # Let other tasks run even when the slot was free, without giving up the slot to a cancellation.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+        return slot
+
+    def _release(self) -> None:
+        self._in_flight -= 1
+        self._wake_head()
+
+    def _feedback(self, slot: LimiterSlot, status_code: int | None, retry_after: float | None) -> None:
+        now = self._clock()
+        throttled = _is_throttle(status_code, retry_after)
+        if throttled:
+            self._throttled += 1
+            if (
+                self._honour_retry_after
+                and retry_after is not None
+                and math.isfinite(retry_after)
+                and retry_after > 0
+            ):
+                self._paused_until = max(self._paused_until, now + min(retry_after, self._max_pause))
+        self._on_feedback(slot, status_code, throttled, now)
+        self._wake_head()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The limiters
+# ----------------------------------------------------------------------------------------------------------
+
+
+class UnlimitedLimiter(_QueuedLimiter):
+    """No pacing at all: only an optional cap on requests in flight (FIFO). ``Retry-After`` is not applied
+    here (the retry policy still waits it out for the request that got it)."""
+
+    def __init__(self, max_concurrency: int | None = None, *, clock: Clock | None = None) -> None:
+        super().__init__(
+            max_concurrency=max_concurrency,
+            clock=clock,
+            honour_retry_after=False,
+            max_pause=DEFAULT_MAX_PAUSE,
+        )
+
+    def __repr__(self) -> str:
+        return f"UnlimitedLimiter(max_concurrency={self._max_concurrency!r})"
+
+
+class SlidingWindowLimiter(_QueuedLimiter):
+    """Never more than N request starts in any interval of W seconds, for every configured window at once.
+
+    ``rates`` is a spec for :func:`parse_rate` (``"5/5s"``, ``"3/s,180/min"``) or :class:`RateWindow` objects.
+    ``max_concurrency`` caps requests in flight (None: no cap). ``margin`` seconds are added to every window
+    to absorb network jitter between the client's start and the server's count (default 0: exact windows).
+    ``clock`` is a monotonic clock that runs at the pace of anyio's (default :func:`anyio.current_time`).
+    ``max_pause`` bounds the pause honoured after a 429/503 with ``Retry-After``.
+
+    A start counts at the moment its slot is granted. Waiters are served in arrival order. After a slot
+    records a 429 (or 503) with ``Retry-After``, no slot is granted until that pause is over.
+    """
+
+    def __init__(
+        self,
+        rates: RateSpec,
+        *,
+        max_concurrency: int | None = None,
+        margin: float = 0.0,
+        clock: Clock | None = None,
+        max_pause: float = DEFAULT_MAX_PAUSE,
+    ) -> None:
+        super().__init__(
+            max_concurrency=max_concurrency, clock=clock, honour_retry_after=True, max_pause=max_pause
+        )
+        self._configured = parse_rate(rates)
+        self._margin = _check_margin(margin)
+        self._log = _StartLog(_widen(self._configured, self._margin))
+
+    @property
+    def windows(self) -> tuple[RateWindow, ...]:
+        """The configured windows (without the margin), shortest first."""
+        return self._configured
+
+    def _earliest_start(self, now: float) -> float:
+        return self._log.earliest(now)
+
+    def _on_grant(self, start: float) -> None:
+        self._log.add(start)
+
+    def __repr__(self) -> str:
+        margin = f", margin={self._margin:g}" if self._margin else ""
+        return (
+            f"SlidingWindowLimiter(rates={_format_windows(self._configured)!r}, "
+            f"max_concurrency={self._max_concurrency!r}{margin})"
+        )
+
+
+class AdaptiveLimiter(_QueuedLimiter):
+    """Finds the rate the server accepts from its 429 answers, under an optional sliding-window ceiling.
+
+    **Algorithm** (the CUBIC congestion controller applied to request rates, as in botocore's adaptive retry
+    mode):
+
+    - Starts pass through a token bucket that refills at the *fill rate* and holds ``burst`` tokens (default
+      1, so starts are evenly spaced). With ``initial_rate=None`` the bucket is off until the first 429: only
+      the ceiling and the concurrency cap apply, so a configured limit that the server accepts costs nothing.
+    - The *measured rate* is the rate of granted starts, counted in 0.5 s buckets and smoothed with an
+      exponential moving average (weight 0.8 for the newest bucket).
+    - On a 429 (or 503 with ``Retry-After``): ``w_max`` becomes the rate that failed (the measured rate, or
+      the fill rate if lower), the fill rate drops to ``beta * w_max`` (default beta 0.7), and the time of the
+      failure is remembered. Answers to requests that started before the latest cut are not counted again:
+      one overload is one cut, however many requests were in flight.
+    - On any other answer the fill rate follows the cubic ``C * (t - t_fail - K)**3 + w_max``: it climbs
+      fast back towards ``w_max``, lingers there, then probes above it ever faster until the next 429.
+      ``K`` is ``recovery_time`` (default 4 s), the time to get back to ``w_max``, and
+      ``C = w_max * (1 - beta) / K**3`` makes the curve start at ``beta * w_max``. (botocore fixes C = 0.4
+      instead; at a few requests per second that probes within about a second, faster than a server counting
+      in 5 s windows can answer, and costs many 429s.) Growth is capped at twice the measured rate, so an idle
+      client does not build up a rate it never tested, and a success never lowers the rate.
+    - The fill rate stays within ``[min_rate, max_rate]``. Transport failures and 5xx answers carry no
+      information about the rate and are ignored. ``Retry-After`` pauses every start as in
+      :class:`SlidingWindowLimiter`.
+
+    ``ceiling`` (a rate spec such as ``"20/s"``) is enforced exactly as by :class:`SlidingWindowLimiter`
+    (with the same optional ``margin``), on top of the adaptive rate: the adaptive part can only go lower. ``current_rate`` is the fill rate (None
+    while the bucket is off), ``measured_rate`` the smoothed send rate; ``granted`` and ``throttled`` count
+    slots and throttled answers.
+    """
+
+    def __init__(
+        self,
+        initial_rate: float | None = None,
+        *,
+        min_rate: float = 0.5,
+        max_rate: float | None = None,
+        ceiling: RateSpec | None = None,
+        max_concurrency: int | None = None,
+        margin: float = 0.0,
+        burst: float = 1.0,
+        beta: float = 0.7,
+        recovery_time: float = DEFAULT_RECOVERY_TIME,
+        clock: Clock | None = None,
+        max_pause: float = DEFAULT_MAX_PAUSE,
+    ) -> None:
+        super().__init__(
+            max_concurrency=max_concurrency, clock=clock, honour_retry_after=True, max_pause=max_pause
+        )
+        self._min_rate = _check_positive("min_rate", min_rate)
+        self._max_rate = math.inf if max_rate is None else _check_positive("max_rate", max_rate)
+        if self._max_rate < self._min_rate:
+            raise ConfigurationError("max_rate: must be >= min_rate")
+        if initial_rate is not None:
+            initial_rate = _check_positive("initial_rate", initial_rate)
+            if not self._min_rate <= initial_rate <= self._max_rate:
+                raise ConfigurationError("initial_rate: must lie between min_rate and max_rate")
+        burst = _check_positive("burst", burst)
+        if burst < 1:
+            raise ConfigurationError(f"burst: must be >= 1 token, got {burst!r}")
+        beta = _check_positive("beta", beta)
+        if beta >= 1:
+            raise ConfigurationError(f"beta: must lie strictly between 0 and 1, got {beta!r}")
+        self._ceiling = parse_rate(ceiling) if ceiling is not None else ()
+        self._log = _StartLog(_widen(self._ceiling, _check_margin(margin))) if self._ceiling else None
+        self._bucket = _TokenBucket(initial_rate, burst)
+        self._meter = _RateMeter()
+        self._cubic = _Cubic(recovery_time=_check_positive("recovery_time", recovery_time), beta=beta)
+        self._initial_rate = initial_rate
+        self._started = False
+        self._last_cut = -math.inf
+
+    # -- observability -------------------------------------------------------------------------------------
+
+    @property
+    def current_rate(self) -> float | None:
+        """The adaptive fill rate in requests per second; None while no 429 has switched pacing on."""
+        return self._bucket.rate
+
+    @property
+    def measured_rate(self) -> float:
+        """The smoothed rate of recent starts, in requests per second."""
+        return self._meter.rate
+
+    @property
+    def ceiling(self) -> tuple[RateWindow, ...]:
+        """The configured sliding windows that are never exceeded (empty: none)."""
+        return self._ceiling
+
+    # -- hooks ---------------------------------------------------------------------------------------------
+
+    def _start(self, now: float) -> None:
+        if not self._started:
+            self._started = True
+            if self._initial_rate is not None:
+                self._cubic.reset(self._initial_rate, now)
+
+    def _earliest_start(self, now: float) -> float:
+        self._start(now)
+        at = self._bucket.earliest(now)
+        if self._log is not None:
+            at = max(at, self._log.earliest(now))
+        return at
+
+    def _on_grant(self, start: float) -> None:
+        self._bucket.take(start)
+        self._meter.record(start)
+        if self._log is not None:
+            self._log.add(start)
+
+    def _clamp(self, rate: float) -> float:
+        return min(self._max_rate, max(self._min_rate, rate))
+
+    def _on_feedback(self, slot: LimiterSlot, status_code: int | None, throttled: bool, now: float) -> None:
+        self._start(now)
+        if status_code is None or (status_code >= 500 and not throttled):
+            return
+        current = self._bucket.rate
+        measured = self._meter.rate
+        if throttled:
+            if slot.start_time <= self._last_cut:
+                return  # sent at the old rate, already answered for by the last cut
+            if current is None:
+                failed_at = self._meter.estimate()
+            else:
+                failed_at = min(measured, current) if measured > 0 else current
+            new_rate = self._clamp(self._cubic.throttled(max(failed_at, self._min_rate), now))
+            self._bucket.set_rate(now, new_rate, empty=current is None)
+            self._last_cut = now
+            logger.debug(
+                "throttled: send rate %.3f/s -> %.3f/s (measured %.3f/s)", failed_at, new_rate, measured
+            )
+        elif current is not None:
+            target = min(self._cubic.rate_at(now), 2.0 * measured)
+            new_rate = self._clamp(max(current, target))
+            if new_rate != current:
+                self._bucket.set_rate(now, new_rate)
+
+    def __repr__(self) -> str:
+        ceiling = f"ceiling={_format_windows(self._ceiling)!r}, " if self._ceiling else ""
+        rate = "off" if self._bucket.rate is None else f"{self._bucket.rate:.3g}/s"
+        return f"AdaptiveLimiter({ceiling}current_rate={rate}, max_concurrency={self._max_concurrency!r})"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Building a limiter from the client's settings
+# ----------------------------------------------------------------------------------------------------------
+
+#: The word that selects :class:`AdaptiveLimiter` without a ceiling in :func:`make_limiter`.
+ADAPTIVE: Final = "adaptive"
+
+
+def make_limiter(spec: str | RateLimiter | None, *, max_concurrency: int | None = None) -> RateLimiter:
+    """The limiter for a client setting.
+
+    - a rate spec (``"5/5s"``, ``"3/s,180/min"``): :class:`AdaptiveLimiter` with that ceiling, i.e. the exact
+      sliding windows, slowing down further on its own if the server still answers 429;
+    - ``"adaptive"``: :class:`AdaptiveLimiter` without a ceiling, discovering the limit from 429 answers;
+    - ``None``: :class:`UnlimitedLimiter` (only the concurrency cap);
+    - a limiter object: returned unchanged (its own concurrency cap applies).
+    """
+    if spec is None:
+        return UnlimitedLimiter(max_concurrency)
+    if isinstance(spec, str):
+        if spec.strip().lower() == ADAPTIVE:
+            return AdaptiveLimiter(max_concurrency=max_concurrency)
+        return AdaptiveLimiter(ceiling=spec, max_concurrency=max_concurrency)
+    if isinstance(spec, RateLimiter):
+        return spec
+    raise ConfigurationError(
+        "rate limit: expected a spec such as '5/5s', 'adaptive', None or a limiter, "
+        f"got {type(spec).__name__}"
+    )

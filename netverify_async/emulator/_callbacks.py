@@ -1,0 +1,170 @@
+"""Delivery of callbacks: Jumio's URL rules, the loopback exception, retries with exponential back-off."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.abc
+import httpx
+
+from ._outcomes import callback_form, images_received_form
+from ._state import CallbackRecord, EmulatorState, Scan, format_timestamp
+
+__all__ = ["CallbackDispatcher", "callback_url_problem", "is_loopback_host", "is_loopback_http_url"]
+
+logger = logging.getLogger("netverify_async.emulator")
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+_USER_AGENT = "netverify-async-emulator callback"
+
+
+def is_loopback_host(host: str | None) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if not host:
+        return False
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def is_loopback_http_url(url: str) -> bool:
+    """True for an http(s) URL whose host is loopback (the kind ``allow_http_callbacks`` admits)."""
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname)
+    except ValueError:
+        return False
+
+
+def callback_url_problem(url: str, *, allow_http: bool) -> str | None:
+    """Why Jumio would refuse ``url`` as a callback URL (https, no port, no IP address, no query or fragment).
+
+    With ``allow_http``, http(s) URLs on loopback hosts are accepted with a port and a query. Returns None when
+    acceptable.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "is not a valid URL"
+    host = parts.hostname
+    if not host:
+        return "has no host"
+    if parts.fragment:
+        return "must not have a fragment"
+    if allow_http and parts.scheme in ("http", "https") and is_loopback_host(host):
+        return None
+    if parts.scheme != "https":
+        hint = "" if allow_http else " (http is accepted for loopback hosts only with allow_http_callbacks)"
+        return f"must use https{hint}"
+    if port is not None:
+        return "must not name a port"
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return "must not be an IP address"
+    if parts.query:
+        return "must not have a query"
+    return None
+
+
+class CallbackDispatcher:
+    """Sends each scan's callbacks from the application's task group, while the server runs."""
+
+    def __init__(self, state: EmulatorState) -> None:
+        self._state = state
+        self._config = state.config
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._client: httpx.AsyncClient | None = None
+
+    @asynccontextmanager
+    async def running(self, tasks: anyio.abc.TaskGroup) -> AsyncIterator[None]:
+        """Deliver callbacks through ``tasks`` until the block ends."""
+        timeout = httpx.Timeout(self._config.callback_timeout)
+        async with httpx.AsyncClient(timeout=timeout, trust_env=False, follow_redirects=False) as client:
+            self._client, self._tasks = client, tasks
+            try:
+                yield
+            finally:
+                self._client, self._tasks = None, None
+
+    def schedule(self, scan: Scan) -> None:
+        """Arrange the callbacks of a new scan (nothing when it has nowhere to go)."""
+        target = self._config.callback_url_override or scan.callback_url
+        if target is None:
+            return
+        if self._tasks is None:
+            logger.warning("callback for a scan not sent: the application's lifespan is not running")
+            self._state.record_callback(
+                _record(scan, "final", target, "skipped", reason="lifespan not running")
+            )
+            return
+        self._tasks.start_soon(self._run, scan, target)
+
+    async def _run(self, scan: Scan, target: str) -> None:
+        problem = callback_url_problem(target, allow_http=self._config.allow_http_callbacks)
+        if problem is not None:
+            self._state.record_callback(
+                _record(scan, "final", target, "rejected", reason=f"callback URL {problem}")
+            )
+            return
+        if not is_loopback_http_url(target) and not self._config.deliver_external_callbacks:
+            reason = "non-loopback host (enable deliver_external_callbacks to call it)"
+            self._state.record_callback(_record(scan, "final", target, "skipped", reason=reason))
+            return
+        if scan.on_all_steps:
+            await self._deliver(
+                scan, target, "images_received", images_received_form(scan, format_timestamp())
+            )
+        await anyio.sleep(max(0.0, scan.ready_monotonic - time.monotonic()))
+        if scan.reference not in self._state.scans:  # deleted meanwhile
+            self._state.record_callback(_record(scan, "final", target, "skipped", reason="scan deleted"))
+            return
+        await self._deliver(scan, target, "final", callback_form(scan, format_timestamp()))
+
+    async def _deliver(self, scan: Scan, target: str, kind: str, form: dict[str, str]) -> None:
+        assert self._client is not None
+        attempts = 0
+        status: int | None = None
+        reason: str | None = None
+        delay = self._config.callback_backoff
+        for attempt in range(self._config.callback_retries + 1):
+            if attempt:
+                await anyio.sleep(delay)
+                delay *= 2
+            attempts += 1
+            try:
+                response = await self._client.post(target, data=form, headers={"User-Agent": _USER_AGENT})
+            except httpx.HTTPError as exc:
+                status, reason = None, type(exc).__name__
+                continue
+            status = response.status_code
+            if 200 <= status < 300:
+                self._state.record_callback(_record(scan, kind, target, "delivered", attempts, status))
+                return
+            reason = f"HTTP {status}"
+        logger.info("callback delivery failed after %d attempts: %s", attempts, reason)
+        self._state.record_callback(_record(scan, kind, target, "failed", attempts, status, reason))
+
+
+def _record(
+    scan: Scan,
+    kind: str,
+    url: str | None,
+    result: str,
+    attempts: int = 0,
+    status: int | None = None,
+    reason: str | None = None,
+) -> CallbackRecord:
+    return CallbackRecord(scan.reference, kind, url, result, attempts, status, reason)

@@ -1,0 +1,116 @@
+"""A loopback endpoint that collects callbacks, for tests of code that sends or expects them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import attrs
+
+__all__ = ["CallbackReceiver", "ReceivedCallback", "run_callback_receiver"]
+
+_Message = MutableMapping[str, Any]
+
+
+@attrs.frozen
+class ReceivedCallback:
+    """One POST the receiver got: its path, content type and form fields (last value wins)."""
+
+    path: str
+    content_type: str
+    form: dict[str, str] = attrs.field(repr=False)
+    #: The status the receiver answered with (500 while ``fail_first`` lasts).
+    answered: int
+
+
+class CallbackReceiver:
+    """ASGI app that records every POST; the first ``fail_first`` are answered 500 (to exercise retries)."""
+
+    def __init__(self, *, fail_first: int = 0) -> None:
+        self.fail_first = fail_first
+        self.base_url = ""
+        self._received: list[ReceivedCallback] = []
+        self._lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        """Where to send callbacks: ``<base_url>/callback``."""
+        return f"{self.base_url}/callback"
+
+    @property
+    def received(self) -> list[ReceivedCallback]:
+        """Everything received so far, including the POSTs answered 500."""
+        with self._lock:
+            return list(self._received)
+
+    @property
+    def accepted(self) -> list[ReceivedCallback]:
+        """The POSTs answered 200."""
+        return [r for r in self.received if r.answered == 200]
+
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedCallback]:
+        """Wait until ``count`` callbacks were accepted (answered 200); TimeoutError otherwise."""
+        deadline = time.monotonic() + timeout
+        while True:
+            accepted = self.accepted
+            if len(accepted) >= count:
+                return accepted
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(accepted)} of {count} callbacks arrived in {timeout} s")
+            await anyio.sleep(0.01)
+
+    async def __call__(
+        self,
+        scope: _Message,
+        receive: Callable[[], Awaitable[_Message]],
+        send: Callable[[_Message], Awaitable[None]],
+    ) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                else:
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        headers = dict(scope["headers"])
+        status = 405
+        if scope["method"] == "POST":
+            with self._lock:
+                status = 500 if len(self._received) < self.fail_first else 200
+                form = dict(parse_qsl(b"".join(chunks).decode("utf-8", "replace"), keep_blank_values=True))
+                content_type = headers.get(b"content-type", b"").decode("latin-1")
+                self._received.append(ReceivedCallback(scope["path"], content_type, form, status))
+        await send({"type": "http.response.start", "status": status, "headers": [(b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+
+@asynccontextmanager
+async def run_callback_receiver(
+    *, fail_first: int = 0, host: str = "127.0.0.1"
+) -> AsyncIterator[CallbackReceiver]:
+    """Serve a :class:`CallbackReceiver` on a free loopback port for the duration of the block::
+
+    async with run_callback_receiver() as rx, run_emulator(allow_http_callbacks=True) as emu:
+        ...  # submit with callbackUrl=rx.url
+        [callback] = await rx.wait_for(1)
+    """
+    from ._server import serve_asgi
+
+    receiver = CallbackReceiver(fail_first=fail_first)
+    async with serve_asgi(receiver, host=host) as base_url:
+        receiver.base_url = base_url
+        yield receiver
