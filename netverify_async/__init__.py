@@ -5,6 +5,9 @@ The public API is what ``__all__`` lists; everything else is private.
 
 from __future__ import annotations
 
+from ._client import ClientStats as ClientStats
+from ._client import NetverifyClient as NetverifyClient
+from ._client import Region as Region
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BadRequestError as BadRequestError
@@ -42,6 +45,9 @@ from ._models import NetverifyRequest as NetverifyRequest
 from ._models import ScanReceipt as ScanReceipt
 from ._models import UserConsent as UserConsent
 from ._models import UserLocation as UserLocation
+from ._retry import FailureKind as FailureKind
+from ._retry import RetryEvent as RetryEvent
+from ._retry import RetryPolicy as RetryPolicy
 
 __version__ = "0.1.0"
 
@@ -52,17 +58,20 @@ __all__ = [
     "CallbackGranularity",
     "CallbackOriginError",
     "CallbackParseError",
+    "ClientStats",
     "ConfigurationError",
     "ConnectError",
     "Consent",
     "ConsentObtained",
     "DeadlineExceeded",
     "EnabledField",
+    "FailureKind",
     "ForbiddenError",
     "IdType",
     "Image",
     "JournalError",
     "MimeType",
+    "NetverifyClient",
     "NetverifyError",
     "NetverifyRequest",
     "NetverifyWarning",
@@ -72,10 +81,13 @@ __all__ = [
     "PreflightWarning",
     "RateLimitedError",
     "ReadError",
+    "Region",
     "RequestError",
     "RequestValidationError",
     "ResponseError",
     "RetryBudgetExhausted",
+    "RetryEvent",
+    "RetryPolicy",
     "ScanReceipt",
     "ServerError",
     "SubmissionOutcomeUnknown",

@@ -17,7 +17,7 @@ import os
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import anyio
 import attrs
@@ -224,7 +224,9 @@ class NetverifyClient:
     ) -> None:
         self._api_token = _check_credential("api_token", api_token)
         secret = _check_credential("api_secret", api_secret)
-        self._authorization = "Basic " + base64.b64encode(f"{self._api_token}:{secret}".encode()).decode("ascii")
+        self._authorization = "Basic " + base64.b64encode(f"{self._api_token}:{secret}".encode()).decode(
+            "ascii"
+        )
         self.user_agent = _check_user_agent(user_agent)
         if base_url is not None:
             self.base_url = _check_base_url(base_url)
@@ -259,7 +261,9 @@ class NetverifyClient:
         from ._ratelimit import make_limiter
 
         self.submit_limiter: RateLimiter = make_limiter(rate_limit, max_concurrency=max_concurrency)
-        self.retrieval_limiter: RateLimiter = make_limiter(retrieval_rate_limit, max_concurrency=max_concurrency)
+        self.retrieval_limiter: RateLimiter = make_limiter(
+            retrieval_rate_limit, max_concurrency=max_concurrency
+        )
         self._closed = False
         self.stats = ClientStats()
 
@@ -367,7 +371,7 @@ class NetverifyClient:
                         deadline_at = anyio.current_time() + policy.deadline
                     answer = await self._attempt(call, number, deadline_at)
         except _Retry as last:  # attempts exhausted on a retryable failure
-            raise self._final_error(call, last.error, last.kind, policy.max_attempts) from last.error.__cause__
+            self._raise_final(call, last.error, last.kind, policy.max_attempts)
         assert answer is not None
         self._budget.refund()
         return answer
@@ -409,7 +413,9 @@ class NetverifyClient:
 
         return hook
 
-    def _final_error(self, call: _Call, error: RequestError, kind: FailureKind, attempts: int) -> NetverifyError:
+    def _final_error(
+        self, call: _Call, error: RequestError, kind: FailureKind, attempts: int
+    ) -> NetverifyError:
         error.attempts = attempts
         if kind is FailureKind.AMBIGUOUS and not call.idempotent and call.merchant_ref is not None:
             self.stats.outcome_unknown += 1
@@ -417,6 +423,12 @@ class NetverifyClient:
             unknown.__cause__ = error
             return unknown
         return error
+
+    def _raise_final(self, call: _Call, error: RequestError, kind: FailureKind, attempts: int) -> NoReturn:
+        final = self._final_error(call, error, kind, attempts)
+        if final is error:
+            raise error from error.__cause__
+        raise final from error
 
     async def _attempt(self, call: _Call, number: int, deadline_at: float) -> _Answer:
         """One attempt; raises _Retry for a retryable failure, a final typed error otherwise."""
@@ -466,7 +478,7 @@ class NetverifyClient:
                 error, kind = self._classify_status(call, answer, retry_after)
         retryable = policy.should_retry(kind, idempotent=call.idempotent)
         if not retryable or number >= policy.max_attempts:
-            raise self._final_error(call, error, kind, number) from error.__cause__
+            self._raise_final(call, error, kind, number)
         delay = policy.backoff(number)
         if retry_after is not None:
             if retry_after > policy.max_retry_after:
@@ -491,7 +503,9 @@ class NetverifyClient:
                 attempts=number,
             )
             timeout.safe_to_retry = error.safe_to_retry
-            raise self._final_error(call, error, kind, number) if kind is FailureKind.AMBIGUOUS else timeout
+            if kind is FailureKind.AMBIGUOUS:
+                self._raise_final(call, error, kind, number)
+            raise timeout from error
         if not self._budget.try_spend(timeout=isinstance(error, ReadError)):
             exhausted = RetryBudgetExhausted(
                 f"{call.operation}: client retry budget exhausted; not retrying {type(error).__name__}",
@@ -501,34 +515,49 @@ class NetverifyClient:
             )
             exhausted.safe_to_retry = error.safe_to_retry
             if kind is FailureKind.AMBIGUOUS and not call.idempotent:
-                raise self._final_error(call, error, kind, number)
+                self._raise_final(call, error, kind, number)
             raise exhausted from error
         raise _Retry(error, kind, delay)
 
-    def _classify_transport_error(self, call: _Call, exc: httpx.HTTPError) -> tuple[RequestError, FailureKind]:
-        common: dict[str, Any] = {"operation": call.operation, "merchant_id_scan_reference": call.merchant_ref}
+    def _classify_transport_error(
+        self, call: _Call, exc: httpx.HTTPError
+    ) -> tuple[RequestError, FailureKind]:
+        common: dict[str, Any] = {
+            "operation": call.operation,
+            "merchant_id_scan_reference": call.merchant_ref,
+        }
         error: RequestError
         if isinstance(exc, httpx.PoolTimeout):
-            error, kind = PoolTimeoutError(f"{call.operation}: no free connection in time", **common), (
-                FailureKind.NOT_SENT
+            error, kind = (
+                PoolTimeoutError(f"{call.operation}: no free connection in time", **common),
+                (FailureKind.NOT_SENT),
             )
         elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
-            error, kind = ConnectError(f"{call.operation}: could not connect ({type(exc).__name__})", **common), (
-                FailureKind.NOT_SENT
+            error, kind = (
+                ConnectError(f"{call.operation}: could not connect ({type(exc).__name__})", **common),
+                (FailureKind.NOT_SENT),
             )
         elif isinstance(exc, (httpx.WriteError, httpx.WriteTimeout)):
             # the request body did not get out completely, so the server cannot have processed it
-            error, kind = ConnectError(f"{call.operation}: upload failed ({type(exc).__name__})", **common), (
-                FailureKind.NOT_SENT
+            error, kind = (
+                ConnectError(f"{call.operation}: upload failed ({type(exc).__name__})", **common),
+                (FailureKind.NOT_SENT),
             )
         elif isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
-            error, kind = ResponseError(f"{call.operation}: request could not be made ({type(exc).__name__})", **common), (
-                FailureKind.PERMANENT
+            error, kind = (
+                ResponseError(
+                    f"{call.operation}: request could not be made ({type(exc).__name__})", **common
+                ),
+                (FailureKind.PERMANENT),
             )
         else:
-            error, kind = ReadError(
-                f"{call.operation}: the request was sent but the answer was lost ({type(exc).__name__})", **common
-            ), FailureKind.AMBIGUOUS
+            error, kind = (
+                ReadError(
+                    f"{call.operation}: the request was sent but the answer was lost ({type(exc).__name__})",
+                    **common,
+                ),
+                FailureKind.AMBIGUOUS,
+            )
         error.__cause__ = exc
         return error, kind
 
@@ -566,10 +595,16 @@ class NetverifyClient:
 
     async def _send_once(self, call: _Call) -> _Answer:
         http = self._get_http()
-        headers = {"Accept": "application/json", "User-Agent": self.user_agent, "Authorization": self._authorization}
+        headers = {
+            "Accept": "application/json",
+            "User-Agent": self.user_agent,
+            "Authorization": self._authorization,
+        }
         if call.body is not None:
             headers["Content-Type"] = "application/json"
-        request = http.build_request(call.method, self.base_url + call.path, content=call.body, headers=headers)
+        request = http.build_request(
+            call.method, self.base_url + call.path, content=call.body, headers=headers
+        )
         response = await http.send(request, stream=True, follow_redirects=False)
         try:
             chunks: list[bytes] = []
@@ -601,7 +636,11 @@ class NetverifyClient:
         fixed = {}
         for role, report in reports.items():
             report.raise_for_errors()
-            if self.preflight_fix and report.image is not None and report.image is not request.images.get(role):
+            if (
+                self.preflight_fix
+                and report.image is not None
+                and report.image is not request.images.get(role)
+            ):
                 fixed[role] = report.image
         return request.replace_images(**fixed) if fixed else request
 
@@ -664,11 +703,15 @@ class NetverifyClient:
         return f"{SCANS_PATH}/{scan_reference}{suffix}"
 
     async def _get_json(self, operation: str, path: str) -> dict[str, Any]:
-        answer = await self._call(_Call(operation=operation, method="GET", path=path, body=None, idempotent=True))
+        answer = await self._call(
+            _Call(operation=operation, method="GET", path=path, body=None, idempotent=True)
+        )
         parsed = _json_object(answer.body, answer.headers)
         if parsed is None:
             raise ResponseError(
-                f"{operation}: the answer is not a JSON object", status_code=answer.status_code, operation=operation
+                f"{operation}: the answer is not a JSON object",
+                status_code=answer.status_code,
+                operation=operation,
             )
         return parsed
 
@@ -682,7 +725,9 @@ class NetverifyClient:
         """``GET /scans/{ref}/data``: document, transaction and verification data."""
         from ._retrieval import parse_scan_details
 
-        return parse_scan_details(await self._get_json("scanDetails", self._scan_path(scan_reference, "/data")))
+        return parse_scan_details(
+            await self._get_json("scanDetails", self._scan_path(scan_reference, "/data"))
+        )
 
     async def delete_scan(self, scan_reference: str) -> None:
         """``DELETE /scans/{ref}``: delete the scan's images and data at Jumio."""

@@ -568,7 +568,7 @@ class _QueuedLimiter:
         try:
             while True:
                 delay = math.inf
-                if self._queue[0] is waiter and self._has_capacity():
+                if self._has_capacity():
                     outcome = await self._try_start()
                     if isinstance(outcome, LimiterSlot):
                         self._queue.popleft()
@@ -712,9 +712,9 @@ class AdaptiveLimiter(_QueuedLimiter):
       :class:`SlidingWindowLimiter`.
 
     ``ceiling`` (a rate spec such as ``"20/s"``) is enforced exactly as by :class:`SlidingWindowLimiter`
-    (with the same optional ``margin``), on top of the adaptive rate: the adaptive part can only go lower. ``current_rate`` is the fill rate (None
-    while the bucket is off), ``measured_rate`` the smoothed send rate; ``granted`` and ``throttled`` count
-    slots and throttled answers.
+    (with the same optional ``margin``), on top of the adaptive rate: the adaptive part can only go lower.
+    ``current_rate`` is the fill rate (None while the bucket is off), ``measured_rate`` the smoothed send
+    rate; ``granted`` and ``throttled`` count slots and throttled answers.
     """
 
     def __init__(

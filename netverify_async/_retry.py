@@ -28,6 +28,7 @@ import enum
 import math
 import random
 from collections.abc import Mapping
+from typing import Any
 
 import attrs
 
@@ -45,17 +46,17 @@ class FailureKind(str, enum.Enum):
     PERMANENT = "permanent"
 
 
-def _positive(instance: object, attribute: attrs.Attribute[float], value: float | None) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None and (not isinstance(value, (int, float)) or math.isnan(value) or value <= 0):
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be a positive number")
 
 
-def _non_negative(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _non_negative(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, (int, float)) or math.isnan(value) or value < 0:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be zero or positive")
 
 
-def _at_least_one(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+def _at_least_one(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ConfigurationError(f"RetryPolicy.{attribute.name} must be an integer >= 1")
 
@@ -116,7 +117,9 @@ class RetryBudget:
     Used from one event loop; its operations never await, so they need no lock.
     """
 
-    def __init__(self, capacity: int, *, retry_cost: int, timeout_retry_cost: int, success_refund: int) -> None:
+    def __init__(
+        self, capacity: int, *, retry_cost: int, timeout_retry_cost: int, success_refund: int
+    ) -> None:
         self.capacity = capacity
         self.retry_cost = retry_cost
         self.timeout_retry_cost = timeout_retry_cost
@@ -186,8 +189,6 @@ def parse_retry_after(headers: Mapping[str, str], *, now: _dt.datetime | None = 
     try:
         when = email.utils.parsedate_to_datetime(raw)
     except (TypeError, ValueError, IndexError):
-        return None
-    if when is None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=_dt.timezone.utc)

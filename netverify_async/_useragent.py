@@ -1,16 +1,16 @@
 """The rule for a descriptive ``User-Agent`` header, shared by the client and the emulator.
 
-Jumio asks every caller to send a User-Agent that names the business *and* the application with its version, for
-example ``Example Corp SampleApp/1.0.1``; calls with a missing or suspicious User-Agent are answered 403. The rule
-implemented here is deliberately simple and stable:
+Jumio asks every caller to send a User-Agent that names the business *and* the application with its version,
+for example ``Example Corp SampleApp/1.0.1``; calls with a missing or suspicious User-Agent are answered 403.
+The rule implemented here is deliberately simple and stable:
 
 * the value is printable ASCII (no control characters) and at most :data:`MAX_USER_AGENT_LENGTH` characters;
-* it contains an *application product*: a token ``Name/version`` whose version starts with a digit (an optional
-  leading ``v`` is allowed: ``MyApp/v2``), and whose name is not a generic HTTP library, tool or browser
-  (``python-httpx``, ``curl``, ``Mozilla``, ``netverify-async``...);
+* it contains an *application product*: a token ``Name/version`` whose version starts with a digit (an
+  optional leading ``v`` is allowed: ``MyApp/v2``), and whose name is not a generic HTTP library, tool or
+  browser (``python-httpx``, ``curl``, ``Mozilla``, ``netverify-async``...);
 * it is not a browser's (a first token ``Mozilla/...``);
-* a *business name* accompanies that product: at least one plain word (containing a letter, no ``/``) before it,
-  or a parenthesised comment after it that contains a letter (``SampleApp/1.0 (Example Corp)``).
+* a *business name* accompanies that product: at least one plain word (containing a letter, no ``/``) before
+  it, or a parenthesised comment after it that contains a letter (``SampleApp/1.0 (Example Corp)``).
 
 Extra product tokens are allowed anywhere, so ``Example Corp SampleApp/1.0.1 netverify-async/0.1.0`` is
 descriptive: a library may append its own token to the caller's value.
@@ -25,8 +25,8 @@ __all__ = ["GENERIC_PRODUCTS", "MAX_USER_AGENT_LENGTH", "is_descriptive_user_age
 #: Longest User-Agent value accepted (Jumio documents no limit; longer values are unlikely to be deliberate).
 MAX_USER_AGENT_LENGTH = 255
 
-#: Product names (lower case) of HTTP libraries, command line tools and browsers. They identify software, not the
-#: calling business or its application, so they never count as the application product.
+#: Product names (lower case) of HTTP libraries, command line tools and browsers. They identify software,
+#: not the calling business or its application, so they never count as the application product.
 GENERIC_PRODUCTS = frozenset(
     {
         "aiohttp",

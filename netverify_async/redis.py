@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import secrets
+from collections.abc import Awaitable, Callable
 from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -219,7 +220,7 @@ class RedisRateLimiter(_QueuedLimiter):
 
     async def reset(self) -> None:
         """Forget every booked start and the shared pause of this key (for tests and operators)."""
-        await self._call(self._redis.delete(*self._keys))
+        await self._call(lambda: self._redis.delete(*self._keys))
 
     async def aclose(self) -> None:
         """Close the Redis client if the limiter opened it from a URL."""
@@ -245,7 +246,10 @@ class RedisRateLimiter(_QueuedLimiter):
 
     # -- Redis calls ---------------------------------------------------------------------------------------
 
-    async def _call(self, awaitable: Any) -> Any:
+    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
+        """Run one Redis operation, shielded from cancellation so that an answer is never lost half-way.
+
+        Bounded by ``operation_timeout``; failures become RateLimiterError."""
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -256,7 +260,7 @@ class RedisRateLimiter(_QueuedLimiter):
         errors = self._redis_module.exceptions
         try:
             with anyio.CancelScope(shield=True), anyio.fail_after(self._operation_timeout):
-                return await awaitable
+                return await operation()
         except TimeoutError as exc:
             raise RateLimiterError(
                 f"rate limiter {self._key!r}: Redis did not answer within {self._operation_timeout:g}s"
@@ -276,7 +280,7 @@ class RedisRateLimiter(_QueuedLimiter):
             except errors.NoScriptError:
                 return await self._redis.eval(_SCRIPT, len(self._keys), *self._keys, *args)
 
-        answer = await self._call(evaluate())
+        answer = await self._call(evaluate)
         if (
             not isinstance(answer, list)
             or len(answer) != 2

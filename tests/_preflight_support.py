@@ -1,7 +1,7 @@
 """Real image files for the preflight tests, generated with Pillow (plus a few headers written by hand).
 
-Everything is made in memory and is small unless a test needs a size limit; images that must be large in pixels
-use cheap modes (1-bit, greyscale, flat colour) so that they compress to a few hundred bytes.
+Everything is made in memory and is small unless a test needs a size limit; images that must be large in
+pixels use cheap modes (1-bit, greyscale, flat colour) so that they compress to a few hundred bytes.
 """
 
 from __future__ import annotations

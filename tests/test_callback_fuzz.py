@@ -11,22 +11,36 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netverify_async import CallbackParseError
-from netverify_async.callbacks import NetverifyCallback, parse_callback
 from netverify_async.callbacks import _CALLBACK_SPEC as SPEC
+from netverify_async.callbacks import NetverifyCallback, parse_callback
 
 FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
-REAL_KEYS = sorted(SPEC) + ["jumioIdScanReference"]
+REAL_KEYS = [*sorted(SPEC), "jumioIdScanReference"]
 JSON_KEYS = ["rejectReason", "identityVerification", "idAddress", "livenessImages", "dlCategories"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
     max_leaves=12,
 )
 json_like_keys = st.sampled_from(
-    ["rejectReasonCode", "rejectReasonDescription", "rejectReasonDetails", "detailsCode", "similarity", "validity",
-     "reason", "line1", "country", "category", "issueDate", "isReadable"]
+    [
+        "rejectReasonCode",
+        "rejectReasonDescription",
+        "rejectReasonDetails",
+        "detailsCode",
+        "similarity",
+        "validity",
+        "reason",
+        "line1",
+        "country",
+        "category",
+        "issueDate",
+        "isReadable",
+    ]
 )
 structured_json = st.recursive(
     json_values,
@@ -34,8 +48,24 @@ structured_json = st.recursive(
     max_leaves=12,
 )
 garbage_text = st.text(max_size=40) | st.sampled_from(
-    ["N/A", "", " ", "null", "{", "[]", "{}", "true", "TRUE", "WEB-CAM", "2019-05-30T08:37:35.8Z", "1990-02-30",
-     "APPROVED_VERIFIED", "\x00", "%FF", "[" * 50]
+    [
+        "N/A",
+        "",
+        " ",
+        "null",
+        "{",
+        "[]",
+        "{}",
+        "true",
+        "TRUE",
+        "WEB-CAM",
+        "2019-05-30T08:37:35.8Z",
+        "1990-02-30",
+        "APPROVED_VERIFIED",
+        "\x00",
+        "%FF",
+        "[" * 50,
+    ]
 )
 field_value = garbage_text | structured_json.map(json.dumps)
 

@@ -1,5 +1,6 @@
-"""CallbackOriginVerifier accepts callbacks only from Jumio's addresses, and trusts X-Forwarded-For only from
-configured proxies. DNS resolution is tested with an injected resolver (the test machine has loopback only)."""
+"""CallbackOriginVerifier accepts callbacks only from Jumio's addresses, and trusts X-Forwarded-For only
+from configured proxies. DNS resolution is tested with an injected resolver (the machine has loopback only).
+"""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-# -- the default allowlist ----------------------------------------------------------------------------------------
+# -- the default allowlist --------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("address", [US_OLD, US_NEW, EU, SGP, APAC_NEW, "52.8.136.236", "13.238.203.238"])
@@ -97,7 +98,7 @@ def test_an_allowlist_that_could_never_match_is_refused() -> None:
         CallbackOriginVerifier(regions=())
 
 
-# -- address forms ------------------------------------------------------------------------------------------------
+# -- address forms ----------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -137,7 +138,7 @@ def test_missing_or_garbage_peer_is_refused(peer: str | None) -> None:
         verifier.verify(peer)
 
 
-# -- X-Forwarded-For ----------------------------------------------------------------------------------------------
+# -- X-Forwarded-For --------------------------------------------------------------------------------
 
 
 def test_forwarded_for_is_ignored_without_trusted_proxies() -> None:
@@ -215,7 +216,7 @@ def test_repr_shows_configuration_not_addresses() -> None:
     assert US_OLD not in text and "10.0.0.0" not in text
 
 
-# -- DNS resolution (injected resolver) ---------------------------------------------------------------------------
+# -- DNS resolution (injected resolver) -------------------------------------------------------------
 
 
 class FakeDNS:
@@ -246,7 +247,9 @@ US_HOSTS = CALLBACK_SOURCE_HOSTNAMES["US"]
 
 
 def us_dns() -> FakeDNS:
-    return FakeDNS({US_HOSTS[0]: ["192.0.2.10"], US_HOSTS[1]: ["192.0.2.11", "::ffff:192.0.2.12", "2001:db8::12"]})
+    return FakeDNS(
+        {US_HOSTS[0]: ["192.0.2.10"], US_HOSTS[1]: ["192.0.2.11", "::ffff:192.0.2.12", "2001:db8::12"]}
+    )
 
 
 def test_resolution_is_off_by_default_and_the_resolver_is_never_called() -> None:
@@ -268,7 +271,9 @@ def test_hostnames_cover_the_old_and_new_callback_names() -> None:
 @pytest.mark.anyio
 async def test_resolved_addresses_are_allowed_after_refresh() -> None:
     dns = us_dns()
-    verifier = CallbackOriginVerifier(regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock())
+    verifier = CallbackOriginVerifier(
+        regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock()
+    )
     assert not verifier.is_allowed("192.0.2.11")  # nothing resolved yet
     assert await verifier.is_allowed_async("192.0.2.11")
     assert verifier.is_allowed("192.0.2.10")
@@ -313,14 +318,18 @@ async def test_answers_are_cached_for_the_ttl_then_refreshed() -> None:
 @pytest.mark.anyio
 async def test_force_refresh_ignores_the_ttl() -> None:
     dns = us_dns()
-    verifier = CallbackOriginVerifier(regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock())
+    verifier = CallbackOriginVerifier(
+        regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock()
+    )
     await verifier.refresh()
     await verifier.refresh(force=True)
     assert len(dns.lookups) == 4
 
 
 @pytest.mark.anyio
-async def test_a_failed_lookup_keeps_earlier_addresses_and_retries_soon(caplog: pytest.LogCaptureFixture) -> None:
+async def test_a_failed_lookup_keeps_earlier_addresses_and_retries_soon(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     dns, clock = us_dns(), FakeClock()
     verifier = CallbackOriginVerifier(
         regions=("US",), resolve_hostnames=True, resolver=dns, clock=clock, dns_ttl=600
@@ -345,7 +354,9 @@ async def test_a_failed_lookup_keeps_earlier_addresses_and_retries_soon(caplog: 
 async def test_a_failed_first_lookup_is_not_fatal() -> None:
     dns = us_dns()
     dns.fail.update(US_HOSTS)
-    verifier = CallbackOriginVerifier(regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock())
+    verifier = CallbackOriginVerifier(
+        regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock()
+    )
     assert await verifier.is_allowed_async(US_OLD)
     assert not await verifier.is_allowed_async("192.0.2.10")
     assert verifier.resolved_addresses == frozenset()
@@ -354,7 +365,9 @@ async def test_a_failed_first_lookup_is_not_fatal() -> None:
 @pytest.mark.anyio
 async def test_empty_and_garbage_answers_are_ignored() -> None:
     dns = FakeDNS({US_HOSTS[0]: [], US_HOSTS[1]: ["garbage", "192.0.2.50"]})
-    verifier = CallbackOriginVerifier(regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock())
+    verifier = CallbackOriginVerifier(
+        regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock()
+    )
     await verifier.refresh()
     assert verifier.resolved_addresses == frozenset({ipaddress.ip_address("192.0.2.50")})
 
@@ -374,7 +387,9 @@ async def test_a_hanging_resolver_times_out_without_failing_the_check() -> None:
 @pytest.mark.anyio
 async def test_concurrent_checks_resolve_each_host_once() -> None:
     dns = us_dns()
-    verifier = CallbackOriginVerifier(regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock())
+    verifier = CallbackOriginVerifier(
+        regions=("US",), resolve_hostnames=True, resolver=dns, clock=FakeClock()
+    )
     results: list[bool] = []
 
     async def check() -> None:

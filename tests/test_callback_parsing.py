@@ -82,7 +82,7 @@ def codes(callback: NetverifyCallback) -> dict[str, str]:
     return {issue.path: issue.code for issue in callback.problems}
 
 
-# -- the documented samples -------------------------------------------------------------------------------------
+# -- the documented samples -------------------------------------------------------------------------
 
 
 def test_approved_sample_is_fully_typed() -> None:
@@ -162,7 +162,7 @@ def test_raw_body_and_decoded_form_give_the_same_result(as_input: Any) -> None:
     assert parse_callback(as_input(SAMPLE_FRAUD)) == expected
 
 
-# -- every documented field ---------------------------------------------------------------------------------------
+# -- every documented field -------------------------------------------------------------------------
 
 #: Every parameter of the guide's table, line by line, with a plausible value and the attribute it lands in.
 DOCUMENTED_FIELDS: dict[str, tuple[str, str, Any]] = {
@@ -177,7 +177,11 @@ DOCUMENTED_FIELDS: dict[str, tuple[str, str, Any]] = {
     "idCheckMicroprint": ("id_check_microprint", "OK", IdCheckResult.OK),
     "idCheckSecurityFeatures": ("id_check_security_features", "OK", IdCheckResult.OK),
     "idCheckSignature": ("id_check_signature", "OK", IdCheckResult.OK),
-    "transactionDate": ("transaction_date", "2021-03-04T05:06:07.891Z", dt.datetime(2021, 3, 4, 5, 6, 7, 891000, UTC)),
+    "transactionDate": (
+        "transaction_date",
+        "2021-03-04T05:06:07.891Z",
+        dt.datetime(2021, 3, 4, 5, 6, 7, 891000, UTC),
+    ),
     "callbackDate": ("callback_date", "2021-03-04T05:16:07Z", dt.datetime(2021, 3, 4, 5, 16, 7, tzinfo=UTC)),
     "identityVerification": (
         "identity_verification",
@@ -194,7 +198,11 @@ DOCUMENTED_FIELDS: dict[str, tuple[str, str, Any]] = {
     ),
     "idScanImage": ("id_scan_image", "https://example.test/front", "https://example.test/front"),
     "idScanImageFace": ("id_scan_image_face", "https://example.test/face", "https://example.test/face"),
-    "idScanImageBackside": ("id_scan_image_backside", "https://example.test/back", "https://example.test/back"),
+    "idScanImageBackside": (
+        "id_scan_image_backside",
+        "https://example.test/back",
+        "https://example.test/back",
+    ),
     "idNumber": ("id_number", "X123", "X123"),
     "idFirstName": ("id_first_name", "ANNA", "ANNA"),
     "idLastName": ("id_last_name", "MUSTER", "MUSTER"),
@@ -202,12 +210,20 @@ DOCUMENTED_FIELDS: dict[str, tuple[str, str, Any]] = {
     "idExpiry": ("id_expiry", "2031-01-31", dt.date(2031, 1, 31)),
     "idUsState": ("id_us_state", "OH", "OH"),
     "personalNumber": ("personal_number", "12345678901234", "12345678901234"),
-    "idAddress": ("id_address", '{"line1":"1 MAIN ST","city":"TOWN"}', Address(line1="1 MAIN ST", city="TOWN")),
+    "idAddress": (
+        "id_address",
+        '{"line1":"1 MAIN ST","city":"TOWN"}',
+        Address(line1="1 MAIN ST", city="TOWN"),
+    ),
     "merchantIdScanReference": ("merchant_id_scan_reference", "order-1", "order-1"),
     "merchantReportingCriteria": ("merchant_reporting_criteria", "crit", "crit"),
     "customerId": ("customer_id", "cust-9", "cust-9"),
     "clientIp": ("client_ip", "192.0.2.10", "192.0.2.10"),
-    "firstAttemptDate": ("first_attempt_date", "2021-03-04T05:00:00.1Z", dt.datetime(2021, 3, 4, 5, 0, 0, 100000, UTC)),
+    "firstAttemptDate": (
+        "first_attempt_date",
+        "2021-03-04T05:00:00.1Z",
+        dt.datetime(2021, 3, 4, 5, 0, 0, 100000, UTC),
+    ),
     "optionalData1": ("optional_data1", "OPT1", "OPT1"),
     "optionalData2": ("optional_data2", "OPT2", "OPT2"),
     "dni": ("dni", "12345678Z", "12345678Z"),
@@ -268,7 +284,7 @@ def test_legacy_face_match_fields_are_still_read() -> None:
     assert cb.id_face_match == "93" and cb.id_face_liveness is True
 
 
-# -- statuses and enum tolerance ---------------------------------------------------------------------------------
+# -- statuses and enum tolerance --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("status", list(VerificationStatus))
@@ -281,7 +297,12 @@ def test_every_verification_status_parses(status: VerificationStatus) -> None:
 
 def test_unknown_enum_values_are_kept_raw_and_noted() -> None:
     cb = parse_callback(
-        form(verificationStatus="APPROVED_PENDING_REVIEW", idType="RESIDENCE_PERMIT", idScanStatus="MAYBE", gender="Q")
+        form(
+            verificationStatus="APPROVED_PENDING_REVIEW",
+            idType="RESIDENCE_PERMIT",
+            idScanStatus="MAYBE",
+            gender="Q",
+        )
     )
     assert cb.verification_status == "APPROVED_PENDING_REVIEW"
     assert not isinstance(cb.verification_status, VerificationStatus)
@@ -336,7 +357,7 @@ def test_both_spellings_of_callback_type_keep_the_first_and_note_it() -> None:
     assert codes(cb) == {"callbackType": "duplicate_field"}
 
 
-# -- reject reasons -----------------------------------------------------------------------------------------------
+# -- reject reasons ---------------------------------------------------------------------------------
 
 
 def test_reject_reason_details_as_a_single_object_become_a_one_item_tuple() -> None:
@@ -353,7 +374,9 @@ def test_reject_reason_details_as_a_single_object_become_a_one_item_tuple() -> N
 
 
 def test_reject_reason_without_details_has_an_empty_tuple() -> None:
-    cb = parse_callback(form(rejectReason={"rejectReasonCode": "201", "rejectReasonDescription": "NO_DOCUMENT"}))
+    cb = parse_callback(
+        form(rejectReason={"rejectReasonCode": "201", "rejectReasonDescription": "NO_DOCUMENT"})
+    )
     assert isinstance(cb.reject_reason, RejectReason)
     assert cb.reject_reason.details == ()
     assert cb.reject_reason_codes == ("201",)
@@ -376,7 +399,10 @@ def test_reject_reason_with_numeric_codes_and_unknown_detail() -> None:
     reason = {
         "rejectReasonCode": 100,
         "rejectReasonDescription": "MANIPULATED_DOCUMENT",
-        "rejectReasonDetails": [{"detailsCode": 1099, "detailsDescription": "HOLOGRAM_MISSING", "score": 3}, 7],
+        "rejectReasonDetails": [
+            {"detailsCode": 1099, "detailsDescription": "HOLOGRAM_MISSING", "score": 3},
+            7,
+        ],
     }
     cb = parse_callback(form(rejectReason=reason))
     assert isinstance(cb.reject_reason, RejectReason)
@@ -399,7 +425,7 @@ def test_reject_reason_code_maps_to_its_documented_number() -> None:
     assert all(member.code for member in RejectReasonDetailDescription)
 
 
-# -- absent, masked and empty values ------------------------------------------------------------------------------
+# -- absent, masked and empty values ----------------------------------------------------------------
 
 
 def test_na_and_empty_values_are_absent() -> None:
@@ -430,13 +456,15 @@ def test_empty_id_address_is_absent(value: str) -> None:
 
 
 def test_id_address_with_unknown_keys_keeps_them() -> None:
-    cb = parse_callback(form(idAddress={"line1": "MAIN ST 1", "postalCode": "1010", "county": "X", "line9": "Y"}))
+    cb = parse_callback(
+        form(idAddress={"line1": "MAIN ST 1", "postalCode": "1010", "county": "X", "line9": "Y"})
+    )
     assert isinstance(cb.id_address, Address)
     assert cb.id_address.line1 == "MAIN ST 1" and cb.id_address.postal_code == "1010"
     assert cb.id_address.extra == {"county": "X", "line9": "Y"}
 
 
-# -- unknown fields -----------------------------------------------------------------------------------------------
+# -- unknown fields ---------------------------------------------------------------------------------
 
 
 def test_unknown_fields_are_kept_in_extra_never_dropped() -> None:
@@ -459,7 +487,7 @@ def test_plus_and_percent_encoding_are_decoded() -> None:
     assert cb.id_last_name == "MÜLLER"
 
 
-# -- timestamps and dates -----------------------------------------------------------------------------------------
+# -- timestamps and dates ---------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -508,7 +536,7 @@ def test_incomplete_hkg_dob_keeps_its_origin_form() -> None:
     assert cb.origin_dob == "1990//09"
 
 
-# -- JSON inside form fields --------------------------------------------------------------------------------------
+# -- JSON inside form fields ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -530,7 +558,9 @@ def test_malformed_json_in_a_field_is_kept_raw_and_noted(field: str, attribute: 
 
 
 def test_json_of_the_wrong_shape_is_kept_raw_and_noted() -> None:
-    cb = parse_callback(form(rejectReason="[1, 2]", identityVerification='"MATCH"', livenessImages='{"a": 1}'))
+    cb = parse_callback(
+        form(rejectReason="[1, 2]", identityVerification='"MATCH"', livenessImages='{"a": 1}')
+    )
     assert cb.reject_reason == "[1, 2]"
     assert cb.identity_verification == '"MATCH"'
     assert cb.liveness_images == '{"a": 1}'
@@ -573,7 +603,13 @@ def test_unknown_validity_is_kept_raw(validity: str, kept: str) -> None:
 
 
 def test_identity_verification_keeps_the_similarity_score_and_unknown_keys() -> None:
-    payload = {"similarity": "MATCH", "validity": "TRUE", "similarityScore": 0.93, "similarityDecision": "MANUAL", "x": 1}
+    payload = {
+        "similarity": "MATCH",
+        "validity": "TRUE",
+        "similarityScore": 0.93,
+        "similarityDecision": "MANUAL",
+        "x": 1,
+    }
     cb = parse_callback(form(identityVerification=payload))
     assert isinstance(cb.identity_verification, IdentityVerification)
     assert cb.identity_verification.similarity_score == "0.93"
@@ -591,7 +627,7 @@ def test_dl_categories_as_a_single_object() -> None:
     assert cb.dl_categories == (DlCategory("B", None, dt.date(2030, 1, 1)),)
 
 
-# -- what is not a callback ---------------------------------------------------------------------------------------
+# -- what is not a callback -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -630,7 +666,9 @@ def test_callback_parse_error_is_a_value_error_and_names_the_field() -> None:
 def test_other_kinds_of_callback_are_named_in_the_error() -> None:
     with pytest.raises(CallbackParseError, match="Authentication callback"):
         parse_callback(SAMPLE_AUTHENTICATION)
-    document_verification = "timestamp=2017-06-06T12%3A06%3A49.016Z&scanReference=x&document=%7B%7D&transaction=%7B%7D"
+    document_verification = (
+        "timestamp=2017-06-06T12%3A06%3A49.016Z&scanReference=x&document=%7B%7D&transaction=%7B%7D"
+    )
     with pytest.raises(CallbackParseError, match="Document Verification callback"):
         parse_callback(document_verification)
 
@@ -666,7 +704,7 @@ def test_leading_and_trailing_whitespace_of_the_body_is_ignored() -> None:
     assert parse_callback(SAMPLE_FRAUD + "\r\n") == parse_callback(SAMPLE_FRAUD)
 
 
-# -- privacy ------------------------------------------------------------------------------------------------------
+# -- privacy ----------------------------------------------------------------------------------------
 
 PERSONAL_VALUES = ("FIRSTNAME", "LASTNAME", "1990", "2022", "P1234", "xxx.xxx", "netverify.com", "US-OH")
 
@@ -682,10 +720,31 @@ def test_repr_hides_personal_data() -> None:
 
 
 def test_repr_of_a_full_callback_hides_every_personal_value() -> None:
-    cb = parse_callback(form(**{key: raw for key, (_, raw, _) in DOCUMENTED_FIELDS.items()}, secretExtra="HIDDEN9"))
+    cb = parse_callback(
+        form(**{key: raw for key, (_, raw, _) in DOCUMENTED_FIELDS.items()}, secretExtra="HIDDEN9")
+    )
     text = repr(cb)
-    for value in ("ANNA", "MUSTER", "X123", "1980", "2031", "192.0.2.10", "cust-9", "MAIN ST", "example.test", "MARIA",
-                  "JOSE", "12345678Z", "PARIS", "ROMA", "COMUNE", "PN1", "1990//09", "HIDDEN9", "liveness/"):
+    for value in (
+        "ANNA",
+        "MUSTER",
+        "X123",
+        "1980",
+        "2031",
+        "192.0.2.10",
+        "cust-9",
+        "MAIN ST",
+        "example.test",
+        "MARIA",
+        "JOSE",
+        "12345678Z",
+        "PARIS",
+        "ROMA",
+        "COMUNE",
+        "PN1",
+        "1990//09",
+        "HIDDEN9",
+        "liveness/",
+    ):
         assert value not in text, value
     assert "secretExtra" in text  # unknown field names are shown, their values are not
 
@@ -712,13 +771,17 @@ def test_to_dict_renders_timestamps_tuples_and_problems() -> None:
     data = cb.to_dict()
     assert data["transaction_date"] == "2019-05-30T08:37:35.800000Z"
     assert data["liveness_images"] == ["u1"]
-    assert data["problems"] == [{"path": "idDob", "code": "bad_date", "message": "is not a YYYY-MM-DD date; kept as sent"}]
+    assert data["problems"] == [
+        {"path": "idDob", "code": "bad_date", "message": "is not a YYYY-MM-DD date; kept as sent"}
+    ]
     redacted = cb.to_dict(redact=True)
     assert redacted["id_dob"] == "<redacted>" and redacted["liveness_images"] == "<redacted>"
 
 
 def test_problem_messages_and_errors_never_repeat_the_value() -> None:
-    cb = parse_callback(form(idDob="SECRETDOB", transactionDate="SECRETTS", rejectReason="{SECRETJSON", gender="SECRETG"))
+    cb = parse_callback(
+        form(idDob="SECRETDOB", transactionDate="SECRETTS", rejectReason="{SECRETJSON", gender="SECRETG")
+    )
     assert len(cb.problems) == 4
     for issue in cb.problems:
         assert isinstance(issue, ValidationIssue)
@@ -743,5 +806,9 @@ def test_importing_callbacks_is_light() -> None:
     import sys
 
     script = "import sys, netverify_async.callbacks; print(','.join(sorted(sys.modules)))"
-    loaded = set(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split(","))
+    loaded = set(
+        subprocess.run(
+            [sys.executable, "-c", script], capture_output=True, text=True, check=True
+        ).stdout.split(",")
+    )
     assert not {"anyio", "httpx", "pycountry", "PIL", "cattrs", "socket", "asyncio"} & loaded

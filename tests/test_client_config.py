@@ -19,8 +19,11 @@ def make(**kwargs: object) -> NetverifyClient:
 
 @pytest.mark.parametrize(
     ("region", "url"),
-    [(Region.US, "https://netverify.com"), ("EU", "https://lon.netverify.com"),
-     ("sgp", "https://core-sgp.jumio.com")],
+    [
+        (Region.US, "https://netverify.com"),
+        ("EU", "https://lon.netverify.com"),
+        ("sgp", "https://core-sgp.jumio.com"),
+    ],
 )
 def test_regions_use_the_documented_urls(region: object, url: str) -> None:
     assert make(region=region).base_url == url
@@ -32,14 +35,17 @@ def test_unknown_region_is_refused() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://netverify.com", "http://10.0.0.5:8080", "ftp://127.0.0.1", "not a url", "https://u:p@x.com"]
+    "url",
+    ["http://netverify.com", "http://10.0.0.5:8080", "ftp://127.0.0.1", "not a url", "https://u:p@x.com"],
 )
 def test_unsafe_or_malformed_base_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
         make(base_url=url)
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://[::1]:9000/", "http://localhost:1", "https://x.example"])
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8080", "http://[::1]:9000/", "http://localhost:1", "https://x.example"]
+)
 def test_loopback_http_and_any_https_are_accepted(url: str) -> None:
     assert make(base_url=url).base_url == url.rstrip("/")
 

@@ -10,8 +10,6 @@ import warnings
 import zlib
 
 import pytest
-from PIL import Image as PILImage
-
 from _preflight_support import (
     apng,
     bomb_bmp,
@@ -31,6 +29,8 @@ from _preflight_support import (
     png_chunk,
     png_insert_chunk,
 )
+from PIL import Image as PILImage
+
 from netverify_async import Image, MimeType, NetverifyError, PreflightError, PreflightWarning
 from netverify_async._constants import MAX_IMAGE_BYTES
 from netverify_async._preflight import (
@@ -48,7 +48,7 @@ def check(data: bytes, mime: str | None = None, **options: object) -> PreflightR
     return check_image_sync(data, mime, **options)  # type: ignore[arg-type]
 
 
-# --- acceptable images ---------------------------------------------------------------------------------------
+# --- acceptable images --------------------------------------------------------------------------------------
 
 
 @BOTH_LEVELS
@@ -88,7 +88,7 @@ def test_declared_mime_type_matching_the_content_is_accepted_in_any_spelling() -
         assert check(data, declared).ok, declared  # type: ignore[arg-type]
 
 
-# --- boundaries ------------------------------------------------------------------------------------------------
+# --- boundaries ---------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -140,7 +140,7 @@ def test_byte_limit_is_15_000_000_raw_bytes(kind: str, delta: int, ok: bool) -> 
         assert "15,000,000" in report.errors[0].message
 
 
-# --- formats and mime types ----------------------------------------------------------------------------------
+# --- formats and mime types ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("fmt", ["WEBP", "GIF", "BMP", "TIFF"])
@@ -170,7 +170,9 @@ def test_content_that_is_no_image_is_unsupported(data: bytes) -> None:
         (jpeg(), "image/jpg", "not one the API accepts"),
     ],
 )
-def test_declared_mime_type_must_match_the_bytes(data: bytes, declared: str, expected_in_message: str) -> None:
+def test_declared_mime_type_must_match_the_bytes(
+    data: bytes, declared: str, expected_in_message: str
+) -> None:
     report = check(data, declared)
     assert report.error_codes == {"mime_mismatch"}
     assert expected_in_message in report.errors[0].message
@@ -180,7 +182,7 @@ def test_image_object_without_declared_type_is_not_a_mismatch() -> None:
     assert check(png(), None).ok
 
 
-# --- corrupt images ------------------------------------------------------------------------------------------
+# --- corrupt images -----------------------------------------------------------------------------------------
 
 
 @BOTH_LEVELS
@@ -248,7 +250,7 @@ def test_random_damage_never_raises(seed: int) -> None:
             assert report.error_codes <= ERROR_CODES
 
 
-# --- decompression bombs -------------------------------------------------------------------------------------
+# --- decompression bombs ------------------------------------------------------------------------------------
 
 
 def test_png_bomb_header_is_refused_from_the_header() -> None:
@@ -285,7 +287,7 @@ def test_pillows_global_limits_are_left_alone() -> None:
     assert (PILImage.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES) == before
 
 
-# --- warnings ------------------------------------------------------------------------------------------------
+# --- warnings -----------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -293,7 +295,9 @@ def test_pillows_global_limits_are_left_alone() -> None:
     [
         pytest.param(apng(), "front", {"animated"}, id="apng"),
         pytest.param(png(mode="RGBA"), "front", {"alpha_channel"}, id="rgba"),
-        pytest.param(encode(picture(1200, 800).convert("P"), "PNG", transparency=0), "front", {"alpha_channel"}),
+        pytest.param(
+            encode(picture(1200, 800).convert("P"), "PNG", transparency=0), "front", {"alpha_channel"}
+        ),
         pytest.param(encode(picture(1200, 800, "CMYK"), "JPEG"), "front", {"cmyk"}, id="cmyk"),
         pytest.param(png(mode="L"), "back", {"grayscale"}, id="grey-document"),
         pytest.param(png(mode="L"), "face", set(), id="grey-face-is-fine"),
@@ -331,7 +335,8 @@ def test_plain_exif_gives_no_warning() -> None:
     [
         pytest.param(jpeg_with_app1(jpeg(), broken_exif_block()), id="jpeg-app1"),
         pytest.param(
-            png_insert_chunk(png(), png_chunk(b"eXIf", broken_exif_block()[6:]), before=b"IDAT"), id="png-exif"
+            png_insert_chunk(png(), png_chunk(b"eXIf", broken_exif_block()[6:]), before=b"IDAT"),
+            id="png-exif",
         ),
         pytest.param(jpeg_with_app1(jpeg(), b"Exif\x00\x00garbage"), id="jpeg-garbage"),
     ],
@@ -343,7 +348,7 @@ def test_broken_exif_is_a_warning_and_the_image_still_passes(data: bytes) -> Non
     assert report.warning_codes == {"exif_unreadable"}
 
 
-# --- the report ----------------------------------------------------------------------------------------------
+# --- the report ---------------------------------------------------------------------------------------------
 
 
 def test_raise_for_errors_lists_codes_and_messages() -> None:
@@ -376,7 +381,17 @@ def test_to_dict_is_json_ready() -> None:
     as_json = json.loads(json.dumps(report.to_dict()))
     assert as_json["ok"] is True and as_json["role"] == "back" and as_json["format"] == "JPEG"
     assert as_json["warnings"][0]["code"] == "exif_orientation"
-    assert set(as_json) == {"ok", "role", "format", "width", "height", "bytes", "errors", "warnings", "changes"}
+    assert set(as_json) == {
+        "ok",
+        "role",
+        "format",
+        "width",
+        "height",
+        "bytes",
+        "errors",
+        "warnings",
+        "changes",
+    }
 
 
 def test_emit_warnings_uses_preflight_warning() -> None:

@@ -1,7 +1,7 @@
 """The adaptive limiter: slows down on 429, probes upwards again, and never breaks a configured ceiling.
 
-Runs on virtual time on asyncio and trio (see _ratelimit_support). The "server" here is a simulated sliding-window
-limit in the same process: the behaviour under test is the controller's reaction to its answers.
+Runs on virtual time on asyncio and trio (see _ratelimit_support). The "server" here is a simulated
+sliding-window limit in the same process: what is tested is the controller's reaction to its answers.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The sliding-window limiter: no window of any alignment ever holds more than its limit of starts.
 
-Every async test runs on virtual time (see _ratelimit_support), on asyncio and on trio, so the assertions about
-times are exact and independent of the machine's speed.
+Every async test runs on virtual time (see _ratelimit_support), on asyncio and on trio, so the assertions
+about times are exact and independent of the machine's speed.
 """
 
 from __future__ import annotations

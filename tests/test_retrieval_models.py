@@ -1,4 +1,4 @@
-"""The retrieval API's answers parse into typed models, tolerantly; only unusable answers raise ResponseError."""
+"""The retrieval API's answers parse into typed models, tolerantly; only unusable answers raise an error."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from netverify_async._retrieval import (
     Address,
     CheckResult,
     DeleteResult,
+    FacemapLink,
     FaceSearchFindings,
     FaceSearchStatus,
-    FacemapLink,
     Gender,
     IdentityVerification,
     MrzCheck,
@@ -70,7 +70,10 @@ DETAILS_SAMPLE: dict[str, Any] = {
         "source": "WEB_UPLOAD",
         "status": "DONE",
     },
-    "verification": {"identityVerification": {"similarity": "MATCH", "validity": "true"}, "mrzCheck": "NOT_AVAILABLE"},
+    "verification": {
+        "identityVerification": {"similarity": "MATCH", "validity": "true"},
+        "mrzCheck": "NOT_AVAILABLE",
+    },
     "facemap": {
         "classifier": "facemap",
         "href": f"https://netverify.com/api/netverify/v2/scans/{REF}/data/facemap",
@@ -110,7 +113,9 @@ IMAGES_SAMPLE = {
         {"classifier": c, "href": f"https://netverify.com/api/netverify/v2/scans/{REF}/images/{c}"}
         for c in ("back", "front", "face")
     ],
-    "livenessImages": [f"https://netverify.com/api/netverify/v2/scans/{REF}/images/liveness/{n}" for n in (7, 5, 6)],
+    "livenessImages": [
+        f"https://netverify.com/api/netverify/v2/scans/{REF}/images/liveness/{n}" for n in (7, 5, 6)
+    ],
     "scanReference": REF,
 }
 
@@ -119,7 +124,7 @@ def details(**parts: Any) -> dict[str, Any]:
     return {"timestamp": "2019-03-01T11:48:31.331Z", "scanReference": REF, **parts}
 
 
-# -- scan status --------------------------------------------------------------------------------------------------
+# -- scan status ------------------------------------------------------------------------------------
 
 
 def test_status_sample() -> None:
@@ -172,7 +177,7 @@ def test_unusable_status_answers_raise_response_error(body: Any) -> None:
     assert info.value.operation == "scanStatus"
 
 
-# -- scan details -------------------------------------------------------------------------------------------------
+# -- scan details -----------------------------------------------------------------------------------
 
 
 def test_details_sample() -> None:
@@ -204,7 +209,9 @@ def test_details_sample() -> None:
         mrz_check=MrzCheck.NOT_AVAILABLE,
         identity_verification=IdentityVerification(similarity=Similarity.MATCH, validity=True),
     )
-    assert result.facemap == FacemapLink("facemap", f"https://netverify.com/api/netverify/v2/scans/{REF}/data/facemap")
+    assert result.facemap == FacemapLink(
+        "facemap", f"https://netverify.com/api/netverify/v2/scans/{REF}/data/facemap"
+    )
     assert result.is_approved
     assert result.verification_status is VerificationStatus.APPROVED_VERIFIED
     assert result.reject_reason_codes == ()
@@ -232,18 +239,24 @@ def test_verification_sample_with_additional_checks() -> None:
 
 
 def test_single_face_search_finding_is_a_one_item_tuple() -> None:
-    checks = {"faceSearchFindings": {"status": "DONE", "findings": REF}, "addressValidation": {
-        "searchResults": "CHECK_NOT_DONE", "searchResponse": "UNSUPPORTED_COUNTRY"}}
+    checks = {
+        "faceSearchFindings": {"status": "DONE", "findings": REF},
+        "addressValidation": {"searchResults": "CHECK_NOT_DONE", "searchResponse": "UNSUPPORTED_COUNTRY"},
+    }
     verification = parse_scan_details(details(verification={"additionalChecks": checks})).verification
     assert verification is not None and isinstance(verification.additional_checks, AdditionalChecks)
-    assert verification.additional_checks.face_search_findings == FaceSearchFindings(FaceSearchStatus.DONE, (REF,))
+    assert verification.additional_checks.face_search_findings == FaceSearchFindings(
+        FaceSearchStatus.DONE, (REF,)
+    )
     assert verification.additional_checks.address_validation == CheckResult(
         SearchResult.CHECK_NOT_DONE, "UNSUPPORTED_COUNTRY"
     )
 
 
 def test_not_readable_sample_has_a_reject_reason_without_details() -> None:
-    result = parse_scan_details(details(document={"status": "ERROR_NOT_READABLE_ID"}, verification=VERIFICATION_NOT_READABLE))
+    result = parse_scan_details(
+        details(document={"status": "ERROR_NOT_READABLE_ID"}, verification=VERIFICATION_NOT_READABLE)
+    )
     assert result.verification is not None
     assert result.verification.reject_reason == RejectReason("201", RejectReasonDescription.NO_DOCUMENT)
     assert result.reject_reason_codes == ("201",)
@@ -258,7 +271,11 @@ def test_not_readable_sample_has_a_reject_reason_without_details() -> None:
     ],
 )
 def test_reject_reason_details_object_or_array_is_a_tuple(shape: Any) -> None:
-    reason = {"rejectReasonCode": "100", "rejectReasonDescription": "MANIPULATED_DOCUMENT", "rejectReasonDetails": shape}
+    reason = {
+        "rejectReasonCode": "100",
+        "rejectReasonDescription": "MANIPULATED_DOCUMENT",
+        "rejectReasonDetails": shape,
+    }
     result = parse_scan_details(details(verification={"rejectReason": reason}))
     assert result.verification is not None and isinstance(result.verification.reject_reason, RejectReason)
     assert isinstance(result.verification.reject_reason.details, tuple)
@@ -269,14 +286,22 @@ def test_reject_reason_details_object_or_array_is_a_tuple(shape: Any) -> None:
 @pytest.mark.parametrize("validity", ["TRUE", "true", True, "FALSE", "false", False])
 def test_identity_validity_in_every_spelling(validity: Any) -> None:
     result = parse_scan_details(details(verification={"identityVerification": {"validity": validity}}))
-    assert result.verification is not None and isinstance(result.verification.identity_verification, IdentityVerification)
+    assert result.verification is not None and isinstance(
+        result.verification.identity_verification, IdentityVerification
+    )
     assert result.verification.identity_verification.validity is (str(validity).lower() == "true")
 
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("WEB-CAM", ScanSource.WEB_CAM), ("WEB_CAM", ScanSource.WEB_CAM), ("WEB-UPLOAD", ScanSource.WEB_UPLOAD),
-     ("REDIRECT-UPLOAD", ScanSource.REDIRECT_UPLOAD), ("REDIRECT", ScanSource.REDIRECT), ("API", ScanSource.API)],
+    [
+        ("WEB-CAM", ScanSource.WEB_CAM),
+        ("WEB_CAM", ScanSource.WEB_CAM),
+        ("WEB-UPLOAD", ScanSource.WEB_UPLOAD),
+        ("REDIRECT-UPLOAD", ScanSource.REDIRECT_UPLOAD),
+        ("REDIRECT", ScanSource.REDIRECT),
+        ("API", ScanSource.API),
+    ],
 )
 def test_transaction_source_in_both_spellings(raw: str, expected: ScanSource) -> None:
     result = parse_scan_details(details(transaction={"source": raw}))
@@ -306,10 +331,15 @@ def test_unknown_values_and_keys_are_kept() -> None:
 
 
 def test_parts_of_the_wrong_type_move_to_extra() -> None:
-    result = parse_scan_details(details(document=["not", "an", "object"], transaction="DONE", verification=None))
+    result = parse_scan_details(
+        details(document=["not", "an", "object"], transaction="DONE", verification=None)
+    )
     assert result.document is None and result.transaction is None and result.verification is None
     assert result.extra == {"document": ["not", "an", "object"], "transaction": "DONE"}
-    assert {(p.path, p.code) for p in result.problems} == {("document", "wrong_type"), ("transaction", "wrong_type")}
+    assert {(p.path, p.code) for p in result.problems} == {
+        ("document", "wrong_type"),
+        ("transaction", "wrong_type"),
+    }
 
 
 def test_missing_parts_are_none() -> None:
@@ -320,8 +350,13 @@ def test_missing_parts_are_none() -> None:
 
 def test_address_object_and_na_values_in_documents() -> None:
     document = parse_scan_details(
-        details(document={"address": {"line1": "1 MAIN ST", "postalCode": "1010", "city": "WIEN", "country": "AUT"},
-                          "personalNumber": "N/A", "number": ""})
+        details(
+            document={
+                "address": {"line1": "1 MAIN ST", "postalCode": "1010", "city": "WIEN", "country": "AUT"},
+                "personalNumber": "N/A",
+                "number": "",
+            }
+        )
     ).document
     assert document is not None
     assert document.address == Address(line1="1 MAIN ST", postal_code="1010", city="WIEN", country="AUT")
@@ -329,7 +364,9 @@ def test_address_object_and_na_values_in_documents() -> None:
 
 
 def test_numbers_sent_as_json_numbers_become_text() -> None:
-    document = parse_scan_details(details(document={"number": 123456789, "personalNumber": {"x": 1}})).document
+    document = parse_scan_details(
+        details(document={"number": 123456789, "personalNumber": {"x": 1}})
+    ).document
     assert document is not None
     assert document.number == "123456789"
     assert document.personal_number == '{"x": 1}'  # kept, as JSON text
@@ -346,9 +383,19 @@ def test_unusable_details_answers_raise_response_error(body: Any) -> None:
 
 
 def test_details_repr_and_redacted_dict_hide_personal_data() -> None:
-    result = parse_scan_details(details(**{k: v for k, v in DETAILS_SAMPLE.items() if k != "timestamp"},
-                                        **{"extraPart": 1}))
-    personal = ("FIRST NAME", "LAST NAME", "1990", "2022-12", "123456789", "XX.XX", "CUSTOMERID", "/data/facemap")
+    result = parse_scan_details(
+        details(**{k: v for k, v in DETAILS_SAMPLE.items() if k != "timestamp"}, **{"extraPart": 1})
+    )
+    personal = (
+        "FIRST NAME",
+        "LAST NAME",
+        "1990",
+        "2022-12",
+        "123456789",
+        "XX.XX",
+        "CUSTOMERID",
+        "/data/facemap",
+    )
     text = repr(result)
     for value in personal:
         assert value not in text, value
@@ -371,7 +418,7 @@ def test_response_error_messages_carry_no_values() -> None:
     assert "SECRETNAME" not in str(info.value)
 
 
-# -- images and delete --------------------------------------------------------------------------------------------
+# -- images and delete ------------------------------------------------------------------------------
 
 
 def test_images_sample() -> None:
@@ -400,17 +447,36 @@ def test_delete_result_reads_a_timestamp_when_one_is_sent() -> None:
     assert result == DeleteResult(REF, dt.datetime(2021, 1, 1, tzinfo=UTC), {"scanReference": "x"})
 
 
-# -- arbitrary answers --------------------------------------------------------------------------------------------
+# -- arbitrary answers ------------------------------------------------------------------------------
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(max_size=15),
-    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=10), children, max_size=3)
+    ),
     max_leaves=10,
 )
 known_keys = st.sampled_from(
-    ["document", "transaction", "verification", "facemap", "timestamp", "status", "rejectReason",
-     "rejectReasonDetails", "identityVerification", "validity", "additionalChecks", "faceSearchFindings",
-     "findings", "address", "dob", "source", "images", "livenessImages"]
+    [
+        "document",
+        "transaction",
+        "verification",
+        "facemap",
+        "timestamp",
+        "status",
+        "rejectReason",
+        "rejectReasonDetails",
+        "identityVerification",
+        "validity",
+        "additionalChecks",
+        "faceSearchFindings",
+        "findings",
+        "address",
+        "dob",
+        "source",
+        "images",
+        "livenessImages",
+    ]
 )
 shaped = st.recursive(
     json_values,

@@ -21,8 +21,16 @@ def test_policy_is_immutable_and_evolvable() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("max_attempts", 0), ("max_attempts", 1.5), ("backoff_base", 0), ("backoff_max", -1.0),
-     ("deadline", 0), ("attempt_timeout", float("nan")), ("max_retry_after", -1), ("budget_capacity", -5)],
+    [
+        ("max_attempts", 0),
+        ("max_attempts", 1.5),
+        ("backoff_base", 0),
+        ("backoff_max", -1.0),
+        ("deadline", 0),
+        ("attempt_timeout", float("nan")),
+        ("max_retry_after", -1),
+        ("budget_capacity", -5),
+    ],
 )
 def test_policy_refuses_bad_values_naming_the_field(field: str, value: object) -> None:
     with pytest.raises(ConfigurationError, match=field):

@@ -1,4 +1,4 @@
-"""A local Netverify server for tests, demos and benchmarks: the documented API contract, plus faults on demand.
+"""A local Netverify server for tests, demos and benchmarks: the documented API, plus faults on demand.
 
 Start it in-process::
 

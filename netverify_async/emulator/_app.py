@@ -2,18 +2,18 @@
 
 Routes (all answers carry ``X-Trackingid: <uuid4>`` and ``Server: Apache-Coyote/1.1``):
 
-=======  ============================================================  ==========================================
-method   path                                                          answer
-=======  ============================================================  ==========================================
-POST     ``/api/netverify/v2/performNetverify``                        200 receipt, 400 violations, 403, 413, 429
-GET      ``/api/netverify/v2/scans/{ref}``                             status: PENDING, then DONE or FAILED
-GET      ``/api/netverify/v2/scans/{ref}/data``                        document, transaction, verification
-GET      ``/api/netverify/v2/scans/{ref}/data/{part}``                 one of the three parts
-GET      ``/api/netverify/v2/scans/{ref}/images``                      the list of stored images
-GET      ``/api/netverify/v2/scans/{ref}/images/{front|back|face}``    the image bytes
-DELETE   ``/api/netverify/v2/scans/{ref}``                             200, empty body; the scan is gone
-*        ``/__emulator/...``                                           admin: faults, stats, reset, scans, callbacks
-=======  ============================================================  ==========================================
+======  ==========================================  ==============================================
+method  path                                        answer
+======  ==========================================  ==============================================
+POST    ``/api/netverify/v2/performNetverify``      200 receipt, 400 violations, 403, 413, 429
+GET     ``/api/netverify/v2/scans/{ref}``           status: PENDING, then DONE or FAILED
+GET     ``.../scans/{ref}/data``                    document, transaction and verification
+GET     ``.../scans/{ref}/data/{part}``             one part: document, transaction, verification
+GET     ``.../scans/{ref}/images``                  the list of stored images
+GET     ``.../scans/{ref}/images/{classifier}``     the image bytes (front, back, face)
+DELETE  ``.../scans/{ref}``                         200, empty body; the scan is gone
+any     ``/__emulator/...``                         admin: faults, stats, reset, scans, callbacks
+======  ==========================================  ==============================================
 
 An unknown scan gets Jumio's 404 body ``{"httpStatus":"404","message":"Not found: Scan not found for <ref>",
 "requestURI":"<url>"}``.
@@ -66,7 +66,8 @@ _GATEWAY_PAGES = {
     502: b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
     503: b"<html><head><title>503 Service Unavailable</title></head>"
     b"<body><h1>503 Service Unavailable</h1></body></html>",
-    504: b"<html><head><title>504 Gateway Time-out</title></head><body><h1>504 Gateway Time-out</h1></body></html>",
+    504: b"<html><head><title>504 Gateway Time-out</title></head>"
+    b"<body><h1>504 Gateway Time-out</h1></body></html>",
 }
 
 
@@ -109,7 +110,7 @@ class _Exchange:
 
 
 class EmulatorApp:
-    """The ASGI application. ``state`` holds scans, counters and faults; change faults with :meth:`set_faults`."""
+    """The ASGI application; ``state`` holds scans, counters and faults (see :meth:`set_faults`)."""
 
     def __init__(self, config: EmulatorConfig | None = None) -> None:
         self.config = config or EmulatorConfig()
@@ -122,7 +123,7 @@ class EmulatorApp:
     def __repr__(self) -> str:
         return f"EmulatorApp(api_token={self.config.api_token!r})"
 
-    # -- public helpers -----------------------------------------------------------------------------------------
+    # -- public helpers---------------------------------------------------------------------------------------
 
     @property
     def faults(self) -> Faults:
@@ -130,12 +131,12 @@ class EmulatorApp:
         return self.state.faults
 
     def set_faults(self, faults: Faults | None = None, **changes: Any) -> Faults:
-        """Replace the faults (``faults``) and/or change some of their fields (``changes``); returns the result."""
+        """Replace the faults and/or change some of their fields; returns the faults now in force."""
         new = (faults or self.state.faults).replace(**changes) if changes else (faults or Faults())
         self.state.set_faults(new)
         return new
 
-    # -- ASGI ---------------------------------------------------------------------------------------------------
+    # -- ASGI-------------------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -200,7 +201,7 @@ class EmulatorApp:
             return await self._api(ex, lambda e, a: self._image(e, ref, rest[1], a), image=True)
         return await self._json(ex, 404, error_body(404, "Not found", ex.request_uri))
 
-    # -- the common path of every API call: latency, 403, 429, faults -------------------------------------------
+    # -- the common path of every API call: latency, 403, 429, faults-----------------------------------------
 
     async def _api(
         self,
@@ -296,7 +297,7 @@ class EmulatorApp:
             extra.append((b"retry-after", b"1"))
         return await self._send(ex, status, _GATEWAY_PAGES[status], b"text/html", extra)
 
-    # -- endpoint handlers --------------------------------------------------------------------------------------
+    # -- endpoint handlers------------------------------------------------------------------------------------
 
     async def _submit(self, ex: _Exchange, action: str | None) -> int:
         declared = ex.headers.get(b"content-length", b"0")
@@ -363,7 +364,7 @@ class EmulatorApp:
         body = error_body(405, "Method Not Allowed", ex.request_uri)
         return await self._send(ex, 405, body, _JSON, [(b"allow", allow)])
 
-    # -- answering ----------------------------------------------------------------------------------------------
+    # -- answering--------------------------------------------------------------------------------------------
 
     async def _finish(
         self, ex: _Exchange, status: int, body: bytes, action: str | None, *, content_type: bytes = _JSON
@@ -455,7 +456,7 @@ class EmulatorApp:
             return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    # -- admin ----------------------------------------------------------------------------------------------------
+    # -- admin------------------------------------------------------------------------------------------------
 
     async def _admin(self, ex: _Exchange, name: str) -> None:
         token = self.config.admin_token

@@ -48,8 +48,8 @@ def is_loopback_http_url(url: str) -> bool:
 def callback_url_problem(url: str, *, allow_http: bool) -> str | None:
     """Why Jumio would refuse ``url`` as a callback URL (https, no port, no IP address, no query or fragment).
 
-    With ``allow_http``, http(s) URLs on loopback hosts are accepted with a port and a query. Returns None when
-    acceptable.
+    With ``allow_http``, http(s) URLs on loopback hosts are accepted with a port and a query. Returns None
+    when acceptable.
     """
     try:
         parts = urlsplit(url)

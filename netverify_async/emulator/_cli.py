@@ -1,4 +1,4 @@
-"""Command line of the emulator, shared by ``python -m netverify_async.emulator`` and ``netverify-async emulator``."""
+"""The emulator's command line: ``python -m netverify_async.emulator`` and ``netverify-async emulator``."""
 
 from __future__ import annotations
 

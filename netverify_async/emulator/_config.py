@@ -56,7 +56,7 @@ class RateWindow:
 
 
 def parse_rate_limit(spec: str | None) -> tuple[RateWindow, ...]:
-    """Parse ``"5/5s"``, ``"3/s,180/min"``, ``"100/1.5m"`` into windows; ``None`` or ``""`` means unlimited."""
+    """Parse ``"5/5s"``, ``"3/s,180/min"``, ``"100/1.5m"`` into windows; None or ``""`` means unlimited."""
     if spec is None or not spec.strip():
         return ()
     windows = []
@@ -64,7 +64,7 @@ def parse_rate_limit(spec: str | None) -> tuple[RateWindow, ...]:
         match = _RATE.fullmatch(part.lower())
         if match is None or match.group(3) not in _UNITS:
             raise ConfigurationError(
-                f"rate limit {part.strip()!r}: expected COUNT/[N]UNIT with UNIT one of s, min, h (e.g. '5/5s')"
+                f"rate limit {part.strip()!r}: expected COUNT/[N]UNIT, UNIT one of s, min, h (e.g. '5/5s')"
             )
         limit = int(match.group(1))
         seconds = float(match.group(2) or 1) * _UNITS[match.group(3)]
@@ -110,13 +110,14 @@ def _check_probability(name: str, value: float) -> None:
 class Faults:
     """The misbehaviour the emulator adds on demand; every field defaults to "none".
 
-    Faults touch only the endpoint kinds listed in ``apply_to`` (default: performNetverify only), except the two
-    rate limits, which always apply to their own endpoints. For each affected request that passed the
-    authentication and header checks, the emulator picks at most one action: the next entry of ``sequence`` if
-    any are left, otherwise one drawn with the seeded random generator according to the rates.
+    Faults touch only the endpoint kinds listed in ``apply_to`` (default: performNetverify only), except the
+    two rate limits, which always apply to their own endpoints. For each affected request that passed the
+    authentication and header checks, the emulator picks at most one action: the next entry of ``sequence``
+    if any are left, otherwise one drawn with the seeded random generator according to the rates.
 
-    ``before``-processing actions answer without creating a scan; ``after``-processing actions answer (or fail to)
-    after the scan was created, which is the "did my submission go through?" case:
+    ``before``-processing actions answer without creating a scan; ``after``-processing actions answer (or
+    fail to) after the request was processed, i.e. after a valid submission created its scan: the "did my
+    submission go through?" case:
 
     ==========================  ================  =================================================
     action                      when              effect
@@ -130,8 +131,8 @@ class Faults:
     ==========================  ================  =================================================
     """
 
-    #: Added delay in seconds before each affected request is handled: a fixed value or a ``(low, high)`` range
-    #: drawn uniformly.
+    #: Added delay in seconds before each affected request is handled: a fixed value or a ``(low, high)``
+    #: range drawn uniformly.
     latency: tuple[float, float] = attrs.field(default=(0.0, 0.0), converter=_latency)
     #: Server-side sliding-window limit of performNetverify, e.g. ``"5/5s"`` or ``"3/s,180/min"``.
     rate_limit: str | None = attrs.field(default=None, converter=_rate_spec)
@@ -147,11 +148,12 @@ class Faults:
     drop_rate: float = 0.0
     #: Probability of a slow answer after the scan was created.
     slow_rate: float = 0.0
-    #: How long a slow answer takes (``delay``: silence, then the answer; ``drip``: the whole time spread over the
-    #: body's bytes).
+    #: How long a slow answer takes (``delay``: silence, then the answer; ``drip``: the whole time spread over
+    #: the body's bytes).
     slow_seconds: float = 5.0
     slow_mode: Literal["delay", "drip"] = "delay"
-    #: One-shot actions (see :data:`FAULT_ACTIONS`) used in order by the next affected requests, before the rates.
+    #: One-shot actions (see :data:`FAULT_ACTIONS`) used in order by the next affected requests, before any
+    #: rate applies.
     sequence: tuple[str, ...] = attrs.field(default=(), converter=tuple)
     #: Seed of the random generator that draws latencies and actions (None: unpredictable).
     seed: int | None = None
@@ -264,7 +266,7 @@ class EmulatorConfig:
     """
 
     #: The Basic-auth user id the emulator accepts.
-    api_token: str = "emulator-api-token"
+    api_token: str = "emulator-api-token"  # noqa: S105 - the emulator's own, public test credential
     #: The Basic-auth password the emulator accepts.
     api_secret: str = attrs.field(default="emulator-api-secret", repr=False)
     #: Seconds a scan stays PENDING before its result (and its callback) is ready.
@@ -273,7 +275,7 @@ class EmulatorConfig:
     default_outcome: str = "APPROVED_VERIFIED"
     #: Accept and call http(s) loopback callback URLs with a port (127.0.0.1, localhost, [::1]).
     allow_http_callbacks: bool = False
-    #: Send every callback to this URL instead of the request's ``callbackUrl`` (like the portal-wide setting).
+    #: Send every callback to this URL instead of the request's ``callbackUrl`` (like the portal setting).
     callback_url_override: str | None = None
     #: Really call non-loopback callback hosts. Off by default, so that a test request naming
     #: ``https://example.com/...`` never leaves the machine; such callbacks are counted as skipped.

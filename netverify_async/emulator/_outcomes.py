@@ -1,8 +1,8 @@
-"""Which verification result a scan gets, and the synthetic documents (callback form, retrieval data) describing it.
+"""Which verification result a scan gets, and the synthetic documents (callback form, retrieval data) for it.
 
-The outcome is chosen from the request alone, so tests and demos can ask for each result: a ``#keyword`` suffix
-on ``merchantIdScanReference`` (or, failing that, on ``customerId``) names it, e.g. ``order-17#fraud``. Without a
-known suffix the emulator's ``default_outcome`` applies.
+The outcome is chosen from the request alone, so tests and demos can ask for each result: a ``#keyword``
+suffix on ``merchantIdScanReference`` (or, failing that, on ``customerId``) names it, e.g. ``order-17#fraud``.
+Without a known suffix the emulator's ``default_outcome`` applies.
 
 All extracted data is synthetic: values the caller provided in the request are echoed back (as Jumio does "if
 provided"), the rest are fixed placeholders.
@@ -80,7 +80,7 @@ _BY_STATUS_DEFAULT = frozenset(
     }
 )
 
-# Reject reasons: fraud lists two details (a JSON array), unreadable one (a single JSON object), as Jumio does.
+# Reject reasons: fraud lists two details (a JSON array), unreadable one (a lone JSON object), as Jumio does.
 _REJECT_REASONS: dict[Outcome, dict[str, Any]] = {
     Outcome.FRAUD: {
         "rejectReasonCode": "100",
@@ -105,7 +105,8 @@ _IDENTITY: dict[Outcome, dict[str, Any]] = {
 
 _SUBTYPES = {"ID_CARD": "NATIONAL_ID", "DRIVING_LICENSE": "REGULAR_DRIVING_LICENSE"}
 
-# Synthetic extracted values: (wire name in the request, enabled-field name, callback name, retrieval name, value)
+# Synthetic extracted values:
+# (wire name in the request, enabled-field name, callback name, retrieval name, value)
 _EXTRACTED = (
     ("firstName", "idFirstName", "idFirstName", "firstName", "ALEX"),
     ("lastName", "idLastName", "idLastName", "lastName", "SAMPLE"),
@@ -126,7 +127,7 @@ _SYNTHETIC_ADDRESS = {
 
 
 def choose_outcome(merchant_reference: str | None, customer_id: str | None, default: Outcome) -> Outcome:
-    """The outcome named by a ``#keyword`` suffix of the merchant reference, else of the customer id, else default."""
+    """The outcome named by a ``#keyword`` suffix of the merchant reference, else of the customer id."""
     for value in (merchant_reference, customer_id):
         if value and "#" in value:
             try:
@@ -141,7 +142,7 @@ def _json(value: Any) -> str:
 
 
 def _extracted_values(scan: Any) -> dict[str, tuple[str, str, str]]:
-    """enabled-field name -> (callback name, retrieval name, value) for the data the scan "read" off the ID."""
+    """enabled-field name -> (callback name, retrieval name, value) of the data "read" off the document."""
     wire: Mapping[str, Any] = scan.wire_fields
     enabled: tuple[str, ...] | None = scan.enabled_fields
     found: dict[str, tuple[str, str, str]] = {}
@@ -165,8 +166,8 @@ def _address_enabled(scan: Any) -> bool:
 def images_received_form(scan: Any, timestamp: str) -> dict[str, str]:
     """The extra callback of ``callbackGranularity=onAllSteps``, sent once the images are received.
 
-    Jumio documents only that it exists; the emulator sends the identifying fields with ``idScanStatus=PENDING``
-    and no ``verificationStatus`` (the result is not known yet).
+    Jumio documents only that it exists; the emulator sends the identifying fields with
+    ``idScanStatus=PENDING`` and no ``verificationStatus`` (the result is not known yet).
     """
     form = {
         "callBackType": "NETVERIFYID",

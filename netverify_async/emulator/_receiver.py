@@ -53,7 +53,7 @@ class CallbackReceiver:
         """The POSTs answered 200."""
         return [r for r in self.received if r.answered == 200]
 
-    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedCallback]:
+    async def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedCallback]:  # noqa: ASYNC109
         """Wait until ``count`` callbacks were accepted (answered 200); TimeoutError otherwise."""
         deadline = time.monotonic() + timeout
         while True:
@@ -104,9 +104,11 @@ async def run_callback_receiver(
 ) -> AsyncIterator[CallbackReceiver]:
     """Serve a :class:`CallbackReceiver` on a free loopback port for the duration of the block::
 
-    async with run_callback_receiver() as rx, run_emulator(allow_http_callbacks=True) as emu:
-        ...  # submit with callbackUrl=rx.url
-        [callback] = await rx.wait_for(1)
+        async with run_callback_receiver() as rx, run_emulator(allow_http_callbacks=True) as emu:
+            ...  # submit with callbackUrl=rx.url
+            [callback] = await rx.wait_for(1)
+
+    Works on asyncio (same loop) and trio (a background thread), like :func:`run_emulator`.
     """
     from ._server import serve_asgi
 

@@ -34,7 +34,7 @@ SHUTDOWN_GRACE_SECONDS = 1.0
 
 
 def build_config(config: EmulatorConfig | None = None, **settings: Any) -> EmulatorConfig:
-    """An :class:`EmulatorConfig` from ``config`` plus overrides; :class:`Faults` fields may be given directly.
+    """An :class:`EmulatorConfig` from ``config`` plus overrides (:class:`Faults` fields may be given too).
 
     ``build_config(processing_delay=0, rate_limit="5/5s")`` sets a config field and a fault field.
     """
@@ -278,8 +278,10 @@ class ServerThread:
 class EmulatorThread:
     """The emulator served by uvicorn in a background thread, usable from any event loop or from sync code::
 
-    with EmulatorThread(processing_delay=0) as emu:
-        httpx.get(f"{emu.base_url}/__emulator/stats")
+        with EmulatorThread(processing_delay=0) as emu:
+            httpx.get(f"{emu.base_url}/__emulator/stats")
+
+    The thread runs its own asyncio loop (uvloop when installed); ``start()`` returns once it listens.
     """
 
     def __init__(

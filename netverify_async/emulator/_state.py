@@ -1,7 +1,7 @@
 """The emulator's memory: scans, counters, the active faults and the rate-limit windows.
 
-Everything here is touched by the server's event loop; readers in other threads (the thread-based runner, tests)
-take snapshots under :attr:`EmulatorState.lock`.
+Everything here is touched by the server's event loop; readers in other threads (the thread-based runner,
+tests) take snapshots under :attr:`EmulatorState.lock`.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ class SlidingWindowLimiter:
     def try_admit(self, now: float) -> float | None:
         """None if admitted (and counted); else the seconds until the fullest window frees a slot."""
         wait = 0.0
-        for window, times in zip(self.windows, self._admitted):
+        for window, times in zip(self.windows, self._admitted, strict=True):
             horizon = now - window.seconds
             while times and times[0] <= horizon:
                 times.popleft()
@@ -208,7 +208,7 @@ class EmulatorState:
         self._reset_counters()
         self.set_faults(config.faults)
 
-    # -- faults -------------------------------------------------------------------------------------------------
+    # -- faults-----------------------------------------------------------------------------------------------
 
     def set_faults(self, faults: Faults) -> None:
         """Make ``faults`` active: new random generator (seeded), sequence and limiter windows."""
@@ -257,7 +257,7 @@ class EmulatorState:
         with self.lock:
             self.faults_injected[action] += 1
 
-    # -- scans --------------------------------------------------------------------------------------------------
+    # -- scans------------------------------------------------------------------------------------------------
 
     def add_scan(self, scan: Scan) -> None:
         """Remember a new scan."""
@@ -274,7 +274,7 @@ class EmulatorState:
             self.scans_deleted += 1
             return True
 
-    # -- statistics ---------------------------------------------------------------------------------------------
+    # -- statistics-------------------------------------------------------------------------------------------
 
     def record_response(self, status: int, now: float) -> None:
         """Count one answered request (status 0: the connection was dropped)."""

@@ -1,8 +1,9 @@
 """Handling of one performNetverify body: parse, validate, check the images, record the scan.
 
 :func:`SubmissionHandler.handle` is pure computation (no I/O), so the benchmark can time it against a bare
-``json.loads`` of the same body. Validation is the library's own: :func:`netverify_async._wire.request_from_wire`
-for the fields and :func:`netverify_async._preflight.check_image_sync` (header-only) for each image.
+``json.loads`` of the same body. Validation is the library's own:
+:func:`netverify_async._wire.request_from_wire` for the fields and
+:func:`netverify_async._preflight.check_image_sync` (header only) for each image.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 
@@ -29,7 +30,7 @@ __all__ = ["SubmissionHandler", "SubmissionResult", "b64decode_strict", "error_b
 
 
 def _strict_decoder() -> Callable[[str], bytes]:
-    """The fastest strict base64 decoder available: pybase64 (SIMD, ~1 ms for 15 MB) or the standard library."""
+    """The fastest strict base64 decoder available: pybase64 (SIMD, about 1 ms for 15 MB) or the stdlib's."""
     try:
         import pybase64
     except ImportError:  # pragma: no cover - pybase64 is part of the emulator extra
@@ -50,8 +51,13 @@ def b64decode_strict(text: str) -> bytes:
         raise ValueError("not strict base64") from exc
 
 
+Role = Literal["front", "back", "face"]
 #: Image fields of the request, with the preflight role of each.
-IMAGE_FIELDS = (("frontsideImage", "front"), ("backsideImage", "back"), ("faceImage", "face"))
+IMAGE_FIELDS: tuple[tuple[str, Role], ...] = (
+    ("frontsideImage", "front"),
+    ("backsideImage", "back"),
+    ("faceImage", "face"),
+)
 _MIME_TYPES = frozenset({"image/jpeg", "image/png"})
 # Stands in for an image in what the field parser sees (one byte, valid strict base64).
 _STAND_IN = "AA=="
@@ -69,7 +75,7 @@ class SubmissionResult:
 
 
 def error_body(status: int, message: str, request_uri: str, **extra: Any) -> bytes:
-    """The JSON error body in the shape Jumio's API uses: ``{"httpStatus": "404", "message": ..., "requestURI": ...}``."""
+    """A JSON error body shaped like Jumio's: ``{"httpStatus": "404", "message": ..., "requestURI": ...}``."""
     body: dict[str, Any] = {"httpStatus": str(status), "message": message, "requestURI": request_uri}
     body.update(extra)
     return json.dumps(body, separators=(",", ":")).encode()
@@ -104,8 +110,8 @@ class SubmissionHandler:
         if not isinstance(data, dict):
             return _bad_request([ValidationIssue("body", "type", "must be a JSON object")], request_uri)
 
-        # Images are decoded here, with the fastest strict base64 decoder available, and the field parser sees a
-        # one-byte stand-in instead: it only needs *an* image, and the image itself is judged by preflight.
+        # Images are decoded here, with the fastest strict base64 decoder available, and the field parser sees
+        # a one-byte stand-in instead: it only needs *an* image, and the image itself is judged by preflight.
         # Base64 that does not decode is left in place for the field parser to report in its own words.
         wire = dict(data)
         images: dict[str, tuple[bytes, str | None]] = {}
