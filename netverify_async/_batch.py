@@ -574,6 +574,7 @@ class _Pipeline:
             )
             return
         self.seen.add(ref)
+        self.pending[index] = ref  # from now on it is "not sent" until it is uploaded or has an outcome
         if self.journal is not None:
             entry = await self.journal.begin_item(ref)
             if entry is not None and entry.state is JournalState.RECEIPT:
@@ -595,7 +596,6 @@ class _Pipeline:
                 return
         reserved = _estimate_bytes(request)
         await self.budget.acquire(reserved)
-        self.pending[index] = ref
         try:
             await prepare_send.send(_Item(index, ref, started, reserved, request))
         except BaseException:

@@ -747,15 +747,13 @@ class NetverifyClient:
         """Poll on Jumio's schedule (seconds since the call: 40, 60, 100, ... 940) until the scan is DONE or
         FAILED, then return its details. Raises :class:`~netverify_async.DeadlineExceeded` when the schedule
         ends first. Pass a short ``schedule`` in tests."""
-        from ._retrieval import ScanState
-
         started = anyio.current_time()
         for offset in schedule:
             delay = started + offset - anyio.current_time()
             if delay > 0:
                 await self._sleep(delay)
             status = await self.scan_status(scan_reference)
-            if status.status in (ScanState.DONE, ScanState.FAILED):
+            if status.is_final:
                 return await self.scan_details(scan_reference)
         raise DeadlineExceeded(
             f"scan {scan_reference} still pending after the polling schedule ({schedule[-1] if schedule else 0}s)",

@@ -424,13 +424,21 @@ def _text(value: Any, path: str, problems: _Problems) -> str | None:
     return _dump(value)
 
 
-def _enum(enum_type: type[_E], normalise: Callable[[str], str] | None = None) -> _Converter:
-    """A documented value becomes the enum member; any other value is kept as sent (and noted)."""
+def _enum(
+    enum_type: type[_E],
+    normalise: Callable[[str], str] | None = None,
+    *,
+    also_documented: frozenset[str] = frozenset(),
+) -> _Converter:
+    """A documented value becomes the enum member; any other value is kept as sent (and noted, unless it is one
+    of ``also_documented``: values the guide lists but the shared enum does not have)."""
 
     def convert(value: Any, path: str, problems: _Problems) -> _E | str | None:
         text = _text(value, path, problems)
         if text is None:
             return None
+        if text.strip() in also_documented:
+            return text.strip()
         return _enum_member(enum_type, text, path, problems, normalise)
 
     return convert
@@ -891,7 +899,11 @@ def parse_scan_status(body: Mapping[str, Any] | bytes | str) -> ScanStatus:
 
 @attrs.frozen(repr=False)
 class ScanDocument:
-    """``document`` of the scan details: what was read from the ID (almost all of it personal data)."""
+    """``document`` of the scan details: what was read from the ID (almost all of it personal data).
+
+    ``type`` is an :class:`~netverify_async.IdType`, or the string ``"UNSUPPORTED"``, which the retrieval guide
+    documents for this field only (it is not a type one can submit).
+    """
 
     __repr__ = _compact_repr
 
@@ -930,7 +942,7 @@ class ScanDocument:
 
 _DOCUMENT_SPEC: Mapping[str, tuple[str, _Converter]] = {
     "status": ("status", _enum(VerificationStatus)),
-    "type": ("type", _enum(IdType)),
+    "type": ("type", _enum(IdType, also_documented=frozenset({"UNSUPPORTED"}))),
     "idSubtype": ("id_subtype", _enum(IdSubtype)),
     "issuingCountry": ("issuing_country", _text),
     "firstName": ("first_name", _text),

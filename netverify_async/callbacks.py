@@ -378,6 +378,8 @@ _CALLBACK_SPEC: Mapping[str, tuple[str, _Converter]] = {
 _REFERENCE_FIELD = "jumioIdScanReference"
 #: The documented shape of a scan reference: up to 36 characters, in practice a UUID.
 _REFERENCE_RE = re.compile(r"[A-Za-z0-9-]{1,36}", re.ASCII)
+#: C0/C1 control characters: a form body is text; these only appear in binary data.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 _FormBody = bytes | bytearray | memoryview | str | Mapping[str, str | Sequence[str]]
 
 
@@ -393,7 +395,7 @@ def _decode_form_text(text: str) -> list[tuple[str, str]]:
         raise CallbackParseError(
             "the body looks like JSON; a Jumio callback is application/x-www-form-urlencoded"
         )
-    if not body.isprintable():
+    if _CONTROL_CHARS.search(body) is not None:
         raise CallbackParseError("the body contains control characters, so it is not a form-encoded callback")
     try:
         return urllib.parse.parse_qsl(

@@ -481,6 +481,11 @@ def test_repeated_field_keeps_first_value_and_notes_only_a_conflict() -> None:
     assert codes(different) == {"idCountry": "duplicate_field"}
 
 
+def test_raw_unencoded_utf8_text_is_tolerated() -> None:
+    cb = parse_callback(f"jumioIdScanReference={REF}&idLastName=MÜLLER\u00a0JR".encode())
+    assert cb.id_last_name == "MÜLLER\u00a0JR"
+
+
 def test_plus_and_percent_encoding_are_decoded() -> None:
     cb = parse_callback(f"jumioIdScanReference={REF}&idFirstName=ANNA+MARIA&idLastName=M%C3%9CLLER")
     assert cb.id_first_name == "ANNA MARIA"
@@ -801,14 +806,28 @@ def test_callback_objects_are_frozen_and_hashable() -> None:
     assert not hasattr(cb, "__dict__")  # slotted
 
 
-def test_importing_callbacks_is_light() -> None:
+def test_importing_callbacks_adds_nothing_heavy_to_the_package() -> None:
     import subprocess
     import sys
 
-    script = "import sys, netverify_async.callbacks; print(','.join(sorted(sys.modules)))"
-    loaded = set(
-        subprocess.run(
+    def loaded(module: str) -> set[str]:
+        script = f"import sys, {module}; print(','.join(sorted(sys.modules)))"
+        out = subprocess.run(
             [sys.executable, "-c", script], capture_output=True, text=True, check=True
-        ).stdout.split(",")
-    )
-    assert not {"anyio", "httpx", "pycountry", "PIL", "cattrs", "socket", "asyncio"} & loaded
+        ).stdout
+        return set(out.strip().split(","))
+
+    added = loaded("netverify_async.callbacks") - loaded("netverify_async")
+    heavy = {
+        "anyio",
+        "httpx",
+        "pycountry",
+        "PIL",
+        "cattrs",
+        "socket",
+        "asyncio",
+        "trio",
+        "starlette",
+        "fastapi",
+    }
+    assert not heavy & added

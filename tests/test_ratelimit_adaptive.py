@@ -13,7 +13,7 @@ import anyio
 import pytest
 from _ratelimit_support import max_in_window, virtual_backend
 
-from netverify_async._ratelimit import AdaptiveLimiter, LimiterSlot, _StartLog, parse_rate
+from netverify_async._ratelimit import AdaptiveLimiter, LimiterSlot, _StartLog, make_limiter, parse_rate
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
@@ -237,3 +237,20 @@ async def test_retry_after_pauses_the_adaptive_limiter_too() -> None:
     async with limiter.slot() as slot:
         assert slot.start_time - t0 >= 3.0
     assert limiter.pause_remaining() == 0
+
+
+async def test_the_client_default_widens_the_windows_by_a_quarter_second() -> None:
+    limiter = make_limiter("2/s")
+    t0 = anyio.current_time()
+    starts = []
+    for _ in range(5):
+        async with limiter.slot() as slot:
+            starts.append(anyio.current_time() - t0)
+            slot.record(200)
+    assert starts == pytest.approx([0, 0, 1.25, 1.25, 2.5], abs=1e-4)
+    exact = make_limiter("2/s", margin=0)
+    t0 = anyio.current_time()
+    for _ in range(3):
+        async with exact.slot():
+            pass
+    assert anyio.current_time() - t0 == pytest.approx(1.0, abs=1e-4)

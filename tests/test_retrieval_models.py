@@ -311,13 +311,13 @@ def test_transaction_source_in_both_spellings(raw: str, expected: ScanSource) ->
 def test_unknown_values_and_keys_are_kept() -> None:
     result = parse_scan_details(
         details(
-            document={"type": "UNSUPPORTED", "status": "NEW_STATUS", "gender": "X", "hairColour": "BROWN"},
+            document={"type": "RESIDENCE_CARD", "status": "NEW_STATUS", "gender": "X", "hairColour": "BROWN"},
             transaction={"status": "PENDING", "date": "1 Jan 2019"},
             somethingNew={"a": 1},
         )
     )
     assert result.document is not None and result.transaction is not None
-    assert result.document.type == "UNSUPPORTED"
+    assert result.document.type == "RESIDENCE_CARD"
     assert result.document.status == "NEW_STATUS"
     assert result.document.gender is Gender.X
     assert result.document.extra == {"hairColour": "BROWN"}
@@ -328,6 +328,16 @@ def test_unknown_values_and_keys_are_kept() -> None:
         ("document.status", "unknown_value"),
         ("transaction.date", "bad_timestamp"),
     }
+
+
+def test_the_retrieval_only_type_unsupported_is_documented_not_a_problem() -> None:
+    result = parse_scan_details(
+        details(document={"type": "UNSUPPORTED", "status": "DENIED_UNSUPPORTED_ID_TYPE"})
+    )
+    assert result.document is not None
+    assert result.document.type == "UNSUPPORTED"
+    assert result.document.status is VerificationStatus.DENIED_UNSUPPORTED_ID_TYPE
+    assert result.problems == ()
 
 
 def test_parts_of_the_wrong_type_move_to_extra() -> None:

@@ -1,0 +1,179 @@
+"""Stopping a batch: break + aclose, leaving ``async with``, cancelling the consumer, dropping the object.
+
+Every way must leave no task of the batch running, produce a summary that splits the references into
+receipts / unknown (upload in flight) / not sent, and record the same split in the journal.
+"""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import sniffio
+
+from netverify_async._batch import Batch, BatchStatus, BatchSummary, OutcomeStatus
+from netverify_async._journal import JournalState, SqliteJournal
+from netverify_async.emulator import run_emulator
+
+from _batch_support import client_for, make_request, refs, scans_per_reference
+
+ITEMS = 8
+#: The first request to reach the emulator is answered at once, the next two hang (after creating their scan).
+FAULTS: dict[str, Any] = {"processing_delay": 0, "sequence": ["ok", "slow", "slow"], "slow_seconds": 30.0}
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def live_batch_tasks() -> list[str]:
+    """Names of the tasks of any batch pipeline still alive in this event loop."""
+    if sniffio.current_async_library() == "asyncio":
+        import asyncio
+
+        names = []
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            qualname = getattr(coro, "__qualname__", "")
+            if not task.done() and (task.get_name() == "netverify-batch" or "_Pipeline" in qualname):
+                names.append(task.get_name())
+        return names
+    import trio
+
+    found: list[str] = []
+
+    def walk(task: trio.lowlevel.Task) -> None:
+        if task.name == "netverify-batch" or "_Pipeline" in task.name:
+            found.append(task.name)
+        for nursery in task.child_nurseries:
+            for child in nursery.child_tasks:
+                walk(child)
+
+    walk(trio.lowlevel.current_root_task())  # type: ignore[arg-type]
+    return found
+
+
+def requests() -> Iterator[Any]:
+    for ref in refs("cancel", ITEMS):
+        yield make_request(ref)
+
+
+async def wait_for_hanging_uploads(emu: Any) -> None:
+    """Wait (bounded) until the emulator has created the scans of the two hanging requests."""
+    with anyio.fail_after(20):
+        while emu.stats.faults_injected.get("slow", 0) < 2:
+            await anyio.sleep(0.01)
+
+
+async def check_split(summary: BatchSummary, emu: Any, journal_path: Path | None) -> None:
+    assert summary.status is BatchStatus.CANCELLED
+    receipts, unknown, not_sent = set(summary.receipts), set(summary.unknown), set(summary.not_sent)
+    assert receipts and unknown
+    assert not (receipts & unknown or receipts & not_sent or unknown & not_sent)
+    assert len(receipts) + len(unknown) + len(not_sent) + len(summary.failed) == summary.read
+    scans = scans_per_reference(emu)
+    assert all(scans.get(ref) == 1 for ref in receipts)
+    assert all(scans.get(ref, 0) <= 1 for ref in unknown)
+    assert not any(ref in scans for ref in not_sent), "an item reported as not sent reached the server"
+    # every request that reached the server without a receipt (the two hanging ones at least) is "unknown"
+    reached_without_receipt = set(scans) - receipts
+    assert len(reached_without_receipt) >= 2
+    assert reached_without_receipt <= unknown
+    if journal_path is not None:
+        async with SqliteJournal(journal_path) as journal:
+            states = await journal.states()
+            assert sorted(await journal.unknown()) == sorted(unknown)
+        assert all(states[ref] is JournalState.RECEIPT for ref in receipts)
+        assert all(states[ref] is JournalState.UNKNOWN for ref in unknown)
+        assert all(states[ref] is JournalState.PENDING for ref in not_sent)
+
+
+@pytest.mark.anyio
+async def test_break_then_aclose(tmp_path: Path) -> None:
+    journal_path = tmp_path / "j.sqlite"
+    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=3, journal=journal_path)
+        async for outcome in batch:
+            assert outcome.status is OutcomeStatus.RECEIPT
+            await wait_for_hanging_uploads(emu)
+            break
+        assert batch.summary.status is BatchStatus.RUNNING
+        await batch.aclose()
+        assert live_batch_tasks() == []
+        await check_split(batch.summary, emu, journal_path)
+
+
+@pytest.mark.anyio
+async def test_leaving_async_with_stops_the_batch(tmp_path: Path) -> None:
+    journal_path = tmp_path / "j.sqlite"
+    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
+        async with client.submit_many(requests(), concurrency=3, journal=journal_path) as batch:
+            async for _ in batch:
+                await wait_for_hanging_uploads(emu)
+                break
+        assert live_batch_tasks() == []
+        await check_split(batch.summary, emu, journal_path)
+
+
+@pytest.mark.anyio
+async def test_cancelling_the_consuming_task_stops_the_batch(tmp_path: Path) -> None:
+    journal_path = tmp_path / "j.sqlite"
+    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=3, journal=journal_path)
+
+        async def consume(scope: anyio.CancelScope) -> None:
+            async for _ in batch:
+                await wait_for_hanging_uploads(emu)
+                scope.cancel()  # the consumer's own scope, while it waits for the next outcome
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consume, tg.cancel_scope)
+        assert live_batch_tasks() == []
+        await check_split(batch.summary, emu, journal_path)
+
+
+@pytest.mark.anyio
+async def test_exception_in_the_loop_body_stops_the_batch() -> None:
+    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
+        with pytest.raises(LookupError):
+            async with client.submit_many(requests(), concurrency=3) as batch:
+                async for _ in batch:
+                    await wait_for_hanging_uploads(emu)
+                    raise LookupError("consumer bug")
+        assert live_batch_tasks() == []
+        await check_split(batch.summary, emu, None)
+
+
+@pytest.mark.anyio
+async def test_a_dropped_batch_is_stopped_when_collected() -> None:
+    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
+        batch: Batch | None = client.submit_many(requests(), concurrency=3)
+        assert batch is not None
+        pipeline = batch._pipeline  # kept only to observe the end
+        async for _ in batch:
+            await wait_for_hanging_uploads(emu)
+            break
+        with pytest.warns(ResourceWarning, match="aclose"):
+            batch = None
+            gc.collect()
+        assert pipeline.done is not None
+        with anyio.fail_after(20):
+            await pipeline.done.wait()
+        await anyio.sleep(0.05)  # let the finished background task be reaped
+        assert live_batch_tasks() == []
+        await check_split(pipeline.summary(), emu, None)
+
+
+@pytest.mark.anyio
+async def test_a_batch_that_was_never_iterated_starts_nothing(tmp_path: Path) -> None:
+    async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=3, journal=tmp_path / "never.sqlite")
+        await batch.aclose()
+        assert batch.summary.status is BatchStatus.NOT_STARTED
+        assert emu.stats.requests == 0
+    assert not (tmp_path / "never.sqlite").exists()

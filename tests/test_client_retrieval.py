@@ -1,0 +1,140 @@
+"""The retrieval API through the client: status, details, delete, polling, 404s and retried GETs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+import pytest
+from _support import USER_AGENT, SleepRecorder
+
+from netverify_async import (
+    ConfigurationError,
+    DeadlineExceeded,
+    NetverifyClient,
+    NetverifyRequest,
+    NotFoundError,
+    RetryPolicy,
+)
+from netverify_async._retrieval import ScanState
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+pytestmark = pytest.mark.anyio
+
+
+def client_for(emu: Any, sleeps: SleepRecorder | None = None, **kwargs: Any) -> NetverifyClient:
+    params: dict[str, Any] = {
+        "api_token": emu.api_token,
+        "api_secret": emu.api_secret,
+        "user_agent": USER_AGENT,
+        "base_url": emu.base_url,
+        "rate_limit": None,
+        "sleep": sleeps,
+    }
+    params.update(kwargs)
+    return NetverifyClient(**params)
+
+
+async def test_status_then_details_of_a_finished_scan(
+    emulator: Any, make_request: Callable[..., NetverifyRequest]
+) -> None:
+    async with client_for(emulator) as client:
+        receipt = await client.perform_netverify(make_request("ret-1"))
+        status = await client.scan_status(receipt.scan_reference)
+        assert status.scan_reference == receipt.scan_reference
+        assert status.status is ScanState.DONE
+        details = await client.scan_details(receipt.scan_reference)
+    assert details.scan_reference == receipt.scan_reference
+    assert details.document is not None and details.transaction is not None
+
+
+async def test_pending_until_the_processing_delay_has_passed(make_request: Callable[..., NetverifyRequest]) -> None:
+    from netverify_async.emulator import run_emulator
+
+    async with run_emulator(processing_delay=30.0) as emu, client_for(emu) as client:
+        receipt = await client.perform_netverify(make_request("slow-scan"))
+        status = await client.scan_status(receipt.scan_reference)
+    assert status.status is ScanState.PENDING
+    assert not status.is_final
+
+
+async def test_unknown_scan_is_a_typed_404_with_body_and_tracking_id(emulator: Any) -> None:
+    async with client_for(emulator) as client:
+        with pytest.raises(NotFoundError) as info:
+            await client.scan_status("00000000-0000-0000-0000-000000000000")
+    assert info.value.status_code == 404
+    assert info.value.tracking_id
+    assert info.value.body is not None and info.value.body["httpStatus"] == "404"
+
+
+async def test_delete_removes_the_scan(emulator: Any, make_request: Callable[..., NetverifyRequest]) -> None:
+    async with client_for(emulator) as client:
+        receipt = await client.perform_netverify(make_request("del-1"))
+        await client.delete_scan(receipt.scan_reference)
+        with pytest.raises(NotFoundError):
+            await client.scan_details(receipt.scan_reference)
+
+
+@pytest.mark.parametrize("bad", ["", "../etc/passwd", "a/b", "x" * 101, "ref?x=1"])
+async def test_scan_references_are_checked_before_building_a_url(emulator: Any, bad: str) -> None:
+    async with client_for(emulator) as client:
+        with pytest.raises(ConfigurationError, match="scan_reference"):
+            await client.scan_status(bad)
+    assert emulator.stats.requests == 0
+
+
+async def test_ambiguous_failures_of_gets_are_retried(
+    emulator: Any, make_request: Callable[..., NetverifyRequest], sleeps: SleepRecorder
+) -> None:
+    async with client_for(emulator, sleeps) as client:
+        receipt = await client.perform_netverify(make_request("get-retry"))
+        emulator.set_faults(sequence=["500", "drop"], apply_to=["retrieval"])
+        status = await client.scan_status(receipt.scan_reference)
+    assert status.status is ScanState.DONE
+    # both faults hit the GET and it still succeeded (a dropped keep-alive GET may be resent by the pool
+    # itself, which is harmless for an idempotent call)
+    assert dict(emulator.stats.faults_injected) == {"500": 1, "drop": 1}
+    assert len(sleeps.waits) >= 1
+
+
+async def test_wait_for_result_polls_on_the_given_schedule(make_request: Callable[..., NetverifyRequest]) -> None:
+    from netverify_async.emulator import run_emulator
+
+    async with run_emulator(processing_delay=0.6) as emu, client_for(emu) as client:
+        receipt = await client.perform_netverify(make_request("poll-1"))
+        with anyio.fail_after(10):
+            details = await client.wait_for_result(receipt.scan_reference, schedule=(0.1, 0.3, 0.6, 1.0, 2.0))
+    assert details.scan_reference == receipt.scan_reference
+    polls = [s for s in emu.stats.per_second]  # the emulator saw several status requests
+    assert polls
+
+
+async def test_wait_for_result_gives_up_after_the_schedule(make_request: Callable[..., NetverifyRequest]) -> None:
+    from netverify_async.emulator import run_emulator
+
+    recorder = SleepRecorder()
+    async with run_emulator(processing_delay=60.0) as emu, client_for(emu, recorder) as client:
+        receipt = await client.perform_netverify(make_request("poll-2"))
+        with pytest.raises(DeadlineExceeded):
+            await client.wait_for_result(receipt.scan_reference, schedule=(40, 60, 100))
+    # Jumio's schedule is in seconds since the call; the recorder skipped the real waits
+    assert len(recorder.waits) == 3
+    assert recorder.waits[0] == pytest.approx(40, abs=1)
+    assert recorder.waits[1] == pytest.approx(20, abs=1) or recorder.waits[1] == pytest.approx(60, abs=1)
+
+
+async def test_retrieval_goes_through_its_own_rate_limiter(
+    emulator: Any, make_request: Callable[..., NetverifyRequest]
+) -> None:
+    async with client_for(emulator, retrieval_rate_limit="2/s", retry=RetryPolicy(max_attempts=1)) as client:
+        receipt = await client.perform_netverify(make_request("lim"))
+        emulator.set_faults(retrieval_rate_limit="3/s")
+        for _ in range(6):  # back to back these would exceed 3/s; the client waits for free slots instead
+            await client.scan_status(receipt.scan_reference)
+    assert emulator.stats.status_counts.get(429, 0) == 0
