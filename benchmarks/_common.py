@@ -110,17 +110,17 @@ def machine_load() -> str:
 
 
 def small_jpeg(width: int = 400, height: int = 300) -> bytes:
-    """A small real JPEG (a few kB) that passes every preflight check."""
+    """A small real JPEG (about 10 kB at 400x300) that passes every preflight check."""
     from PIL import Image as PILImage
     from PIL import ImageDraw
 
     img = PILImage.new("RGB", (width, height), (205, 212, 190))
     draw = ImageDraw.Draw(img)
-    for x in range(0, width, 25):
+    for x in range(0, width, 100):
         draw.line([(x, 0), (width - x, height)], fill=(x % 255, 90, 130), width=2)
     draw.rectangle([15, 15, width // 3, height // 2], outline=(20, 20, 20), width=3)
     out = io.BytesIO()
-    img.save(out, "JPEG", quality=85)
+    img.save(out, "JPEG", quality=70)
     return out.getvalue()
 
 

@@ -22,6 +22,7 @@ Run: ``python benchmarks/ratelimit_sim.py`` (prints markdown tables).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import selectors
@@ -171,8 +172,16 @@ def max_in_window(starts: list[float], seconds: float) -> int:
 
 
 async def simulate(
-    limiter: RateLimiter, server: Server, duration: float, *, jitter: float = 0.0, seed: int = 1
+    limiter: RateLimiter,
+    server: Server,
+    duration: float,
+    *,
+    think: float = 0.0,
+    jitter: float = 0.0,
+    seed: int = 1,
 ) -> dict[str, Any]:
+    """Run WORKERS workers for ``duration``; each pauses ``think`` seconds on average (exponential) between
+    requests (0: saturating demand). Returns the client's start times and a trace of the adaptive rate."""
     rng = random.Random(seed)
     t0 = anyio.current_time()
     starts: list[float] = []
@@ -180,6 +189,8 @@ async def simulate(
 
     async def worker() -> None:
         while anyio.current_time() - t0 < duration:
+            if think:
+                await anyio.sleep(rng.expovariate(1 / think))
             async with limiter.slot() as slot:
                 starts.append(anyio.current_time() - t0)
                 await anyio.sleep(LATENCY + jitter * rng.random())
@@ -188,7 +199,6 @@ async def simulate(
                 slot.record(status)
 
     async def sampler() -> None:
-        rate = getattr(limiter, "current_rate", None)
         while anyio.current_time() - t0 < duration:
             await anyio.sleep(1.0)
             rate = getattr(limiter, "current_rate", None)
@@ -201,19 +211,116 @@ async def simulate(
     return {"starts": starts, "trace": trace}
 
 
-def summarise(
-    name: str, client: str, server: Server, starts: list[float], duration: float, warmup: float
-) -> list[object]:
-    accepted = [t for t in server.accepted if warmup <= t < duration]
-    rejected = [t for t in server.rejected if warmup <= t < duration]
+@dataclasses.dataclass
+class Case:
+    section: str
+    client: str
+    factory: Callable[[], RateLimiter]
+    server: str
+    duration: float = 300.0
+    warmup: float = 0.0
+    think: float = 0.0
+    jitter: float = 0.0
+
+
+def think_for(spec: str) -> float:
+    """A think time that makes the 16 workers offer about twice the server's long-run rate, in bursts."""
+    allowed = min(w.rate for w in parse_rate(spec))
+    return WORKERS / (2 * allowed) - (LATENCY + RESPONSE)
+
+
+CASES = [
+    # Bursty demand: the same random workload for each limiter.
+    Case(
+        "bursty demand",
+        "fixed-window counter, 5 per 5 s",
+        lambda: FixedWindowCounter(5, 5.0),
+        "5/5s",
+        think=think_for("5/5s"),
+    ),
+    Case(
+        "bursty demand",
+        "token bucket 1/s, burst 5",
+        lambda: BurstTokenBucket(5, 5.0),
+        "5/5s",
+        think=think_for("5/5s"),
+    ),
+    Case(
+        "bursty demand",
+        "SlidingWindowLimiter('5/5s')",
+        lambda: SlidingWindowLimiter("5/5s"),
+        "5/5s",
+        think=think_for("5/5s"),
+    ),
+    Case(
+        "bursty demand",
+        "fixed-window counter, 3 per s",
+        lambda: FixedWindowCounter(3, 1.0),
+        "3/s,180/min",
+        think=think_for("3/s"),
+    ),
+    Case(
+        "bursty demand",
+        "SlidingWindowLimiter('3/s,180/min')",
+        lambda: SlidingWindowLimiter("3/s,180/min"),
+        "3/s,180/min",
+        think=think_for("3/s"),
+    ),
+    # Saturating demand: how much of the limit is used.
+    Case("saturating", "SlidingWindowLimiter('5/5s')", lambda: SlidingWindowLimiter("5/5s"), "5/5s"),
+    Case("saturating", "SlidingWindowLimiter('20/s')", lambda: SlidingWindowLimiter("20/s"), "20/s", 120),
+    Case(
+        "saturating",
+        "SlidingWindowLimiter('3/s,180/min')",
+        lambda: SlidingWindowLimiter("3/s,180/min"),
+        "3/s,180/min",
+    ),
+    # 0-100 ms of random delay between the client's start and the server's count.
+    Case("jitter", "SlidingWindowLimiter('5/5s')", lambda: SlidingWindowLimiter("5/5s"), "5/5s", jitter=0.1),
+    Case(
+        "jitter",
+        "SlidingWindowLimiter('5/5s', margin=0.1)",
+        lambda: SlidingWindowLimiter("5/5s", margin=0.1),
+        "5/5s",
+        jitter=0.1,
+    ),
+    Case(
+        "jitter", "make_limiter('5/5s', margin=0)", lambda: make_limiter("5/5s", margin=0), "5/5s", jitter=0.1
+    ),
+    Case("jitter", "make_limiter('5/5s') (client default)", lambda: make_limiter("5/5s"), "5/5s", jitter=0.1),
+    # The limit is unknown or configured too high: measured after the first 10 s.
+    Case("adaptive", "AdaptiveLimiter()", AdaptiveLimiter, "10/s", 120, WARMUP),
+    Case(
+        "adaptive",
+        "AdaptiveLimiter(ceiling='20/s')",
+        lambda: AdaptiveLimiter(ceiling="20/s"),
+        "10/s",
+        120,
+        WARMUP,
+    ),
+    Case(
+        "adaptive",
+        "AdaptiveLimiter(ceiling='20/s')",
+        lambda: AdaptiveLimiter(ceiling="20/s"),
+        "15/5s",
+        warmup=WARMUP,
+    ),
+    Case("adaptive", "AdaptiveLimiter()", AdaptiveLimiter, "5/5s", warmup=WARMUP),
+]
+
+
+def summarise(case: Case, server: Server, starts: list[float]) -> list[object]:
+    measured = [t for t in starts if t >= case.warmup]
+    accepted = [t for t in server.accepted if case.warmup <= t < case.duration]
+    rejected = [t for t in server.rejected if case.warmup <= t < case.duration]
     seen = len(accepted) + len(rejected)
-    worst = ", ".join(f"{max_in_window(starts, w.seconds)}/{w.limit} per {w}"[:40] for w in server.windows)
-    rate = len(accepted) / (duration - warmup)
+    worst = ", ".join(f"{max_in_window(measured, w.seconds)} / {w.limit}" for w in server.windows)
+    rate = len(accepted) / (case.duration - case.warmup)
     return [
-        name,
-        client,
+        case.section,
+        case.client,
         ",".join(str(w) for w in server.windows),
-        f"{duration - warmup:.0f} s",
+        f"{case.warmup:.0f}-{case.duration:.0f} s",
         f"{rate:.2f}",
         f"{server.allowed_rate:.2f}",
         f"{rate / server.allowed_rate:.0%}",
@@ -224,97 +331,41 @@ def summarise(
 
 async def main() -> None:
     rows: list[list[object]] = []
-    convergence: dict[str, list[tuple[float, float]]] = {}
-    convergence_accepted: dict[str, list[float]] = {}
-
-    Case = tuple[str, str, Callable[[], RateLimiter], str, float, float, float]
-    cases: list[Case] = [
-        ("baseline", "fixed-window counter 5 per 5 s", lambda: FixedWindowCounter(5, 5.0), "5/5s", 300, 0, 0),
-        ("baseline", "token bucket 1/s, burst 5", lambda: BurstTokenBucket(5, 5.0), "5/5s", 300, 0, 0),
-        ("sliding", "SlidingWindowLimiter('5/5s')", lambda: SlidingWindowLimiter("5/5s"), "5/5s", 300, 0, 0),
-        ("sliding", "SlidingWindowLimiter('20/s')", lambda: SlidingWindowLimiter("20/s"), "20/s", 120, 0, 0),
-        (
-            "sliding",
-            "SlidingWindowLimiter('3/s,180/min')",
-            lambda: SlidingWindowLimiter("3/s,180/min"),
-            "3/s,180/min",
-            300,
-            0,
-            0,
-        ),
-        (
-            "jitter",
-            "SlidingWindowLimiter('5/5s'), 0-100 ms jitter",
-            lambda: SlidingWindowLimiter("5/5s"),
-            "5/5s",
-            300,
-            0,
-            0.1,
-        ),
-        (
-            "jitter",
-            "SlidingWindowLimiter('5/5s', margin=0.1), same jitter",
-            lambda: SlidingWindowLimiter("5/5s", margin=0.1),
-            "5/5s",
-            300,
-            0,
-            0.1,
-        ),
-        ("client default", "make_limiter('5/5s')", lambda: make_limiter("5/5s"), "5/5s", 300, 0, 0),
-        ("adaptive", "AdaptiveLimiter()", lambda: AdaptiveLimiter(), "10/s", 120, WARMUP, 0),
-        ("adaptive", "AdaptiveLimiter(ceiling='20/s')", lambda: AdaptiveLimiter(ceiling="20/s"), "10/s", 120, WARMUP, 0),
-        (
-            "adaptive",
-            "AdaptiveLimiter(ceiling='20/s')",
-            lambda: AdaptiveLimiter(ceiling="20/s"),
-            "15/5s",
-            300,
-            WARMUP,
-            0,
-        ),
-        ("adaptive", "AdaptiveLimiter()", lambda: AdaptiveLimiter(), "5/5s", 300, WARMUP, 0),
-    ]
-    for kind, client, factory, server_spec, duration, warmup, jitter in cases:
-        server = Server(server_spec)
-        result = await simulate(factory(), server, duration, jitter=jitter)
-        rows.append(summarise(kind, client, server, result["starts"], duration, warmup))
-        if kind == "adaptive" and server_spec == "10/s" and "ceiling" not in client:
-            convergence[client] = result["trace"]
-            convergence_accepted[client] = server.accepted
+    convergence: list[tuple[str, list[tuple[float, float]], list[float]]] = []
+    for case in CASES:
+        server = Server(case.server)
+        result = await simulate(case.factory(), server, case.duration, think=case.think, jitter=case.jitter)
+        rows.append(summarise(case, server, result["starts"]))
+        if case.section == "adaptive" and case.server == "10/s":
+            convergence.append((case.client, result["trace"], server.accepted))
 
     print("## Rate limiters against a simulated server (virtual time)\n")
     print(
         markdown_table(
             [
-                "kind",
+                "demand",
                 "client limiter",
                 "server limit",
-                "measured over",
+                "measured",
                 "accepted/s",
                 "allowed/s",
                 "efficiency",
                 "429 share",
-                "worst window (starts/limit)",
+                "most starts in one server window / limit",
             ],
             rows,
             align="lllrrrrrl",
         )
     )
-    for client, trace in convergence.items():
-        accepted = convergence_accepted[client]
-        print(f"\n### {client} finding an unknown 10/s limit\n")
+    for client, trace, accepted in convergence:
+        print(f"\n### {client} against an unknown 10/s limit\n")
         table = []
         for start in range(0, 60, 5):
             rates = [r for t, r in trace if start < t <= start + 5 and not math.isnan(r)]
             count = sum(1 for t in accepted if start <= t < start + 5)
-            table.append(
-                [
-                    f"{start}-{start + 5} s",
-                    f"{count / 5:.1f}",
-                    f"{sum(rates) / len(rates):.2f}" if rates else "off",
-                ]
-            )
-        print(markdown_table(["virtual time", "accepted/s", "mean fill rate"], table))
+            mean_rate = f"{sum(rates) / len(rates):.2f}" if rates else "off"
+            table.append([f"{start}-{start + 5} s", f"{count / 5:.1f}", mean_rate])
+        print(markdown_table(["virtual time", "accepted/s", "mean adaptive fill rate /s"], table))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ The public API is what ``__all__`` lists; everything else is private.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ._client import ClientStats as ClientStats
 from ._client import NetverifyClient as NetverifyClient
 from ._client import Region as Region
@@ -49,9 +51,75 @@ from ._retry import FailureKind as FailureKind
 from ._retry import RetryEvent as RetryEvent
 from ._retry import RetryPolicy as RetryPolicy
 
+if TYPE_CHECKING:  # the lazily imported names, for type checkers
+    from ._batch import BatchOutcome as BatchOutcome
+    from ._batch import BatchProgress as BatchProgress
+    from ._batch import BatchSummary as BatchSummary
+    from ._batch import OutcomeStatus as OutcomeStatus
+    from ._journal import SqliteJournal as SqliteJournal
+    from ._preflight import PreflightIssue as PreflightIssue
+    from ._preflight import PreflightReport as PreflightReport
+    from ._preflight import preflight as preflight
+    from ._preflight import preflight_request as preflight_request
+    from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
+    from ._ratelimit import RateLimiter as RateLimiter
+    from ._ratelimit import SlidingWindowLimiter as SlidingWindowLimiter
+    from ._ratelimit import UnlimitedLimiter as UnlimitedLimiter
+    from ._ratelimit import parse_rate as parse_rate
+    from ._retrieval import ScanDetails as ScanDetails
+    from ._retrieval import ScanSource as ScanSource
+    from ._retrieval import ScanState as ScanState
+    from ._retrieval import ScanStatus as ScanStatus
+    from ._retrieval import VerificationStatus as VerificationStatus
+    from .callbacks import CallbackOriginVerifier as CallbackOriginVerifier
+    from .callbacks import NetverifyCallback as NetverifyCallback
+    from .callbacks import parse_callback as parse_callback
+
 __version__ = "0.1.0"
 
+#: Public names whose modules are imported on first use, to keep ``import netverify_async`` fast.
+_LAZY = {
+    "CallbackOriginVerifier": ".callbacks",
+    "NetverifyCallback": ".callbacks",
+    "parse_callback": ".callbacks",
+    "ScanDetails": "._retrieval",
+    "ScanSource": "._retrieval",
+    "ScanState": "._retrieval",
+    "ScanStatus": "._retrieval",
+    "VerificationStatus": "._retrieval",
+    "PreflightIssue": "._preflight",
+    "PreflightReport": "._preflight",
+    "preflight": "._preflight",
+    "preflight_request": "._preflight",
+    "BatchOutcome": "._batch",
+    "BatchProgress": "._batch",
+    "BatchSummary": "._batch",
+    "OutcomeStatus": "._batch",
+    "SqliteJournal": "._journal",
+    "AdaptiveLimiter": "._ratelimit",
+    "RateLimiter": "._ratelimit",
+    "SlidingWindowLimiter": "._ratelimit",
+    "UnlimitedLimiter": "._ratelimit",
+    "parse_rate": "._ratelimit",
+}
+
+
+def __getattr__(name: str) -> object:
+    module_name = _LAZY.get(name)
+    if module_name is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module_name, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 __all__ = [
+    *_LAZY,
     "APIError",
     "AuthenticationError",
     "BadRequestError",

@@ -132,6 +132,35 @@ class _Answer:
     body: bytes
 
 
+class _ResponseTooLarge(httpx.DecodingError):
+    """Internal: the answer's body went past ``max_response_bytes``; reading stopped there."""
+
+    def __init__(self, status_code: int, limit: int) -> None:
+        super().__init__(f"response larger than {limit} bytes")
+        self.status_code = status_code
+        self.limit = limit
+
+
+def _tls_failure(exc: BaseException) -> str | None:
+    """What went wrong in TLS, when the cause chain of a connection failure holds an ``ssl`` error; else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "certificate_error", None)  # aiohttp.ClientConnectorCertificateError
+        if isinstance(inner, BaseException):
+            current = inner
+            continue
+        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
+            return f"TLS certificate verification failed: {current.verify_message}"
+        if isinstance(current, ssl.CertificateError):
+            return f"TLS certificate verification failed: {current}"
+        if isinstance(current, ssl.SSLError):
+            return f"TLS handshake failed: {current.reason or type(current).__name__}"
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class _Retry(Exception):
     """Internal: a failed attempt that may be retried after ``delay`` seconds."""
 
@@ -533,8 +562,9 @@ class NetverifyClient:
                 (FailureKind.NOT_SENT),
             )
         elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
+            reason = _tls_failure(exc) or f"could not connect ({type(exc).__name__})"
             error, kind = (
-                ConnectError(f"{call.operation}: could not connect ({type(exc).__name__})", **common),
+                ConnectError(f"{call.operation}: {reason}", **common),
                 (FailureKind.NOT_SENT),
             )
         elif isinstance(exc, (httpx.WriteError, httpx.WriteTimeout)):
@@ -542,6 +572,19 @@ class NetverifyClient:
             error, kind = (
                 ConnectError(f"{call.operation}: upload failed ({type(exc).__name__})", **common),
                 (FailureKind.NOT_SENT),
+            )
+        elif isinstance(exc, _ResponseTooLarge):
+            # A 4xx says the request was refused; any other status (a 200 above all) may follow a processed
+            # submission. Reading the same flood again does not help a GET.
+            refused = 400 <= exc.status_code < 500
+            error, kind = (
+                ResponseError(
+                    f"{call.operation}: the answer (HTTP {exc.status_code}) is larger than "
+                    f"max_response_bytes={exc.limit}",
+                    status_code=exc.status_code,
+                    **common,
+                ),
+                FailureKind.PERMANENT if call.idempotent or refused else FailureKind.AMBIGUOUS,
             )
         elif isinstance(exc, (httpx.UnsupportedProtocol, httpx.InvalidURL, httpx.LocalProtocolError)):
             error, kind = (
@@ -597,6 +640,8 @@ class NetverifyClient:
         http = self._get_http()
         headers = {
             "Accept": "application/json",
+            # bodies are read raw (never inflated, so no decompression bomb): ask for them uncompressed
+            "Accept-Encoding": "identity",
             "User-Agent": self.user_agent,
             "Authorization": self._authorization,
         }
@@ -612,7 +657,7 @@ class NetverifyClient:
             async for chunk in response.aiter_raw():
                 size += len(chunk)
                 if size > self._max_response_bytes:
-                    raise httpx.DecodingError("response larger than max_response_bytes")
+                    raise _ResponseTooLarge(response.status_code, self._max_response_bytes)
                 chunks.append(chunk)
         finally:
             await response.aclose()

@@ -90,7 +90,8 @@ async def check_split(summary: BatchSummary, emu: Any, journal_path: Path | None
             assert sorted(await journal.unknown()) == sorted(unknown)
         assert all(states[ref] is JournalState.RECEIPT for ref in receipts)
         assert all(states[ref] is JournalState.UNKNOWN for ref in unknown)
-        assert all(states[ref] is JournalState.PENDING for ref in not_sent)
+        # a reference stopped before its journal row was written has no row, which means the same as pending
+        assert all(states.get(ref, JournalState.PENDING) is JournalState.PENDING for ref in not_sent)
 
 
 @pytest.mark.anyio

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -12,6 +11,7 @@ import pytest
 
 from netverify_async import ConfigurationError
 from netverify_async.emulator import (
+    API_HEADERS,
     EmulatorConfig,
     Outcome,
     ReceivedCallback,
@@ -19,8 +19,9 @@ from netverify_async.emulator import (
     callback_url_problem,
     run_callback_receiver,
     run_emulator,
+    sample_image,
+    submission_body,
 )
-from netverify_async.emulator._samples import API_HEADERS, sample_image, submission_body
 
 pytestmark = pytest.mark.anyio
 
@@ -64,7 +65,9 @@ OUTCOMES = [
 
 
 @pytest.mark.parametrize(("reference", "status", "scan_status"), OUTCOMES)
-async def test_the_merchant_reference_chooses_the_outcome(reference: str, status: str, scan_status: str) -> None:
+async def test_the_merchant_reference_chooses_the_outcome(
+    reference: str, status: str, scan_status: str
+) -> None:
     ref, callback = await callback_for(reference)
     form = callback.form
 
@@ -117,7 +120,9 @@ async def test_unreadable_carries_a_reject_reason_with_one_detail_object() -> No
         ("order#not-live", {"similarity": "MATCH", "validity": False, "reason": "LIVENESS_FAILED"}),
     ],
 )
-async def test_identity_verification_comes_with_a_face_image(reference: str, identity: dict[str, Any]) -> None:
+async def test_identity_verification_comes_with_a_face_image(
+    reference: str, identity: dict[str, Any]
+) -> None:
     ref, callback = await callback_for(reference, faceImage=sample_image(), faceImageMimeType="image/jpeg")
     assert callback.form["verificationStatus"] == "APPROVED_VERIFIED"
     assert json.loads(callback.form["identityVerification"]) == identity
@@ -128,7 +133,10 @@ async def test_no_identity_verification_without_face_match() -> None:
     _, plain = await callback_for("order")
     assert "identityVerification" not in plain.form
     _, not_enabled = await callback_for(
-        "order", faceImage=sample_image(), faceImageMimeType="image/jpeg", enabledFields="idNumber,idFirstName"
+        "order",
+        faceImage=sample_image(),
+        faceImageMimeType="image/jpeg",
+        enabledFields="idNumber,idFirstName",
     )
     assert "identityVerification" not in not_enabled.form
 
@@ -168,7 +176,7 @@ async def test_on_all_steps_sends_an_extra_callback_when_the_images_arrive() -> 
     ):
         ref = await submit(emu, "order", callbackUrl=receiver.url, callbackGranularity="onAllSteps")
         first, final = await receiver.wait_for(2)
-        log = emu.callbacks
+        log = await emu.wait_for_callbacks(2)
     assert first.form["jumioIdScanReference"] == ref
     assert first.form["idScanStatus"] == "PENDING"
     assert "verificationStatus" not in first.form
@@ -196,7 +204,7 @@ async def test_failed_delivery_is_retried_with_backoff() -> None:
         await submit(emu, "order", callbackUrl=receiver.url)
         await receiver.wait_for(1)
         assert [r.answered for r in receiver.received] == [500, 500, 200]
-        [record] = emu.callbacks
+        [record] = await emu.wait_for_callbacks(1)
         stats = emu.stats
     assert (record.result, record.attempts, record.status_code) == ("delivered", 3, 200)
     assert (stats.callbacks_delivered, stats.callbacks_failed, stats.callback_attempts) == (1, 0, 3)
@@ -210,12 +218,7 @@ async def test_delivery_gives_up_after_the_configured_retries() -> None:
         ) as emu,
     ):
         await submit(emu, "order", callbackUrl=receiver.url)
-        while not emu.callbacks:
-            await receiver.wait_for(0)
-            import anyio
-
-            await anyio.sleep(0.02)
-        [record] = emu.callbacks
+        [record] = await emu.wait_for_callbacks(1)
         assert len(receiver.received) == 3
     assert (record.result, record.attempts, record.reason) == ("failed", 3, "HTTP 500")
     assert emu.stats.callbacks_failed == 1
@@ -228,12 +231,7 @@ async def test_unreachable_receiver_counts_as_failed() -> None:
         processing_delay=0.1, allow_http_callbacks=True, callback_retries=1, callback_backoff=0.01
     ) as emu:
         await submit(emu, "order", callbackUrl=closed_url)
-        import anyio
-
-        with anyio.fail_after(10):
-            while not emu.callbacks:
-                await anyio.sleep(0.02)
-        [record] = emu.callbacks
+        [record] = await emu.wait_for_callbacks(1)
     assert record.result == "failed"
     assert record.status_code is None
     assert record.reason == "ConnectError"
@@ -258,12 +256,7 @@ async def test_override_must_follow_the_url_rules() -> None:
 async def test_external_callback_hosts_are_not_called_by_default() -> None:
     async with run_emulator(processing_delay=0) as emu:
         await submit(emu, "order", callbackUrl="https://callbacks.example.com/jumio")
-        import anyio
-
-        with anyio.fail_after(10):
-            while not emu.callbacks:
-                await anyio.sleep(0.01)
-        [record] = emu.callbacks
+        [record] = await emu.wait_for_callbacks(1)
     assert record.result == "skipped"
     assert record.attempts == 0
     assert "deliver_external_callbacks" in (record.reason or "")
@@ -278,13 +271,9 @@ async def test_a_scan_deleted_before_processing_gets_no_final_callback() -> None
     ):
         ref = await submit(emu, "order", callbackUrl=receiver.url)
         assert (await client.delete(f"/api/netverify/v2/scans/{ref}")).status_code == 200
-        import anyio
-
-        with anyio.fail_after(10):
-            while not emu.callbacks:
-                await anyio.sleep(0.02)
+        [record] = await emu.wait_for_callbacks(1)
         assert receiver.received == []
-    assert emu.callbacks[0].reason == "scan deleted"
+    assert record.reason == "scan deleted"
 
 
 @pytest.mark.parametrize(

@@ -9,8 +9,15 @@ import httpx
 import pytest
 
 from netverify_async import ConfigurationError
-from netverify_async.emulator import Faults, RateWindow, RunningEmulator, parse_rate_limit, run_emulator
-from netverify_async.emulator._samples import API_HEADERS, submission_body
+from netverify_async.emulator import (
+    API_HEADERS,
+    Faults,
+    RateWindow,
+    RunningEmulator,
+    parse_rate_limit,
+    run_emulator,
+    submission_body,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -183,10 +190,14 @@ async def test_slow_answer_trips_a_read_timeout_after_the_scan_was_created() -> 
         assert emu.stats.scans_created == 1
 
 
-async def test_drip_mode_sends_the_body_a_byte_at_a_time(client: httpx.AsyncClient, emu: RunningEmulator) -> None:
+async def test_drip_mode_sends_the_body_a_byte_at_a_time(
+    client: httpx.AsyncClient, emu: RunningEmulator
+) -> None:
     emu.set_faults(slow_rate=1.0, slow_seconds=0.2, slow_mode="drip")
     body = json.dumps(submission_body()).encode()
-    request = client.build_request("POST", PERFORM, content=body, headers={"Content-Type": "application/json"})
+    request = client.build_request(
+        "POST", PERFORM, content=body, headers={"Content-Type": "application/json"}
+    )
     response = await client.send(request, stream=True)
     chunks = [chunk async for chunk in response.aiter_raw()]
     await response.aclose()
@@ -208,7 +219,9 @@ async def test_latency_delays_every_affected_request() -> None:
         assert (await c.get(f"{SCANS}/unknown")).status_code == 404
 
 
-async def test_faults_reach_retrieval_only_when_asked(client: httpx.AsyncClient, emu: RunningEmulator) -> None:
+async def test_faults_reach_retrieval_only_when_asked(
+    client: httpx.AsyncClient, emu: RunningEmulator
+) -> None:
     ref = (await submit(client)).json()["jumioIdScanReference"]
     emu.set_faults(errors={503: 1.0})
     assert (await client.get(f"{SCANS}/{ref}")).status_code == 200
@@ -217,7 +230,9 @@ async def test_faults_reach_retrieval_only_when_asked(client: httpx.AsyncClient,
     assert (await submit(client)).status_code == 200
 
 
-async def test_a_sequence_of_one_shot_actions_comes_first(client: httpx.AsyncClient, emu: RunningEmulator) -> None:
+async def test_a_sequence_of_one_shot_actions_comes_first(
+    client: httpx.AsyncClient, emu: RunningEmulator
+) -> None:
     emu.set_faults(sequence=["503", "ok", "429", "500"])
     statuses = [(await submit(client)).status_code for _ in range(5)]
     assert statuses == [503, 200, 429, 500, 200]

@@ -10,8 +10,7 @@ import anyio
 import httpx
 import pytest
 
-from netverify_async.emulator import RunningEmulator, run_emulator
-from netverify_async.emulator._samples import API_HEADERS, sample_image, submission_body
+from netverify_async.emulator import API_HEADERS, RunningEmulator, run_emulator, sample_image, submission_body
 
 pytestmark = pytest.mark.anyio
 
@@ -183,7 +182,9 @@ async def test_stored_images_are_listed_and_served(client: httpx.AsyncClient, em
 
 
 @pytest.mark.parametrize("suffix", ["", "/data", "/data/document", "/images", "/images/front"])
-async def test_unknown_scan_gets_jumios_404(client: httpx.AsyncClient, emu: RunningEmulator, suffix: str) -> None:
+async def test_unknown_scan_gets_jumios_404(
+    client: httpx.AsyncClient, emu: RunningEmulator, suffix: str
+) -> None:
     ref = str(uuid.uuid4())
     accept = "image/jpeg" if suffix == "/images/front" else "application/json"
     response = await client.get(f"{SCANS}/{ref}{suffix}", headers={"Accept": accept})

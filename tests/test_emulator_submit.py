@@ -11,8 +11,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from netverify_async.emulator import RunningEmulator, run_emulator
-from netverify_async.emulator._samples import API_HEADERS, sample_image, submission_body
+from netverify_async.emulator import API_HEADERS, RunningEmulator, run_emulator, sample_image, submission_body
 
 pytestmark = pytest.mark.anyio
 
@@ -20,15 +19,21 @@ PERFORM = "/api/netverify/v2/performNetverify"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def emu() -> AsyncIterator[RunningEmulator]:
+@pytest.fixture(scope="module")
+async def shared_emulator(anyio_backend: str) -> AsyncIterator[RunningEmulator]:
     async with run_emulator(processing_delay=0) as running:
         yield running
+
+
+@pytest.fixture
+def emu(shared_emulator: RunningEmulator) -> RunningEmulator:
+    shared_emulator.reset()
+    return shared_emulator
 
 
 @pytest.fixture

@@ -101,6 +101,7 @@ async def _check_all(files: list[str], args: argparse.Namespace) -> list[FileRes
     import anyio
 
     results: list[FileResult | None] = [None] * len(files)
+    named = [anyio.Event() for _ in files]  # output names are handed out in the order the files were given
     printed = 0
     slots = anyio.Semaphore(_FILES_IN_FLIGHT)
     claimed: set[Path] = set()
@@ -117,7 +118,18 @@ async def _check_all(files: list[str], args: argparse.Namespace) -> list[FileRes
 
     async def one(index: int, name: str) -> None:
         async with slots:
-            results[index] = await _check_file(name, args, claimed, inputs)
+            report = await _check_file(name, args)
+            output: Path | None = None
+            if index:
+                await named[index - 1].wait()
+            if args.fix is not None and report.ok and report.image is not None:
+                output = _output_path(Path(name), report.format, args.fix, claimed, inputs)
+            named[index].set()
+            if output is not None and report.image is not None:
+                await anyio.Path(output).write_bytes(report.image.data)
+            # keep the verdict, not the image bytes: memory stays bounded however many files there are
+            written = str(output) if output is not None else None
+            results[index] = FileResult(name, attrs.evolve(report, image=None), written)
         flush()
 
     async with anyio.create_task_group() as tg:
@@ -127,9 +139,7 @@ async def _check_all(files: list[str], args: argparse.Namespace) -> list[FileRes
     return [r for r in results if r is not None]
 
 
-async def _check_file(
-    name: str, args: argparse.Namespace, claimed: set[Path], inputs: set[Path]
-) -> FileResult:
+async def _check_file(name: str, args: argparse.Namespace) -> PreflightReport:
     import anyio
 
     from .._models import Image
@@ -140,18 +150,11 @@ async def _check_file(
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
         issue = PreflightIssue("unreadable", f"the file cannot be read: {reason}")
-        report = PreflightReport(
+        return PreflightReport(
             ok=False, role=args.role, format=None, width=None, height=None, bytes=0, errors=(issue,)
         )
-        return FileResult(name, report)
     fix = args.fix is not None
-    report = await preflight(Image.from_bytes(data), role=args.role, integrity=args.integrity, fix=fix)
-    output: str | None = None
-    if fix and report.ok and report.image is not None:
-        target = _output_path(Path(name), report.format, args.fix, claimed, inputs)
-        await anyio.Path(target).write_bytes(report.image.data)
-        output = str(target)
-    return FileResult(name, report, output)
+    return await preflight(Image.from_bytes(data), role=args.role, integrity=args.integrity, fix=fix)
 
 
 def _resolved(path: Path) -> Path:

@@ -25,6 +25,9 @@ from ._outcomes import Outcome as Outcome
 from ._receiver import CallbackReceiver as CallbackReceiver
 from ._receiver import ReceivedCallback as ReceivedCallback
 from ._receiver import run_callback_receiver as run_callback_receiver
+from ._samples import API_HEADERS as API_HEADERS
+from ._samples import sample_image as sample_image
+from ._samples import submission_body as submission_body
 from ._server import EmulatorThread as EmulatorThread
 from ._server import RunningEmulator as RunningEmulator
 from ._server import run_emulator as run_emulator
@@ -35,6 +38,7 @@ from ._state import EmulatorStats as EmulatorStats
 from ._state import SecondStats as SecondStats
 
 __all__ = [
+    "API_HEADERS",
     "CallbackReceiver",
     "CallbackRecord",
     "EmulatorApp",
@@ -53,7 +57,9 @@ __all__ = [
     "run_callback_receiver",
     "run_emulator",
     "run_emulator_in_thread",
+    "sample_image",
     "serve_asgi",
+    "submission_body",
 ]
 
 for _name in __all__:

@@ -58,6 +58,8 @@ ADMIN_PREFIX = "/__emulator/"
 RATE_LIMITED_BODY = b'{"title":"Too Many Requests","status":429,"detail":"Request limit exceeded"}'
 
 _JSON = b"application/json;charset=UTF-8"
+# Returned by a handler that has already counted its request in the statistics.
+_COUNTED = -1
 _SERVER = (b"server", b"Apache-Coyote/1.1")
 _SCANS_PREFIX = SCANS_PATH + "/"
 _DATA_PARTS = ("document", "transaction", "verification")
@@ -179,7 +181,8 @@ class EmulatorApp:
             status = await self._scans(ex, method, path[len(_SCANS_PREFIX) :].strip("/").split("/"))
         else:
             status = await self._json(ex, 404, error_body(404, "Not found", ex.request_uri))
-        self.state.record_response(status, time.monotonic())
+        if status != _COUNTED:
+            self.state.record_response(status, time.monotonic())
 
     async def _scans(self, ex: _Exchange, method: str, parts: list[str]) -> int:
         ref = parts[0]
@@ -377,8 +380,10 @@ class EmulatorApp:
         self.state.note_fault(action)
         faults = self.state.faults
         if action == "drop":
+            # Counted before the connection goes, so that a client that sees the failure also sees it counted.
+            self.state.record_response(0, time.monotonic())
             await self._drop(ex)
-            return 0
+            return _COUNTED
         # slow
         if faults.slow_mode == "delay" or not body:
             await anyio.sleep(faults.slow_seconds)

@@ -110,7 +110,15 @@ class CallbackDispatcher:
                 _record(scan, "final", target, "skipped", reason="lifespan not running")
             )
             return
-        self._tasks.start_soon(self._run, scan, target)
+        self._tasks.start_soon(self._run_guarded, scan, target)
+
+    async def _run_guarded(self, scan: Scan, target: str) -> None:
+        # A failure here must never take the application's task group (and so the server) down with it.
+        try:
+            await self._run(scan, target)
+        except Exception as exc:  # pragma: no cover - defensive
+            logger.exception("callback for a scan could not be sent")
+            self._state.record_callback(_record(scan, "final", target, "failed", reason=type(exc).__name__))
 
     async def _run(self, scan: Scan, target: str) -> None:
         problem = callback_url_problem(target, allow_http=self._config.allow_http_callbacks)

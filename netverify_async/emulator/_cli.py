@@ -168,10 +168,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 def serve(args: argparse.Namespace) -> int:
     """Serve until interrupted; prints ``listening on URL`` (one line) once the port is open."""
-    import uvicorn
-
     from ._app import EmulatorApp
-    from ._server import base_url_of, bind_socket
+    from ._server import base_url_of, bind_socket, import_uvicorn
+
+    uvicorn = import_uvicorn()
 
     try:
         config = config_from_args(args)

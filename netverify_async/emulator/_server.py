@@ -108,10 +108,35 @@ class RunningEmulator:
         """What happened to each callback so far, oldest first."""
         return self.app.state.callback_log()
 
+    async def wait_for_callbacks(self, count: int = 1, timeout: float = 10.0) -> list[CallbackRecord]:
+        """Wait until ``count`` callbacks have a fate (delivered, failed, skipped, rejected) and return them.
+
+        Raises TimeoutError when they do not settle within ``timeout`` seconds.
+        """
+        import anyio
+
+        deadline = time.monotonic() + timeout
+        while len(records := self.callbacks) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(records)} of {count} callbacks settled in {timeout} s")
+            await anyio.sleep(0.01)
+        return records
+
     @property
     def auth(self) -> tuple[str, str]:
         """``(api_token, api_secret)``, e.g. for ``httpx.AsyncClient(auth=emu.auth)``."""
         return (self.api_token, self.api_secret)
+
+
+def import_uvicorn() -> Any:
+    """The uvicorn module, or an ImportError that names the extra to install."""
+    try:
+        import uvicorn
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "serving the emulator needs uvicorn: pip install 'netverify-async[emulator]'"
+        ) from exc
+    return uvicorn
 
 
 class _QuietServer:
@@ -119,7 +144,11 @@ class _QuietServer:
 
     @staticmethod
     def create(app: Any, *, http: str = "auto", loop: str = "auto", log_level: str = "warning") -> Any:
-        import uvicorn
+        try:
+            import uvicorn
+        except ImportError:  # pragma: no cover - depends on the installation
+            import_uvicorn()  # raises the helpful error
+            raise
 
         class Server(uvicorn.Server):
             @contextlib.contextmanager
