@@ -20,7 +20,7 @@ from contextlib import contextmanager
 
 #: The emulator's own public test credentials (its defaults; never real ones).
 EMULATOR_TOKEN = "emulator-api-token"
-EMULATOR_SECRET = "emulator-api-secret"  # noqa: S105 - public emulator default
+EMULATOR_SECRET = "emulator-api-secret"
 USER_AGENT = "Example Corp NetverifyBenchmark/1.0"
 
 

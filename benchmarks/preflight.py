@@ -196,7 +196,9 @@ async def main_async(count: int, backend: str) -> None:
         ("reference: Pillow full-resolution decode only", plain),
     ):
         median = statistics.median(times)
-        print(f"| {name} | {median * 1000:.2f} | {percentile(times, 0.9) * 1000:.2f} | {median / base:.0f}x |")
+        print(
+            f"| {name} | {median * 1000:.2f} | {percentile(times, 0.9) * 1000:.2f} | {median / base:.0f}x |"
+        )
     print(f"\nLoad average after: {os.getloadavg()[0]:.2f}")
 
 

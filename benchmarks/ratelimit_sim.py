@@ -151,10 +151,10 @@ class BurstTokenBucket:
                 if self._last is not None:
                     self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
                 self._last = now
-                if self._tokens >= 1:
-                    self._tokens -= 1
+                if self._tokens >= 1 - 1e-9:  # tolerate float rounding in the refill
+                    self._tokens = max(0.0, self._tokens - 1)
                     break
-                await anyio.sleep((1 - self._tokens) / self._rate)
+                await anyio.sleep((1 - self._tokens) / self._rate + 1e-6)
         yield _NoFeedback()
 
 

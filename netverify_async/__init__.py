@@ -59,6 +59,8 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._journal import SqliteJournal as SqliteJournal
     from ._preflight import PreflightIssue as PreflightIssue
     from ._preflight import PreflightReport as PreflightReport
+    from ._preflight import changed_images as changed_images
+    from ._preflight import check_image_sync as check_image_sync
     from ._preflight import preflight as preflight
     from ._preflight import preflight_request as preflight_request
     from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
@@ -91,6 +93,8 @@ _LAZY = {
     "PreflightReport": "._preflight",
     "preflight": "._preflight",
     "preflight_request": "._preflight",
+    "check_image_sync": "._preflight",
+    "changed_images": "._preflight",
     "BatchOutcome": "._batch",
     "BatchProgress": "._batch",
     "BatchSummary": "._batch",

@@ -388,7 +388,7 @@ class _Pipeline:
         self.error_delivered = False
         self.stats_start = (0, 0)
 
-        self.scope = anyio.CancelScope()
+        self.scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
         self.outcome_receive: MemoryObjectReceiveStream[BatchOutcome] | None = None
         self._outcome_send: MemoryObjectSendStream[BatchOutcome] | None = None
@@ -769,6 +769,7 @@ class _Pipeline:
 
     def setup(self) -> None:
         """Create the loop-bound objects; called in the consumer's task before the background task starts."""
+        self.scope = anyio.CancelScope()
         self.done = anyio.Event()
         buffer = max(1, self.concurrency)
         self._outcome_send, self.outcome_receive = anyio.create_memory_object_stream[BatchOutcome](buffer)
@@ -778,7 +779,7 @@ class _Pipeline:
 
     async def run(self) -> None:
         """The background task: the stages, then the bookkeeping. Never raises (errors go to the consumer)."""
-        assert self._outcome_send is not None and self.done is not None
+        assert self._outcome_send is not None and self.done is not None and self.scope is not None
         out = self._outcome_send
         journal_started = False
         try:
@@ -792,13 +793,13 @@ class _Pipeline:
             if leaves:
                 self.fatal = leaves[0]
                 logger.error("batch stopped by %s", type(self.fatal).__name__)
-            elif not self.scope.cancel_called:
+            elif not self.cancelled:
                 # cancelled from outside (the event loop shutting down): do the bookkeeping, then let it go
                 await self._finish(out, journal_started, BatchStatus.CANCELLED)
                 raise
         if self.fatal is not None or self.input_error is not None:
             status = BatchStatus.FAILED
-        elif self.scope.cancel_called:
+        elif self.cancelled:
             status = BatchStatus.CANCELLED
         else:
             status = BatchStatus.COMPLETED
@@ -856,6 +857,15 @@ class _Pipeline:
                 assert self.done is not None
                 self.done.set()
 
+    def cancel(self) -> None:
+        """Ask the background task to stop (synchronous; safe to call more than once)."""
+        if self.scope is not None:
+            self.scope.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self.scope is not None and self.scope.cancel_called
+
     def take_error(self) -> BaseException | None:
         """The exception to raise to the consumer (once)."""
         if self.error_delivered:
@@ -864,11 +874,18 @@ class _Pipeline:
         return self.fatal or self.input_error
 
 
+#: Strong references to the running asyncio tasks of batches (the event loop keeps only weak ones).
+_RUNNING_TASKS: set[asyncio.Task[None]] = set()
+
+
 def _spawn(pipeline: _Pipeline) -> object:
     """Start the pipeline's background task, detached from the caller's task (see the module docstring)."""
     library = sniffio.current_async_library()
     if library == "asyncio":
-        return asyncio.get_running_loop().create_task(pipeline.run(), name="netverify-batch")
+        task = asyncio.get_running_loop().create_task(pipeline.run(), name="netverify-batch")
+        _RUNNING_TASKS.add(task)
+        task.add_done_callback(_RUNNING_TASKS.discard)
+        return task
     if library == "trio":
         import trio
 
@@ -968,7 +985,7 @@ class Batch:
         with anyio.CancelScope(shield=True):
             assert p.done is not None
             if not p.done.is_set():
-                p.scope.cancel()
+                p.cancel()
                 await p.done.wait()
             if p.outcome_receive is not None:
                 p.outcome_receive.close()
@@ -992,7 +1009,7 @@ class Batch:
                 stacklevel=1,
             )
             try:
-                p.scope.cancel()
+                p.cancel()
             except Exception:  # noqa: S110 - the event loop may already be gone
                 pass
 

@@ -147,16 +147,17 @@ def _tls_failure(exc: BaseException) -> str | None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        inner = getattr(current, "certificate_error", None)  # aiohttp.ClientConnectorCertificateError
-        if isinstance(inner, BaseException):
+        # aiohttp's connector errors wrap the ssl error in .certificate_error or .os_error
+        inner = getattr(current, "certificate_error", None) or getattr(current, "os_error", None)
+        if isinstance(inner, BaseException) and inner is not current:
             current = inner
             continue
-        if isinstance(current, ssl.SSLCertVerificationError) and current.verify_message:
+        if isinstance(current, ssl.SSLCertVerificationError) and getattr(current, "verify_message", None):
             return f"TLS certificate verification failed: {current.verify_message}"
         if isinstance(current, ssl.CertificateError):
             return f"TLS certificate verification failed: {current}"
         if isinstance(current, ssl.SSLError):
-            return f"TLS handshake failed: {current.reason or type(current).__name__}"
+            return f"TLS handshake failed: {getattr(current, 'reason', None) or type(current).__name__}"
         current = current.__cause__ or current.__context__
     return None
 
@@ -392,15 +393,32 @@ class NetverifyClient:
             reraise=True,
         )
         answer: _Answer | None = None
+        maybe_processed = False  # an earlier attempt failed ambiguously (only retried with retry_ambiguous)
         try:
-            async for attempt in retrying:
-                with attempt:
-                    number = attempt.retry_state.attempt_number
-                    if deadline_at is math.inf and policy.deadline is not None:
-                        deadline_at = anyio.current_time() + policy.deadline
-                    answer = await self._attempt(call, number, deadline_at)
-        except _Retry as last:  # attempts exhausted on a retryable failure
-            self._raise_final(call, last.error, last.kind, policy.max_attempts)
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        number = attempt.retry_state.attempt_number
+                        if deadline_at is math.inf and policy.deadline is not None:
+                            deadline_at = anyio.current_time() + policy.deadline
+                        answer = await self._attempt(call, number, deadline_at)
+                    failed = attempt.retry_state.outcome
+                    if failed is not None and failed.failed:
+                        retry = failed.exception()
+                        maybe_processed |= isinstance(retry, _Retry) and retry.kind is FailureKind.AMBIGUOUS
+            except _Retry as last:  # attempts exhausted on a retryable failure
+                self._raise_final(call, last.error, last.kind, policy.max_attempts)
+        except RequestError as error:
+            if maybe_processed and not call.idempotent and call.merchant_ref is not None:
+                # A later refusal (429, 503, no connection, deadline) does not undo an earlier attempt that may
+                # have created the scan: the outcome is unknown, never "safe to retry".
+                self.stats.outcome_unknown += 1
+                raise SubmissionOutcomeUnknown(
+                    call.merchant_ref,
+                    f"an earlier attempt may have created a scan, then {error}",
+                    attempts=error.attempts,
+                ) from error
+            raise
         assert answer is not None
         self._budget.refund()
         return answer

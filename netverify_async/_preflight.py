@@ -65,7 +65,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import attrs
 
@@ -337,12 +337,12 @@ async def preflight_request(
     images = request.images
     reports: dict[str, PreflightReport] = {}
 
-    async def one(role: str, img: Image) -> None:
-        reports[role] = await preflight(img, role=role, integrity=integrity, fix=fix, limiter=limiter)  # type: ignore[arg-type]
+    async def one(role: Role, img: Image) -> None:
+        reports[role] = await preflight(img, role=role, integrity=integrity, fix=fix, limiter=limiter)
 
     async with anyio.create_task_group() as tg:
         for role, img in images.items():
-            tg.start_soon(one, role, img)
+            tg.start_soon(one, cast("Role", role), img)
     return {role: reports[role] for role in images}
 
 
@@ -570,7 +570,8 @@ def _analyse(
 
     try:
         im = PILImage.open(io.BytesIO(data), formats=formats)
-    except PILImage.DecompressionBombError:
+    except (PILImage.DecompressionBombError, PILImage.DecompressionBombWarning):
+        # The warning arrives as an exception only when warnings are turned into errors; same verdict.
         found.error(DECOMPRESSION_BOMB, "the header promises more pixels than Pillow will decode safely")
         return found
     except UnidentifiedImageError:
@@ -937,7 +938,7 @@ def _reencode(im: PILImage.Image, found: _Findings) -> tuple[bytes, MimeType, tu
             ("XMP", ("xmp", "XML:com.adobe.xmp")),
             ("comments", ("comment",)),
         )
-        if any(key in im.info for key in keys)
+        if any(im.info.get(key) for key in keys)
     ]
     _hand_whole_file_to_decoder(im, found.size)
     im.load()

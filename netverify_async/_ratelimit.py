@@ -433,7 +433,8 @@ class LimiterSlot:
     def record(self, status_code: int | None, retry_after: float | None = None) -> None:
         """Report the attempt's HTTP status (None: no answer) and ``Retry-After`` seconds.
 
-        Only the first call counts."""
+        Only the first call counts.
+        """
         if self._recorded:
             return
         self._recorded = True
@@ -593,8 +594,13 @@ class _QueuedLimiter:
                 self._wake_head()
             raise
         if not waited:
-            # Let other tasks run even when the slot was free, without giving up the slot to a cancellation.
-            await anyio.lowlevel.cancel_shielded_checkpoint()
+            # Let other tasks run even when the slot was free; should a cancellation still land here, the
+            # slot goes back (its start keeps counting, which only errs on the safe side).
+            try:
+                await anyio.lowlevel.cancel_shielded_checkpoint()
+            except BaseException:  # pragma: no cover - a shielded checkpoint is not expected to raise
+                self._release()
+                raise
         return slot
 
     def _release(self) -> None:

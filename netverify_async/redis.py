@@ -29,6 +29,7 @@ from ._ratelimit import (
     LimiterSlot,
     RateSpec,
     RateWindow,
+    _check_margin,
     _format_windows,
     _QueuedLimiter,
     parse_rate,
@@ -55,7 +56,8 @@ _MICROS: Final = 1_000_000
 
 # Atomic sliding-window admission on the Redis server's clock.
 #   KEYS[1]    string: the end of the shared pause (server time, microseconds)
-#   KEYS[2..]  sorted sets, one per window length: recent start times (score, microseconds)
+#   KEYS[2..]  sorted sets, one per window length: recent start times (score, microseconds), kept for two
+#              window lengths so that a process enforcing a longer window (a margin) still sees them
 #   ARGV[1]    a member name unique to this start
 #   ARGV[2]    pause to record, microseconds from now (0: none)
 #   ARGV[3]    "1": book a start if every window allows it; "0": only record the pause
@@ -79,10 +81,11 @@ local wait = pause_until - now
 for i = 2, #KEYS do
   local limit = tonumber(ARGV[2 * i])
   local window = tonumber(ARGV[2 * i + 1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - window))
-  local count = redis.call('ZCARD', KEYS[i])
-  if count >= limit then
-    local nth = redis.call('ZRANGE', KEYS[i], count - limit, count - limit, 'WITHSCORES')
+  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - 2 * window))
+  local kept = redis.call('ZCARD', KEYS[i])
+  if kept >= limit then
+    -- the limit-th most recent start: one more start is allowed once it is a full window old
+    local nth = redis.call('ZRANGE', KEYS[i], kept - limit, kept - limit, 'WITHSCORES')
     local free_at = tonumber(nth[2]) + window
     if free_at - now > wait then wait = free_at - now end
   end
@@ -92,7 +95,7 @@ if wait > 0 then
 end
 for i = 2, #KEYS do
   redis.call('ZADD', KEYS[i], string.format('%.0f', now), ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(tonumber(ARGV[2 * i + 1]) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * tonumber(ARGV[2 * i + 1]) / 1000) + 1000)
 end
 return {0, now}
 """
@@ -137,13 +140,14 @@ class RedisRateLimiter(_QueuedLimiter):
     end of ``async with``). ``rates`` is a rate spec (e.g. ``"5/5s"`` or ``"3/s,180/min"``); processes
     sharing a key should use the same rates. ``key`` names the account's limit (no braces; it becomes a Redis
     Cluster hash tag, so all keys of one limit live on one node).
-    ``max_concurrency`` caps requests in flight *in this process*. ``jitter`` adds up to that many seconds
-    of random delay to each wait. ``operation_timeout`` bounds each Redis round trip.
+    ``max_concurrency`` caps requests in flight *in this process*. ``margin`` seconds are added to every window
+    to absorb network jitter (default 0: exact windows; the client's own limiters use 0.25 s). ``jitter`` adds
+    up to that many seconds of random delay to each wait. ``operation_timeout`` bounds each Redis round trip.
 
     Every start is booked by one Lua script (EVALSHA, falling back to EVAL when the server does not know it)
-    that reads the server clock, drops start times older than each window from that window's sorted set, and
-    either books the start in every set or returns how long until the oldest relevant start leaves its
-    window. A 429 (or 503) with ``Retry-After`` pauses this process at once and, when the slot is released,
+    that reads the server clock, drops start times older than two window lengths from each window's sorted
+    set, and either books the start in every set or returns how long until the N-th most recent start is a
+    full window old. Keys expire two window lengths after the last start. A 429 (or 503) with ``Retry-After`` pauses this process at once and, when the slot is released,
     stores a shared pause that every other process honours.
 
     Redis errors and timeouts raise :class:`~netverify_async.RateLimiterError` (nothing was sent).
@@ -156,6 +160,7 @@ class RedisRateLimiter(_QueuedLimiter):
         rates: RateSpec,
         key: str = DEFAULT_KEY,
         max_concurrency: int | None = None,
+        margin: float = 0.0,
         jitter: float = DEFAULT_JITTER,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         max_pause: float = DEFAULT_MAX_PAUSE,
@@ -179,6 +184,7 @@ class RedisRateLimiter(_QueuedLimiter):
                 f"operation_timeout: must be a finite number > 0, got {operation_timeout!r}"
             )
         self._windows = parse_rate(rates)
+        self._margin = _check_margin(margin)
         self._key = key
         self._jitter = float(jitter)
         self._operation_timeout = float(operation_timeout)
@@ -197,8 +203,9 @@ class RedisRateLimiter(_QueuedLimiter):
             f"{hash_tag}:pause",
             *(f"{hash_tag}:window:{round(w.seconds * _MICROS)}us" for w in self._windows),
         )
+        # The sets are named by the configured window length, so processes with different margins share them.
         self._window_args: tuple[int, ...] = tuple(
-            n for w in self._windows for n in (w.limit, round(w.seconds * _MICROS))
+            n for w in self._windows for n in (w.limit, round((w.seconds + self._margin) * _MICROS))
         )
         self._sha = _script_sha(_SCRIPT)
         self._member_prefix = secrets.token_hex(8)
@@ -210,7 +217,7 @@ class RedisRateLimiter(_QueuedLimiter):
 
     @property
     def windows(self) -> tuple[RateWindow, ...]:
-        """The enforced windows, shortest first."""
+        """The configured windows (without the margin), shortest first."""
         return self._windows
 
     @property

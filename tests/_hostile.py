@@ -165,7 +165,9 @@ def huge_body(total: int | None, *, status: int = 200) -> Behaviour:
             frame = f"{len(_CHUNK):x}\r\n".encode() + _CHUNK + b"\r\n"
             while True:
                 await server.write(stream, frame)
-        await stream.send(_head(status, [("Content-Type", "application/json"), ("Content-Length", str(total))]))
+        await stream.send(
+            _head(status, [("Content-Type", "application/json"), ("Content-Length", str(total))])
+        )
         sent = 0
         while sent < total:
             piece = _CHUNK[: total - sent]
@@ -197,7 +199,9 @@ def truncated(body: bytes, *, declared: int) -> Behaviour:
     """Announce ``declared`` bytes of body, send ``body`` (fewer), then close the connection."""
 
     async def behaviour(server: HostileServer, request: HostileRequest, stream: anyio.abc.ByteStream) -> None:
-        await stream.send(_head(200, [("Content-Type", "application/json"), ("Content-Length", str(declared))]))
+        await stream.send(
+            _head(200, [("Content-Type", "application/json"), ("Content-Length", str(declared))])
+        )
         await server.write(stream, body)
 
     return behaviour

@@ -14,12 +14,11 @@ from typing import Any
 import anyio
 import pytest
 import sniffio
+from _batch_support import client_for, make_request, refs, scans_per_reference
 
 from netverify_async._batch import Batch, BatchStatus, BatchSummary, OutcomeStatus
 from netverify_async._journal import JournalState, SqliteJournal
 from netverify_async.emulator import run_emulator
-
-from _batch_support import client_for, make_request, refs, scans_per_reference
 
 ITEMS = 8
 #: The first request to reach the emulator is answered at once, the next two hang (after creating their scan).

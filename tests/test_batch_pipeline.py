@@ -9,6 +9,15 @@ from typing import Any
 
 import anyio
 import pytest
+from _batch_support import (
+    TOO_SMALL_PNG,
+    client_for,
+    counting_requests,
+    make_request,
+    png_bytes,
+    refs,
+    scans_per_reference,
+)
 
 from netverify_async._batch import (
     BatchOutcome,
@@ -27,17 +36,6 @@ from netverify_async._errors import (
 )
 from netverify_async._models import NetverifyRequest, ScanReceipt
 from netverify_async.emulator import run_emulator
-
-from _batch_support import (
-    GOOD_PNG,
-    TOO_SMALL_PNG,
-    client_for,
-    counting_requests,
-    make_request,
-    png_bytes,
-    refs,
-    scans_per_reference,
-)
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -77,7 +75,8 @@ async def test_mixed_batch_gives_one_typed_outcome_per_item_and_sends_only_the_g
     assert "good-0" not in str(by_index[2].error)  # names the rule, not the value
     assert by_index[3].status is OutcomeStatus.INVALID
     assert by_index[3].merchant_id_scan_reference is None
-    assert by_index[3].error is not None and by_index[3].error.codes == {"type"}
+    assert isinstance(by_index[3].error, RequestValidationError)
+    assert by_index[3].error.codes == {"type"}
     assert stats == {"good-0": 1, "good-4": 1}
     summary = batch.summary
     assert summary.status is BatchStatus.COMPLETED and summary.complete
@@ -91,8 +90,13 @@ async def test_mixed_batch_gives_one_typed_outcome_per_item_and_sends_only_the_g
 async def test_outcomes_come_in_completion_order_not_input_order() -> None:
     # The first request to reach the emulator is answered 3 s late (its scan is created at once); the other
     # one is answered at once, so its outcome must come first although both were sent together.
-    async with run_emulator(processing_delay=0, sequence=["slow"], slow_seconds=3.0) as emu, client_for(emu) as client:
-        outcomes = await collect(client.submit_many([make_request("first"), make_request("second")], concurrency=2))
+    async with (
+        run_emulator(processing_delay=0, sequence=["slow"], slow_seconds=3.0) as emu,
+        client_for(emu) as client,
+    ):
+        outcomes = await collect(
+            client.submit_many([make_request("first"), make_request("second")], concurrency=2)
+        )
         created_first = emu.scans[0]["merchantIdScanReference"]
     assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT, OutcomeStatus.RECEIPT]
     assert outcomes[-1].merchant_id_scan_reference == created_first
@@ -233,7 +237,9 @@ async def test_failing_progress_hook_is_logged_once_and_does_not_stop_the_batch(
 
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
         with caplog.at_level(logging.ERROR, logger="netverify_async.batch"):
-            outcomes = await collect(client.submit_many(refs_requests(4), concurrency=2, on_progress=on_progress))
+            outcomes = await collect(
+                client.submit_many(refs_requests(4), concurrency=2, on_progress=on_progress)
+            )
     assert len(calls) == 1
     assert all(o.status is OutcomeStatus.RECEIPT for o in outcomes)
     assert "on_progress" in caplog.text
@@ -261,7 +267,9 @@ class FlakyClient(NetverifyClient):
 async def test_unexpected_exceptions_become_typed_item_errors() -> None:
     items = [make_request("bug-prepare"), make_request("fine"), make_request("bug-upload")]
     async with run_emulator(processing_delay=0) as emu, client_for(emu, client_class=FlakyClient) as client:
-        outcomes = {o.merchant_id_scan_reference: o for o in await collect(client.submit_many(items, concurrency=2))}
+        outcomes = {
+            o.merchant_id_scan_reference: o for o in await collect(client.submit_many(items, concurrency=2))
+        }
     prepare_failure = outcomes["bug-prepare"]
     assert prepare_failure.status is OutcomeStatus.FAILED  # nothing was sent
     assert isinstance(prepare_failure.error, BatchItemError)
@@ -298,7 +306,7 @@ async def test_arguments_are_checked_before_anything_starts() -> None:
         with pytest.raises(ConfigurationError, match="concurrency"):
             submit_many(client, [], concurrency=0)
         with pytest.raises(ConfigurationError, match="requests"):
-            submit_many(client, "abc", concurrency=1)
+            submit_many(client, "abc", concurrency=1)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="requests"):
             submit_many(client, make_request("x"), concurrency=1)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="max_bytes_in_flight"):
@@ -318,4 +326,3 @@ def test_check_unique_references_lists_every_repeat_by_position() -> None:
     assert caught.value.codes == {"duplicate_reference"}
     assert "'x'" not in str(caught.value)
     check_unique_references([make_request("a"), make_request("b")])
-

@@ -266,7 +266,7 @@ async def test_external_callback_hosts_are_not_called_by_default() -> None:
 async def test_a_scan_deleted_before_processing_gets_no_final_callback() -> None:
     async with (
         run_callback_receiver() as receiver,
-        run_emulator(processing_delay=0.3, allow_http_callbacks=True) as emu,
+        run_emulator(processing_delay=1.5, allow_http_callbacks=True) as emu,
         httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client,
     ):
         ref = await submit(emu, "order", callbackUrl=receiver.url)

@@ -48,7 +48,7 @@ async def submit(client: httpx.AsyncClient, reference: str = "order") -> httpx.R
     return await client.post(PERFORM, json=submission_body(reference))
 
 
-# -- rate limits -------------------------------------------------------------------------------------------
+# -- rate limits ---------------------------------------------------------------------------------------------
 
 
 async def test_rate_limit_answers_429_with_jumios_body_and_creates_no_scan(
@@ -123,7 +123,7 @@ def test_malformed_rate_limit_specs_are_refused(spec: str) -> None:
         parse_rate_limit(spec)
 
 
-# -- injected errors -----------------------------------------------------------------------------------
+# -- injected errors -----------------------------------------------------------------------------------------
 
 
 async def test_injected_503_never_creates_a_scan(client: httpx.AsyncClient, emu: RunningEmulator) -> None:
@@ -193,7 +193,7 @@ async def test_slow_answer_trips_a_read_timeout_after_the_scan_was_created() -> 
 async def test_drip_mode_sends_the_body_a_byte_at_a_time(
     client: httpx.AsyncClient, emu: RunningEmulator
 ) -> None:
-    emu.set_faults(slow_rate=1.0, slow_seconds=0.2, slow_mode="drip")
+    emu.set_faults(slow_rate=1.0, slow_seconds=0.5, slow_mode="drip")
     body = json.dumps(submission_body()).encode()
     request = client.build_request(
         "POST", PERFORM, content=body, headers={"Content-Type": "application/json"}

@@ -46,12 +46,12 @@ async def submit(client: httpx.AsyncClient, reference: str = "order-1", **fields
 
 async def test_status_is_pending_until_the_processing_delay_has_passed() -> None:
     async with (
-        run_emulator(processing_delay=0.3) as emu,
+        run_emulator(processing_delay=1.0) as emu,
         httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client,
     ):
         ref = await submit(client)
         first = await client.get(f"{SCANS}/{ref}")
-        await anyio.sleep(0.4)
+        await anyio.sleep(1.1)
         later = await client.get(f"{SCANS}/{ref}")
 
     assert first.status_code == 200

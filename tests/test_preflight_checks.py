@@ -85,7 +85,7 @@ def test_sixteen_bit_png_passes_with_only_the_greyscale_warning() -> None:
 def test_declared_mime_type_matching_the_content_is_accepted_in_any_spelling() -> None:
     data = jpeg()
     for declared in ("image/jpeg", "IMAGE/JPEG", "image/jpeg; charset=binary", MimeType.JPEG):
-        assert check(data, declared).ok, declared  # type: ignore[arg-type]
+        assert check(data, declared).ok, declared
 
 
 # --- boundaries ---------------------------------------------------------------------------------------------
@@ -275,6 +275,15 @@ def test_bombs_pillow_would_only_warn_about_never_reach_pillow(make: object) -> 
 def test_bomb_in_another_format_is_caught_from_pillows_own_check() -> None:
     report = check(bomb_bmp(100_000, 100_000))
     assert report.error_codes == {"decompression_bomb"}
+
+
+def test_pillows_bomb_warning_turned_into_an_error_is_a_bomb_verdict() -> None:
+    data = bomb_jpeg(10000, 9000)  # 90 M pixels: below our limit, above Pillow's default warning threshold
+    assert 10000 * 9000 > (PILImage.MAX_IMAGE_PIXELS or 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PILImage.DecompressionBombWarning)
+        report = check(data, fix=True)  # with fix=True the oversized image is handed to Pillow to downscale
+    assert report.error_codes == {"decompression_bomb", "too_large_dimensions"}
 
 
 def test_pillows_global_limits_are_left_alone() -> None:

@@ -16,6 +16,8 @@ from .._errors import ConfigurationError
 #: Credentials the bundled emulator accepts by default (they are not secrets).
 EMULATOR_TOKEN = "emulator-api-token"  # noqa: S105
 EMULATOR_SECRET = "emulator-api-secret"  # noqa: S105
+#: Polling schedule (seconds since submission) used with ``--wait`` against the emulator.
+EMULATOR_POLL_SCHEDULE_S = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0)
 #: User-Agent used against the emulator when none is configured.
 EMULATOR_USER_AGENT = "Local Emulator NetverifyCLI/0.1.0"
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from .._constants import RETRIEVAL_POLL_SCHEDULE_S
 from .._models import (
     Consent,
     ConsentObtained,
@@ -19,7 +20,14 @@ from .._models import (
     UserConsent,
     UserLocation,
 )
-from ._common import add_connection_arguments, build_client, enum_value, print_json, require_file
+from ._common import (
+    EMULATOR_POLL_SCHEDULE_S,
+    add_connection_arguments,
+    build_client,
+    enum_value,
+    print_json,
+    require_file,
+)
 
 __all__ = ["add_parser"]
 
@@ -121,7 +129,9 @@ async def _submit(args: argparse.Namespace) -> int:
         if not args.json:
             print(f"submitted {request.merchant_id_scan_reference}: scan reference {receipt.scan_reference}")
         if args.wait:
-            details = await client.wait_for_result(receipt.scan_reference)
+            # the emulator finishes in about a second; Jumio's own schedule starts at 40 s
+            schedule = EMULATOR_POLL_SCHEDULE_S if args.emulator else RETRIEVAL_POLL_SCHEDULE_S
+            details = await client.wait_for_result(receipt.scan_reference, schedule=schedule)
             result["verificationStatus"] = enum_value(details.verification_status)
             result["rejectReasonCodes"] = list(details.reject_reason_codes)
             if not args.json:

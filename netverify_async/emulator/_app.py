@@ -38,7 +38,7 @@ from .._constants import PERFORM_NETVERIFY_PATH, SCANS_PATH
 from .._errors import ConfigurationError
 from .._useragent import user_agent_problem
 from ._callbacks import CallbackDispatcher
-from ._config import EmulatorConfig, Faults
+from ._config import EmulatorConfig, Faults, build_config
 from ._state import EmulatorState, Scan, format_timestamp
 from ._submit import SubmissionHandler, error_body
 
@@ -64,6 +64,7 @@ _SERVER = (b"server", b"Apache-Coyote/1.1")
 _SCANS_PREFIX = SCANS_PATH + "/"
 _DATA_PARTS = ("document", "transaction", "verification")
 _IMAGE_ROLES = ("front", "back", "face")
+_IMAGE_ACCEPT = frozenset({"image/jpeg", "image/png", "image/*", "*/*"})
 _GATEWAY_PAGES = {
     502: b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
     503: b"<html><head><title>503 Service Unavailable</title></head>"
@@ -125,7 +126,7 @@ class EmulatorApp:
     def __repr__(self) -> str:
         return f"EmulatorApp(api_token={self.config.api_token!r})"
 
-    # -- public helpers---------------------------------------------------------------------------------------
+    # -- public helpers --------------------------------------------------------------------------------------
 
     @property
     def faults(self) -> Faults:
@@ -138,7 +139,7 @@ class EmulatorApp:
         self.state.set_faults(new)
         return new
 
-    # -- ASGI-------------------------------------------------------------------------------------------------
+    # -- ASGI ------------------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -204,7 +205,7 @@ class EmulatorApp:
             return await self._api(ex, lambda e, a: self._image(e, ref, rest[1], a), image=True)
         return await self._json(ex, 404, error_body(404, "Not found", ex.request_uri))
 
-    # -- the common path of every API call: latency, 403, 429, faults-----------------------------------------
+    # -- the common path of every API call: latency, 403, 429, faults ----------------------------------------
 
     async def _api(
         self,
@@ -250,9 +251,7 @@ class EmulatorApp:
             return problem
         accept = headers.get(b"accept")
         if image:
-            if accept is not None and not {"image/jpeg", "image/png", "image/*", "*/*"} & set(
-                _media_types(accept)
-            ):
+            if accept is not None and not _IMAGE_ACCEPT.intersection(_media_types(accept)):
                 return "the Accept header must allow image/jpeg or image/png"
         elif "application/json" not in _media_types(accept):
             return "the Accept header must be application/json"
@@ -300,7 +299,7 @@ class EmulatorApp:
             extra.append((b"retry-after", b"1"))
         return await self._send(ex, status, _GATEWAY_PAGES[status], b"text/html", extra)
 
-    # -- endpoint handlers------------------------------------------------------------------------------------
+    # -- endpoint handlers -----------------------------------------------------------------------------------
 
     async def _submit(self, ex: _Exchange, action: str | None) -> int:
         declared = ex.headers.get(b"content-length", b"0")
@@ -367,7 +366,7 @@ class EmulatorApp:
         body = error_body(405, "Method Not Allowed", ex.request_uri)
         return await self._send(ex, 405, body, _JSON, [(b"allow", allow)])
 
-    # -- answering--------------------------------------------------------------------------------------------
+    # -- answering -------------------------------------------------------------------------------------------
 
     async def _finish(
         self, ex: _Exchange, status: int, body: bytes, action: str | None, *, content_type: bytes = _JSON
@@ -461,7 +460,7 @@ class EmulatorApp:
             return None
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
-    # -- admin------------------------------------------------------------------------------------------------
+    # -- admin -----------------------------------------------------------------------------------------------
 
     async def _admin(self, ex: _Exchange, name: str) -> None:
         token = self.config.admin_token
@@ -504,11 +503,9 @@ class EmulatorApp:
 
 
 def create_app(config: EmulatorConfig | None = None, **settings: Any) -> EmulatorApp:
-    """The emulator's ASGI application, from a config and/or :class:`EmulatorConfig` field overrides.
+    """The emulator's ASGI application, from a config and/or field overrides (see :func:`run_emulator`).
 
     Serve it with any ASGI server that runs the lifespan protocol (callbacks are sent from the lifespan's task
     group), e.g. ``uvicorn.run(create_app(), port=8080)``.
     """
-    if settings:
-        config = (config or EmulatorConfig()).replace(**settings) if config else EmulatorConfig(**settings)
-    return EmulatorApp(config)
+    return EmulatorApp(build_config(config, **settings))

@@ -17,6 +17,7 @@ __all__ = [
     "EmulatorConfig",
     "Faults",
     "RateWindow",
+    "build_config",
     "parse_rate_limit",
 ]
 
@@ -326,3 +327,23 @@ class EmulatorConfig:
     def replace(self, **changes: Any) -> EmulatorConfig:
         """A copy with some fields changed (validated again)."""
         return attrs.evolve(self, **changes)
+
+
+def build_config(config: EmulatorConfig | None = None, **settings: Any) -> EmulatorConfig:
+    """An :class:`EmulatorConfig` from ``config`` plus overrides (:class:`Faults` fields may be given too).
+
+    ``build_config(processing_delay=0, rate_limit="5/5s")`` sets a config field and a fault field.
+    """
+    config_fields = {f.name for f in attrs.fields(EmulatorConfig)}
+    fault_fields = {f.name for f in attrs.fields(Faults)}
+    unknown = set(settings) - config_fields - fault_fields
+    if unknown:
+        raise ConfigurationError(f"unknown emulator settings: {sorted(unknown)}")
+    base = config or EmulatorConfig()
+    config_changes = {k: v for k, v in settings.items() if k in config_fields}
+    fault_changes = {k: v for k, v in settings.items() if k in fault_fields}
+    if config_changes:
+        base = base.replace(**config_changes)
+    if fault_changes:
+        base = base.replace(faults=base.faults.replace(**fault_changes))
+    return base

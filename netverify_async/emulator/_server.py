@@ -10,45 +10,21 @@ import time
 from collections.abc import AsyncIterator, Generator, Iterator
 from typing import Any
 
-import attrs
-
-from .._errors import ConfigurationError
 from ._app import EmulatorApp
-from ._config import EmulatorConfig, Faults
+from ._config import EmulatorConfig, Faults, build_config
 from ._state import CallbackRecord, EmulatorStats
 
 __all__ = [
     "EmulatorThread",
     "RunningEmulator",
     "ServerThread",
-    "build_config",
     "run_emulator",
     "run_emulator_in_thread",
     "serve_asgi",
 ]
 
-_CONFIG_FIELDS = frozenset(f.name for f in attrs.fields(EmulatorConfig))
-_FAULT_FIELDS = frozenset(f.name for f in attrs.fields(Faults))
 #: Seconds given to in-flight requests when the emulator stops (slow faults are cut short after this).
 SHUTDOWN_GRACE_SECONDS = 1.0
-
-
-def build_config(config: EmulatorConfig | None = None, **settings: Any) -> EmulatorConfig:
-    """An :class:`EmulatorConfig` from ``config`` plus overrides (:class:`Faults` fields may be given too).
-
-    ``build_config(processing_delay=0, rate_limit="5/5s")`` sets a config field and a fault field.
-    """
-    unknown = set(settings) - _CONFIG_FIELDS - _FAULT_FIELDS
-    if unknown:
-        raise ConfigurationError(f"unknown emulator settings: {sorted(unknown)}")
-    base = config or EmulatorConfig()
-    config_changes = {k: v for k, v in settings.items() if k in _CONFIG_FIELDS}
-    fault_changes = {k: v for k, v in settings.items() if k in _FAULT_FIELDS}
-    if config_changes:
-        base = base.replace(**config_changes)
-    if fault_changes:
-        base = base.replace(faults=base.faults.replace(**fault_changes))
-    return base
 
 
 class RunningEmulator:

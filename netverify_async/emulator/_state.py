@@ -35,10 +35,20 @@ MAX_SERIES_SECONDS = 3600
 MAX_CALLBACK_RECORDS = 10_000
 
 
+_second_text: tuple[int, str] = (-1, "")
+
+
 def format_timestamp(moment: _dt.datetime | None = None) -> str:
-    """``YYYY-MM-DDThh:mm:ss.SSSZ`` in UTC, the API's timestamp format."""
-    moment = moment or _dt.datetime.now(_dt.timezone.utc)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """``YYYY-MM-DDThh:mm:ss.SSSZ`` in UTC (now, by default), the API's timestamp format."""
+    global _second_text
+    if moment is not None:
+        moment = moment.astimezone(_dt.timezone.utc)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    now = time.time()
+    second = int(now)
+    if _second_text[0] != second:  # strftime once per second, not once per request
+        _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+    return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
 
 
 @attrs.frozen
@@ -208,7 +218,7 @@ class EmulatorState:
         self._reset_counters()
         self.set_faults(config.faults)
 
-    # -- faults-----------------------------------------------------------------------------------------------
+    # -- faults ----------------------------------------------------------------------------------------------
 
     def set_faults(self, faults: Faults) -> None:
         """Make ``faults`` active: new random generator (seeded), sequence and limiter windows."""
@@ -257,7 +267,7 @@ class EmulatorState:
         with self.lock:
             self.faults_injected[action] += 1
 
-    # -- scans------------------------------------------------------------------------------------------------
+    # -- scans -----------------------------------------------------------------------------------------------
 
     def add_scan(self, scan: Scan) -> None:
         """Remember a new scan."""
@@ -274,7 +284,7 @@ class EmulatorState:
             self.scans_deleted += 1
             return True
 
-    # -- statistics-------------------------------------------------------------------------------------------
+    # -- statistics ------------------------------------------------------------------------------------------
 
     def record_response(self, status: int, now: float) -> None:
         """Count one answered request (status 0: the connection was dropped)."""

@@ -1,0 +1,391 @@
+"""FastAPI integration: one client per application, and an endpoint that receives Jumio's callbacks.
+
+Needs the ``fastapi`` extra (``pip install 'netverify-async[fastapi]'``).
+
+::
+
+    from fastapi import FastAPI
+
+    from netverify_async.callbacks import NetverifyCallback
+    from netverify_async.fastapi import NetverifyClientDep, callback_router, netverify_lifespan
+
+    async def on_result(callback: NetverifyCallback) -> None:
+        ...  # store it; runs after Jumio got its 200
+
+    app = FastAPI(lifespan=netverify_lifespan())      # NetverifyClient.from_env() at startup, closed at shutdown
+    app.include_router(callback_router(on_result))    # POST /netverify/callback
+
+    @app.get("/scans/{ref}")
+    async def scan(ref: str, client: NetverifyClientDep) -> dict[str, str]:
+        return {"status": (await client.scan_status(ref)).status}
+
+The callback endpoint does what Jumio asks of a receiver: it checks the sender's address, answers ``200 OK``
+at once and leaves the work (your ``handler``) until after the answer. Bodies that are not callbacks get a
+400, senders that are not Jumio a 403, bodies over the size cap a 413. An exact repeat of a body already
+accepted is answered 200 without running the handler again. Callbacks may still come twice with different
+bodies (a later ``callbackDate``), or never: keep the handler idempotent on ``jumio_id_scan_reference`` and
+poll with :meth:`NetverifyClient.wait_for_result` for scans whose callback does not come.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import hashlib
+import inspect
+import logging
+import traceback
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Annotated, Any, Final, TypeVar, overload
+
+try:
+    from fastapi import APIRouter, Depends
+    from starlette.applications import Starlette
+    from starlette.background import BackgroundTask
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response
+except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by the tests
+    if (_exc.name or "").partition(".")[0] in ("fastapi", "starlette"):
+        raise ImportError(
+            "netverify_async.fastapi needs FastAPI; install it with: pip install 'netverify-async[fastapi]'",
+            name=_exc.name,
+        ) from _exc
+    raise
+
+from ._client import NetverifyClient
+from ._constants import CALLBACK_MAX_BODY_BYTES
+from ._errors import CallbackOriginError, CallbackParseError, ConfigurationError
+from .callbacks import CallbackOriginVerifier, NetverifyCallback, parse_callback
+
+__all__ = [
+    "CLIENT_STATE_ATTRIBUTE",
+    "DEFAULT_VERIFIER",
+    "CallbackHandler",
+    "ClientFactory",
+    "NetverifyClientDep",
+    "callback_router",
+    "get_netverify_client",
+    "netverify_lifespan",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The attribute of ``app.state`` that holds the application's client while the lifespan runs.
+CLIENT_STATE_ATTRIBUTE: Final = "netverify_client"
+
+#: Builds the application's client at startup; may be a coroutine function (e.g. to fetch secrets first).
+ClientFactory = Callable[[], NetverifyClient | Awaitable[NetverifyClient]]
+#: Your code that receives each accepted callback, after Jumio got its answer.
+CallbackHandler = Callable[[NetverifyCallback], Awaitable[None]]
+
+_App = TypeVar("_App", bound=Starlette)
+_State = TypeVar("_State")
+
+
+# ----------------------------------------------------------------------------------------------------
+# One client per application
+
+
+async def _make_client(factory: ClientFactory) -> NetverifyClient:
+    made = factory()
+    client = await made if inspect.isawaitable(made) else made
+    if not isinstance(client, NetverifyClient):
+        raise ConfigurationError(
+            f"client_factory: must return a NetverifyClient, not {type(client).__name__}"
+        )
+    return client
+
+
+@asynccontextmanager
+async def _client_on_state(app: Starlette, factory: ClientFactory) -> AsyncIterator[NetverifyClient]:
+    if getattr(app.state, CLIENT_STATE_ATTRIBUTE, None) is not None:
+        raise ConfigurationError(
+            f"app.state.{CLIENT_STATE_ATTRIBUTE} is already set: install netverify_lifespan once per app"
+        )
+    client = await _make_client(factory)
+    async with client:
+        setattr(app.state, CLIENT_STATE_ATTRIBUTE, client)
+        try:
+            yield client
+        finally:
+            delattr(app.state, CLIENT_STATE_ATTRIBUTE)
+    logger.debug("NetverifyClient of the application closed")
+
+
+@overload
+def netverify_lifespan(
+    client_factory: ClientFactory = ..., *, lifespan: None = None
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]: ...
+
+
+@overload
+def netverify_lifespan(
+    client_factory: ClientFactory = ...,
+    *,
+    lifespan: Callable[[_App], AbstractAsyncContextManager[_State]],
+) -> Callable[[_App], AbstractAsyncContextManager[_State]]: ...
+
+
+def netverify_lifespan(
+    client_factory: ClientFactory = NetverifyClient.from_env,
+    *,
+    lifespan: Callable[[Any], AbstractAsyncContextManager[Any]] | None = None,
+) -> Callable[[Any], AbstractAsyncContextManager[Any]]:
+    """A lifespan that gives the application one :class:`NetverifyClient`, closed at shutdown.
+
+    At startup ``client_factory()`` (default :meth:`NetverifyClient.from_env`; a coroutine function works
+    too) builds the client, which is stored as ``app.state.netverify_client`` for
+    :func:`get_netverify_client`. A factory that fails (e.g. a missing environment variable) fails the
+    startup. At shutdown the client's connection pool is closed.
+
+    Pass your own lifespan as ``lifespan`` to run it inside (its startup already sees the client, its
+    shutdown runs before the client closes); whatever it yields (None or a state mapping) is passed on::
+
+        app = FastAPI(lifespan=netverify_lifespan(lifespan=my_lifespan))
+
+    The returned function can also be entered from your own lifespan:
+    ``async with netverify_lifespan()(app): yield``.
+    """
+    if not callable(client_factory):
+        raise ConfigurationError("client_factory: must be callable")
+    if lifespan is not None and not callable(lifespan):
+        raise ConfigurationError("lifespan: must be callable (a lifespan function of the app)")
+
+    @asynccontextmanager
+    async def netverify_client_lifespan(app: Any) -> AsyncIterator[Any]:
+        async with _client_on_state(app, client_factory):
+            if lifespan is None:
+                yield None
+                return
+            async with lifespan(app) as state:
+                yield state
+
+    return netverify_client_lifespan
+
+
+def get_netverify_client(request: Request) -> NetverifyClient:
+    """FastAPI dependency: the application's client, as set up by :func:`netverify_lifespan`.
+
+    Use it as ``client: Annotated[NetverifyClient, Depends(get_netverify_client)]`` (or the shorter
+    :data:`NetverifyClientDep`). Raises :class:`~netverify_async.ConfigurationError` (a 500 for the
+    caller) when the app was started without the lifespan.
+    """
+    client = getattr(request.app.state, CLIENT_STATE_ATTRIBUTE, None)
+    if not isinstance(client, NetverifyClient):
+        raise ConfigurationError(
+            "no NetverifyClient on app.state: create the app with FastAPI(lifespan=netverify_lifespan(...))"
+        )
+    return client
+
+
+#: ``client: NetverifyClientDep`` in a route's parameters receives the application's client.
+NetverifyClientDep = Annotated[NetverifyClient, Depends(get_netverify_client)]
+
+
+# ----------------------------------------------------------------------------------------------------
+# Callback endpoint
+
+
+class _Default(enum.Enum):
+    VERIFIER = "Jumio's published callback addresses"
+
+    def __repr__(self) -> str:
+        return "DEFAULT_VERIFIER"
+
+
+#: The default of ``callback_router(verifier=...)``: a fresh ``CallbackOriginVerifier()`` (Jumio's addresses).
+DEFAULT_VERIFIER: Final = _Default.VERIFIER
+
+
+class _RecentBodies:
+    """The digests of the last ``size`` accepted bodies, least recently seen dropped first."""
+
+    __slots__ = ("_digests", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._digests: OrderedDict[bytes, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def seen(self, digest: bytes) -> bool:
+        """Whether ``digest`` is remembered (and if so, mark it as recently seen)."""
+        if digest in self._digests:
+            self._digests.move_to_end(digest)
+            return True
+        return False
+
+    def add(self, digest: bytes) -> None:
+        if self._size <= 0:
+            return
+        self._digests[digest] = None
+        self._digests.move_to_end(digest)
+        while len(self._digests) > self._size:
+            self._digests.popitem(last=False)
+
+    def discard(self, digest: bytes) -> None:
+        self._digests.pop(digest, None)
+
+
+def _json(status_code: int, content: dict[str, str], background: BackgroundTask | None = None) -> Response:
+    return JSONResponse(content, status_code=status_code, background=background)
+
+
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    """The request body, or None as soon as it is known to be longer than ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isascii() and declared.strip().isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _is_async_callable(obj: object) -> bool:
+    while isinstance(obj, functools.partial):
+        obj = obj.func
+    return inspect.iscoroutinefunction(obj) or (
+        callable(obj) and inspect.iscoroutinefunction(getattr(obj, "__call__", None))  # noqa: B004
+    )
+
+
+def _handler_name(handler: object) -> str:
+    return str(getattr(handler, "__qualname__", None) or type(handler).__qualname__)
+
+
+def callback_router(
+    handler: CallbackHandler,
+    *,
+    path: str = "/netverify/callback",
+    verifier: CallbackOriginVerifier | _Default | None = DEFAULT_VERIFIER,
+    dedupe_size: int = 10_000,
+    max_body_bytes: int = CALLBACK_MAX_BODY_BYTES,
+    name: str = "netverify_callback",
+    include_in_schema: bool = True,
+) -> APIRouter:
+    """An ``APIRouter`` with one ``POST path`` route that receives Jumio's ID Verification callbacks.
+
+    For each request, in this order:
+
+    1. the sender is checked with ``verifier`` (the direct peer address plus ``X-Forwarded-For``, used only
+       from the verifier's ``trusted_proxies``): **403** when refused. The default accepts Jumio's published
+       addresses; pass ``CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])`` to accept loopback (tests,
+       the emulator), or None to accept everyone (only behind something that already checks);
+    2. the body is read up to ``max_body_bytes`` (default and maximum 1 MiB): **413** when longer;
+    3. a body identical to one of the last ``dedupe_size`` accepted bodies (compared by SHA-256) is answered
+       **200** ``{"status": "duplicate"}`` without running the handler again (``dedupe_size=0``: no
+       memory). The memory is per process: with several workers, a repeat may reach another one;
+    4. the body is parsed with :func:`~netverify_async.callbacks.parse_callback`: **400** with a JSON
+       ``detail`` when it is not an ID Verification callback;
+    5. the answer **200** ``{"status": "accepted"}`` is sent, and only then ``await handler(callback)``
+       runs (a Starlette background task of the response).
+
+    An exception from the handler is logged on the ``netverify_async.fastapi`` logger with its type and
+    stack, but not its message, which might quote personal data. The body's digest is then forgotten, so a
+    redelivery of the same body runs the handler again. Jumio has already had its 200 by then, so failed
+    work is yours to retry; for long work, put the callback on a queue in the handler. A handler still
+    running when the server shuts down is subject to the server's graceful-shutdown timeout.
+    """
+    if not _is_async_callable(handler):
+        raise ConfigurationError(
+            "handler: must be an async function (or object with an async __call__) taking a NetverifyCallback"
+        )
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ConfigurationError("path: must start with '/'")
+    if isinstance(dedupe_size, bool) or not isinstance(dedupe_size, int) or dedupe_size < 0:
+        raise ConfigurationError("dedupe_size: must be an integer >= 0")
+    if (
+        isinstance(max_body_bytes, bool)
+        or not isinstance(max_body_bytes, int)
+        or not 1 <= max_body_bytes <= CALLBACK_MAX_BODY_BYTES
+    ):
+        raise ConfigurationError(
+            f"max_body_bytes: must be an integer from 1 to {CALLBACK_MAX_BODY_BYTES} (parse_callback's limit)"
+        )
+    origin: CallbackOriginVerifier | None
+    if verifier is DEFAULT_VERIFIER:
+        origin = CallbackOriginVerifier()
+    elif verifier is None or isinstance(verifier, CallbackOriginVerifier):
+        origin = verifier
+    else:
+        raise ConfigurationError("verifier: must be a CallbackOriginVerifier or None")
+    if origin is None:
+        logger.warning("callback endpoint %s accepts callbacks from any address (verifier=None)", path)
+
+    recent = _RecentBodies(dedupe_size)
+    handler_name = _handler_name(handler)
+
+    async def run_handler(callback: NetverifyCallback, digest: bytes) -> None:
+        try:
+            await handler(callback)
+        except Exception as exc:
+            recent.discard(digest)
+            stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+            logger.error(
+                "callback handler %s raised %s for scan %s (message not logged; it may hold personal "
+                "data); an identical redelivery will run it again\n%s",
+                handler_name,
+                type(exc).__qualname__,
+                callback.jumio_id_scan_reference,
+                stack,
+            )
+
+    async def receive_netverify_callback(request: Request) -> Response:
+        if origin is not None:
+            peer = request.client.host if request.client is not None else None
+            forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for")) or None
+            try:
+                await origin.verify_async(peer, forwarded_for)
+            except CallbackOriginError as exc:
+                logger.warning("callback refused on %s: %s", path, exc)
+                return _json(403, {"detail": str(exc)})
+        try:
+            body = await _read_capped(request, max_body_bytes)
+        except ClientDisconnect:
+            logger.info("callback sender disconnected before the body was complete")
+            return Response(status_code=400)
+        if body is None:
+            logger.warning("callback refused on %s: body larger than %d bytes", path, max_body_bytes)
+            return _json(413, {"detail": f"the body is larger than {max_body_bytes} bytes"})
+        digest = hashlib.sha256(body).digest()
+        if recent.seen(digest):
+            logger.info("callback delivered again with an identical body; handler not run again")
+            return _json(200, {"status": "duplicate"})
+        try:
+            callback = parse_callback(body)
+        except CallbackParseError as exc:
+            logger.warning("callback refused on %s: %s", path, exc)
+            return _json(400, {"detail": str(exc)})
+        recent.add(digest)
+        logger.info(
+            "callback accepted: scan %s, verification status %s",
+            callback.jumio_id_scan_reference,
+            getattr(callback.verification_status, "value", callback.verification_status),
+        )
+        return _json(200, {"status": "accepted"}, BackgroundTask(run_handler, callback, digest))
+
+    router = APIRouter()
+    router.add_api_route(
+        path,
+        receive_netverify_callback,
+        methods=["POST"],
+        name=name,
+        include_in_schema=include_in_schema,
+        response_model=None,
+        summary="Receive a Jumio ID Verification callback",
+        responses={
+            200: {"description": "Accepted (or an identical body already accepted)"},
+            400: {"description": "Not an ID Verification callback"},
+            403: {"description": "The sender is not on the callback allowlist"},
+            413: {"description": "The body is larger than the cap"},
+        },
+    )
+    return router
