@@ -27,6 +27,7 @@ from ._errors import PoolTimeoutError as PoolTimeoutError
 from ._errors import PreflightError as PreflightError
 from ._errors import PreflightWarning as PreflightWarning
 from ._errors import RateLimitedError as RateLimitedError
+from ._errors import RateLimiterError as RateLimiterError
 from ._errors import ReadError as ReadError
 from ._errors import RequestError as RequestError
 from ._errors import RequestValidationError as RequestValidationError
@@ -65,8 +66,10 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._preflight import preflight_request as preflight_request
     from ._ratelimit import AdaptiveLimiter as AdaptiveLimiter
     from ._ratelimit import RateLimiter as RateLimiter
+    from ._ratelimit import RateWindow as RateWindow
     from ._ratelimit import SlidingWindowLimiter as SlidingWindowLimiter
     from ._ratelimit import UnlimitedLimiter as UnlimitedLimiter
+    from ._ratelimit import make_limiter as make_limiter
     from ._ratelimit import parse_rate as parse_rate
     from ._retrieval import ScanDetails as ScanDetails
     from ._retrieval import ScanSource as ScanSource
@@ -105,6 +108,8 @@ _LAZY = {
     "SlidingWindowLimiter": "._ratelimit",
     "UnlimitedLimiter": "._ratelimit",
     "parse_rate": "._ratelimit",
+    "make_limiter": "._ratelimit",
+    "RateWindow": "._ratelimit",
 }
 
 
@@ -123,6 +128,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
+    "RateLimiterError",
     *_LAZY,
     "APIError",
     "AuthenticationError",

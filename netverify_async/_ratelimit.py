@@ -855,13 +855,14 @@ def make_limiter(
     spec: str | RateLimiter | None,
     *,
     max_concurrency: int | None = None,
-    margin: float = DEFAULT_WINDOW_MARGIN,
+    margin: float | None = None,
 ) -> RateLimiter:
     """The limiter for a client setting.
 
     - a rate spec (``"5/5s"``, ``"3/s,180/min"``): :class:`AdaptiveLimiter` with that ceiling, i.e. the
-      sliding windows (each ``margin`` seconds longer, default 0.25 s, for network jitter), slowing down
-      further on its own if the server still answers 429;
+      sliding windows (each ``margin`` seconds longer for network jitter; by default 4% of the shortest
+      window, at most 0.25 s, which costs about 4% of the configured rate), slowing down further on its own if
+      the server still answers 429;
     - ``"adaptive"``: :class:`AdaptiveLimiter` without a ceiling, discovering the limit from 429 answers;
     - ``None``: :class:`UnlimitedLimiter` (only the concurrency cap);
     - a limiter object: returned unchanged (its own concurrency cap applies).
@@ -871,6 +872,9 @@ def make_limiter(
     if isinstance(spec, str):
         if spec.strip().lower() == ADAPTIVE:
             return AdaptiveLimiter(max_concurrency=max_concurrency)
+        if margin is None:
+            shortest = min(w.seconds for w in parse_rate(spec))
+            margin = min(DEFAULT_WINDOW_MARGIN, 0.04 * shortest)
         return AdaptiveLimiter(ceiling=spec, max_concurrency=max_concurrency, margin=margin)
     if isinstance(spec, RateLimiter):
         return spec

@@ -73,7 +73,15 @@ def _start(executable: str, workdir: str, log: IO[bytes]) -> tuple[subprocess.Po
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
-    """The URL (``redis://127.0.0.1:PORT/0``) of a fresh redis-server, killed at the end of the session."""
+    """The URL (``redis://127.0.0.1:PORT/0``) of a redis-server for this session.
+
+    When ``NETVERIFY_TEST_REDIS_URL`` is set (``.ci/run`` starts a server and sets it), that server is used;
+    otherwise a fresh one is started here and killed at the end of the session.
+    """
+    external = os.environ.get("NETVERIFY_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
     executable = shutil.which("redis-server")
     if executable is None:
         message = "redis-server is not installed"

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from _redis_server import redis_server  # noqa: F401
 from _support import SleepRecorder, make_jpeg
 
 from netverify_async import Image, NetverifyRequest

@@ -17,7 +17,6 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 from _ratelimit_support import max_in_window_int
-from _redis_server import redis_server
 
 from netverify_async._errors import ConfigurationError, RateLimiterError
 from netverify_async._ratelimit import RateLimiter, parse_rate
@@ -25,7 +24,6 @@ from netverify_async.redis import RedisRateLimiter, RedisSlot
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
-__all__ = ["redis_server"]  # the fixture, imported so that this module works without a conftest entry
 
 US = 1_000_000
 

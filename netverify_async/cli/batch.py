@@ -1,0 +1,376 @@
+"""``netverify-async batch MANIFEST``: submit every document set of a manifest, resumably.
+
+The manifest (CSV with a header row, or JSON Lines; see :mod:`netverify_async.cli._manifest` for the columns)
+is read lazily, and every row ends in exactly one outcome. A row that cannot become a request is reported as
+``invalid``, naming the row and the field, and is never sent; a file that cannot be read at all stops the
+command before anything is sent (one error line, exit status 1).
+
+A SQLite journal (default ``MANIFEST.journal.sqlite3``) records every submission before it leaves, so running
+the same command again resumes: references that already have a receipt are skipped, failed ones are sent
+again, and those whose earlier outcome is unknown are skipped unless ``--resend-unknown`` is given.
+``--no-resume`` refuses to run on a journal that already records items, so that a fresh run cannot be
+confused with a resumed one.
+
+Exit status: 0 when every row got a receipt (now or in an earlier run), 1 when any row failed, was refused,
+was invalid or has an unknown outcome, 2 for usage errors. ``--json`` prints one JSON object per row and line
+(reference, status, Jumio's scan reference, error type and message: never personal data), then a summary
+object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import attrs
+import rich  # noqa: F401  # fail at import when the cli extra is missing, so the CLI can say so
+
+from .._errors import NetverifyError
+from ._common import add_connection_arguments, build_client, print_json
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
+    from rich.console import Console
+
+    from .._batch import Batch, BatchOutcome
+    from .._journal import SqliteJournal
+    from .._models import NetverifyRequest
+    from ._manifest import InvalidRow, ManifestReader
+
+__all__ = ["add_parser", "run"]
+
+DEFAULT_CONCURRENCY = 8
+JOURNAL_SUFFIX = ".journal.sqlite3"
+#: Problem rows listed in the final table (all of them are in the --json output).
+MAX_LISTED_PROBLEMS = 20
+_OK_STATUSES = frozenset({"receipt", "skipped_already_done"})
+_STATUS_LABELS = {
+    "receipt": "receipt (sent now)",
+    "skipped_already_done": "already done (journal)",
+    "failed": "failed (no scan created)",
+    "unknown": "unknown outcome",
+    "skipped_unknown": "unknown in an earlier run (not resent)",
+    "preflight_rejected": "refused by preflight",
+    "invalid": "invalid row",
+}
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``batch`` subcommand."""
+    from ._manifest import COLUMNS, REQUIRED_COLUMNS
+
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "batch",
+        help="submit every document set of a CSV / JSON Lines manifest (resumable)",
+        description="Submit one verification per manifest row, under a rate limit, with a live progress bar. "
+        "A journal makes re-runs resume without sending anything twice. Manifest columns: "
+        f"{', '.join(COLUMNS)} (required: {', '.join(REQUIRED_COLUMNS)}); image paths are relative to the "
+        "manifest's folder. Exit status 0 when every row has a receipt, 1 otherwise, 2 for usage errors.",
+    )
+    parser.add_argument(
+        "manifest", metavar="MANIFEST", help="a .csv (with a header row), .jsonl or .ndjson file"
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=DEFAULT_CONCURRENCY,
+        metavar="N",
+        help=f"uploads in flight at once (default {DEFAULT_CONCURRENCY})",
+    )
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help=f"the SQLite journal that makes re-runs resume (default: MANIFEST{JOURNAL_SUFFIX})",
+    )
+    parser.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="resume from the journal (default); --no-resume refuses to run if the journal already records "
+        "items",
+    )
+    parser.add_argument(
+        "--resend-unknown",
+        action="store_true",
+        help="also resend rows whose earlier submission has an unknown outcome (may create duplicate scans)",
+    )
+    parser.add_argument(
+        "--fix", action="store_true", help="normalise images Jumio would refuse when possible"
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object per row, then a summary")
+    add_connection_arguments(parser)
+    parser.set_defaults(func=run)
+    return parser
+
+
+@attrs.define
+class _State:
+    """What the run has seen; rows refused before submission are kept here, not in the batch."""
+
+    #: batch input position -> manifest row number
+    rows: list[int] = attrs.Factory(list)
+    #: invalid rows found by the reader, not yet reported
+    pending_invalid: list[InvalidRow] = attrs.Factory(list)
+    invalid_rows: int = 0
+    counts: dict[str, int] = attrs.Factory(dict)
+    #: (row, reference, status, error type, message) of the rows that did not get a receipt
+    problems: list[tuple[int | None, str | None, str, str | None, str]] = attrs.Factory(list)
+
+    def count(self, status: str) -> None:
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+
+async def _requests(reader: ManifestReader, state: _State) -> AsyncIterator[NetverifyRequest]:
+    """The manifest's valid rows as requests; invalid ones go to ``state``. Files are read in worker threads."""
+    import anyio.to_thread
+
+    from ._manifest import InvalidRow, build_request
+
+    rows = iter(reader)
+    while True:
+        entry = await anyio.to_thread.run_sync(next, rows, None)
+        if entry is None:
+            return
+        if isinstance(entry, InvalidRow):
+            state.invalid_rows += 1
+            state.pending_invalid.append(entry)
+            continue
+        built = await anyio.to_thread.run_sync(build_request, entry, reader.base_dir)
+        if isinstance(built, InvalidRow):
+            state.invalid_rows += 1
+            state.pending_invalid.append(built)
+            continue
+        state.rows.append(entry.row)
+        yield built
+
+
+def _outcome_line(outcome: BatchOutcome, row: int | None) -> dict[str, Any]:
+    error = outcome.error
+    line: dict[str, Any] = {
+        "type": "item",
+        "row": row,
+        "reference": outcome.merchant_id_scan_reference,
+        "status": outcome.status.value,
+        "scanReference": outcome.receipt.scan_reference if outcome.receipt is not None else None,
+        "errorType": type(error).__name__ if error is not None else None,
+        "error": str(error) if error is not None else None,
+    }
+    return line
+
+
+def _invalid_line(invalid: InvalidRow) -> dict[str, Any]:
+    return {
+        "type": "item",
+        "row": invalid.row,
+        "reference": invalid.reference,
+        "status": "invalid",
+        "scanReference": None,
+        "errorType": "RequestValidationError",
+        "error": invalid.message,
+        "issues": [{"field": i.path, "code": i.code, "message": i.message} for i in invalid.issues],
+    }
+
+
+def _journal_path(args: argparse.Namespace) -> Path:
+    return Path(args.journal) if args.journal else Path(args.manifest + JOURNAL_SUFFIX)
+
+
+async def _recorded_items(journal: SqliteJournal) -> int:
+    return sum((await journal.counts()).values())
+
+
+async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: Console) -> int:
+    import anyio.to_thread
+
+    from .._journal import SqliteJournal
+    from ._progress import BatchProgressHook, make_progress
+
+    journal_path = _journal_path(args)
+    started = time.perf_counter()
+    async with SqliteJournal(journal_path) as journal:
+        earlier = await _recorded_items(journal)
+        if earlier and not args.resume:
+            print(
+                f"error: the journal {str(journal_path)!r} already records {earlier} item(s) from an earlier "
+                "run; run without --no-resume to resume it, or pass another --journal",
+                file=sys.stderr,
+            )
+            return 2
+        total = await anyio.to_thread.run_sync(reader.count_rows)
+        state = _State()
+        fatal: NetverifyError | None = None
+        async with build_client(args, preflight_fix=args.fix, max_concurrency=args.concurrency) as client:
+            progress = make_progress(console)
+            with progress:
+                task = progress.add_task("submitting", total=total)
+                hook = BatchProgressHook(progress, task, extra=lambda: state.invalid_rows)
+
+                def report_invalid() -> None:
+                    while state.pending_invalid:
+                        invalid = state.pending_invalid.pop(0)
+                        state.count("invalid")
+                        state.problems.append(
+                            (
+                                invalid.row,
+                                invalid.reference,
+                                "invalid",
+                                "RequestValidationError",
+                                invalid.message,
+                            )
+                        )
+                        if args.json:
+                            print_json(_invalid_line(invalid))
+                        else:
+                            progress.console.print(f"[red]invalid[/] {invalid.message}", soft_wrap=True)
+                    hook.refresh()
+
+                batch = cast(
+                    "Batch",
+                    client.submit_many(
+                        _requests(reader, state),
+                        concurrency=args.concurrency,
+                        journal=journal,
+                        resend_unknown=args.resend_unknown,
+                        on_progress=hook,
+                    ),
+                )
+                try:
+                    async with batch:
+                        async for outcome in batch:
+                            report_invalid()
+                            status = outcome.status.value
+                            state.count(status)
+                            row = state.rows[outcome.index] if outcome.index < len(state.rows) else None
+                            if args.json:
+                                print_json(_outcome_line(outcome, row))
+                            if status not in _OK_STATUSES:
+                                error = outcome.error
+                                message = str(error) if error is not None else status
+                                state.problems.append(
+                                    (
+                                        row,
+                                        outcome.merchant_id_scan_reference,
+                                        status,
+                                        type(error).__name__ if error is not None else None,
+                                        message,
+                                    )
+                                )
+                                if not args.json:
+                                    where = f"row {row}" if row is not None else "row ?"
+                                    progress.console.print(
+                                        f"[yellow]{status}[/] {where} {outcome.merchant_id_scan_reference}: "
+                                        f"{message}",
+                                        soft_wrap=True,
+                                        markup=True,
+                                        highlight=False,
+                                    )
+                except NetverifyError as exc:  # the manifest broke mid-way, or the journal failed
+                    fatal = exc
+                report_invalid()
+            summary = batch.summary
+            stats = client.stats
+        journal_counts = await journal.counts()
+        unknown_in_journal = sum(n for state_, n in journal_counts.items() if state_.outcome_unknown)
+    elapsed = time.perf_counter() - started
+    rows_done = sum(state.counts.values())
+    ok = fatal is None and summary.complete and all(s in _OK_STATUSES for s in state.counts)
+    exit_status = 0 if ok else 1
+    sent = summary.submitted
+    figures: dict[str, Any] = {
+        "type": "summary",
+        "manifest": args.manifest,
+        "journal": str(journal_path),
+        "rows": rows_done,
+        "counts": {status: state.counts.get(status, 0) for status in _STATUS_LABELS},
+        "sent": sent,
+        "retries": stats.retries,
+        "throttled": stats.throttled,
+        "elapsedSeconds": round(elapsed, 3),
+        "rate": round(sent / summary.elapsed, 3) if summary.elapsed > 0 else 0.0,
+        "unknownInJournal": unknown_in_journal,
+        "complete": summary.complete and fatal is None,
+        "error": f"{type(fatal).__name__}: {fatal}" if fatal is not None else None,
+        "exitStatus": exit_status,
+    }
+    if args.json:
+        print_json(figures)
+    else:
+        _print_summary(console, figures, state)
+    if fatal is not None:
+        print(f"error: {type(fatal).__name__}: {fatal}", file=sys.stderr)
+    return exit_status
+
+
+def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> None:
+    from ._progress import make_table
+
+    counts: dict[str, int] = figures["counts"]
+    table = make_table(console, f"Batch {figures['manifest']}")
+    table.add_column("outcome")
+    table.add_column("rows", justify="right")
+    for status, label in _STATUS_LABELS.items():
+        if counts.get(status):
+            style = "green" if status in _OK_STATUSES else "red"
+            table.add_row(f"[{style}]{label}[/]", str(counts[status]))
+    table.add_section()
+    table.add_row("total", str(figures["rows"]), style="bold")
+    console.print(table)
+
+    if state.problems:
+        listed = make_table(console, "Rows without a receipt")
+        listed.add_column("row", justify="right")
+        listed.add_column("reference", overflow="fold")
+        listed.add_column("outcome")
+        listed.add_column("reason", overflow="fold")
+        for row, reference, status, error_type, message in state.problems[:MAX_LISTED_PROBLEMS]:
+            reason = f"{error_type}: {message}" if error_type else message
+            listed.add_row(str(row) if row is not None else "-", reference or "-", status, reason)
+        console.print(listed)
+        hidden = len(state.problems) - MAX_LISTED_PROBLEMS
+        if hidden > 0:
+            console.print(f"... and {hidden} more (use --json for every row)")
+
+    console.print(
+        f"sent {figures['sent']} in {figures['elapsedSeconds']:.1f} s ({figures['rate']:.2f}/s), "
+        f"{figures['retries']} retries, {figures['throttled']} answered 429; journal {figures['journal']}",
+        soft_wrap=True,
+    )
+    if figures["unknownInJournal"]:
+        console.print(
+            f"[yellow]{figures['unknownInJournal']} reference(s) have an unknown outcome[/]: check them "
+            "(Customer Portal, callbacks) before re-running with --resend-unknown",
+            soft_wrap=True,
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Submit the manifest; return the exit status."""
+    import anyio
+
+    from ._manifest import ManifestError, ManifestReader
+    from ._progress import make_console
+
+    try:
+        reader = ManifestReader(args.manifest).open()
+    except ManifestError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        console = make_console(stderr=args.json)
+        return anyio.run(_run_batch, args, reader, console)
+    finally:
+        reader.close()
