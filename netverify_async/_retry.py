@@ -178,8 +178,9 @@ def parse_retry_after(headers: Mapping[str, str], *, now: _dt.datetime | None = 
     if raw is None:
         return None
     raw = raw.strip()
-    if raw.isdigit():
-        return float(raw)
+    if raw.isascii() and raw.isdigit():
+        seconds = float(raw)
+        return seconds if math.isfinite(seconds) else None
     try:
         value = float(raw)
     except ValueError:

@@ -15,37 +15,48 @@ aiohttp runs on asyncio only; under trio the client uses httpx's own transport i
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import aiohttp
 import httpx
 
-__all__ = ["AiohttpTransport"]
+__all__ = ["AiohttpTransport", "RawAnswer"]
 
 _CHUNK = 64 * 1024
 
+_HeaderItems = Mapping[str, str] | Sequence[tuple[str, str]]
 
-@contextmanager
-def _mapped_errors(phase: str) -> Iterator[None]:
-    """Translate aiohttp failures into httpx's, keeping 'never sent' and 'maybe received' apart."""
-    try:
-        yield
-    except aiohttp.ClientConnectorError as exc:  # DNS, refused, TLS handshake: the request never left
-        raise httpx.ConnectError(f"connection failed: {type(exc).__name__}") from exc
-    except aiohttp.ConnectionTimeoutError as exc:  # no connection (pool wait or connect) in time
-        raise httpx.ConnectTimeout("timed out waiting for a connection") from exc
-    except aiohttp.SocketTimeoutError as exc:
-        raise httpx.ReadTimeout(f"timed out while {phase}") from exc
-    except aiohttp.ServerDisconnectedError as exc:
-        raise httpx.RemoteProtocolError(f"server disconnected while {phase}") from exc
-    except aiohttp.ClientPayloadError as exc:
-        raise httpx.ReadError(f"incomplete response while {phase}") from exc
-    except aiohttp.InvalidURL as exc:
-        raise httpx.InvalidURL("invalid URL") from exc
-    except (aiohttp.ClientError, OSError) as exc:  # connection lost after it was established
-        raise httpx.ReadError(f"connection lost while {phase}: {type(exc).__name__}") from exc
+
+def _map_error(exc: aiohttp.ClientError | OSError, phase: str) -> Exception:
+    """The httpx exception for an aiohttp failure, keeping 'never sent' and 'maybe received' apart.
+
+    A plain function rather than a context manager: it runs on every request's hot path only when it fails.
+    """
+    if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake: the request never left
+        return httpx.ConnectError(f"connection failed: {type(exc).__name__}")
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # no connection (pool wait or connect) in time
+        return httpx.ConnectTimeout("timed out waiting for a connection")
+    if isinstance(exc, aiohttp.SocketTimeoutError):
+        return httpx.ReadTimeout(f"timed out while {phase}")
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return httpx.RemoteProtocolError(f"server disconnected while {phase}")
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return httpx.ReadError(f"incomplete response while {phase}")
+    if isinstance(exc, aiohttp.InvalidURL):
+        return httpx.InvalidURL("invalid URL")
+    # connection lost after it was established
+    return httpx.ReadError(f"connection lost while {phase}: {type(exc).__name__}")
+
+
+class RawAnswer(NamedTuple):
+    """A complete answer read by :meth:`AiohttpTransport.request_bytes`."""
+
+    status_code: int
+    #: Header name/value pairs as received, in order.
+    headers: tuple[tuple[bytes, bytes], ...]
+    #: The body; longer than the ``max_bytes`` asked for only when the answer was larger (and not read fully).
+    body: bytes
 
 
 class _AiohttpStream(httpx.AsyncByteStream):
@@ -53,9 +64,11 @@ class _AiohttpStream(httpx.AsyncByteStream):
         self._response = response
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _mapped_errors("reading the response body"):
+        try:
             async for chunk in self._response.content.iter_chunked(_CHUNK):
                 yield chunk
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _map_error(exc, "reading the response body") from exc
 
     async def aclose(self) -> None:
         self._response.release()
@@ -66,6 +79,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     ``verify`` is an ``ssl.SSLContext`` (always verifying) built by the client; ``limits`` maps httpx's pool
     limits onto aiohttp's connector. Redirects are never followed and bodies are never decompressed here.
+
+    Besides the httpx interface, :meth:`request_bytes` sends a request and reads the whole answer without
+    building httpx ``Request``/``Response`` objects, for callers that own the transport and want the bytes.
     """
 
     def __init__(
@@ -77,6 +93,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -94,27 +111,41 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._get_session()
-        timeout: dict[str, Any] = request.extensions.get("timeout", {})
-        data: bytes | None = request.content or None
-        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "transfer-encoding"]
-        with _mapped_errors("waiting for the response"):
-            response = await session.request(
-                request.method,
-                str(request.url),
+    def _client_timeout(self, timeout: Mapping[str, Any]) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for httpx's ``timeout`` extension (one object per distinct setting)."""
+        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
+        found = self._timeouts.get(key)
+        if found is None:
+            if len(self._timeouts) >= 32:
+                self._timeouts.clear()
+            found = self._timeouts[key] = aiohttp.ClientTimeout(
+                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2]
+            )
+        return found
+
+    async def _start(
+        self, method: str, url: str, headers: _HeaderItems, data: bytes | None, timeout: Mapping[str, Any]
+    ) -> aiohttp.ClientResponse:
+        """Send the request and read the status line and headers."""
+        try:
+            return await self._get_session().request(
+                method,
+                url,
                 headers=headers,
                 data=data,
                 allow_redirects=False,
                 compress=False,
                 chunked=None,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    connect=timeout.get("pool"),
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                timeout=self._client_timeout(timeout),
             )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _map_error(exc, "waiting for the response") from exc
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout: dict[str, Any] = request.extensions.get("timeout", {})
+        data: bytes | None = request.content or None
+        headers = [(k, v) for k, v in request.headers.multi_items() if k.lower() != "transfer-encoding"]
+        response = await self._start(request.method, str(request.url), headers, data, timeout)
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode("ascii", "replace")
@@ -125,6 +156,38 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
+
+    async def request_bytes(
+        self,
+        method: str,
+        url: str,
+        headers: _HeaderItems,
+        body: bytes | None,
+        *,
+        timeout: Mapping[str, Any],
+        max_bytes: int,
+    ) -> RawAnswer:
+        """Send one request and read its whole answer; failures raise the same httpx exceptions as
+        :meth:`handle_async_request` does.
+
+        ``timeout`` is httpx's ``timeout`` extension (``httpx.Timeout(...).as_dict()``). Reading stops once
+        more than ``max_bytes`` arrived: a returned body longer than ``max_bytes`` means "too large" (the
+        connection is then closed rather than reused).
+        """
+        response = await self._start(method, url, headers, body, timeout)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async for chunk in response.content.iter_chunked(_CHUNK):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _map_error(exc, "reading the response body") from exc
+        finally:
+            response.release()
+        return RawAnswer(response.status, response.raw_headers, b"".join(chunks))
 
     async def aclose(self) -> None:
         if self._session is not None:

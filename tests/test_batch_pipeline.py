@@ -226,6 +226,15 @@ async def test_progress_hook_sees_counts_and_a_final_snapshot() -> None:
 
 
 @pytest.mark.anyio
+async def test_progress_counts_the_clients_retries_and_429s() -> None:
+    seen: list[BatchProgress] = []
+    async with run_emulator(processing_delay=0, sequence=["429"]) as emu, client_for(emu) as client:
+        outcomes = await collect(client.submit_many(refs_requests(2), concurrency=1, on_progress=seen.append))
+    assert all(o.status is OutcomeStatus.RECEIPT for o in outcomes)
+    assert (seen[-1].retries, seen[-1].throttled) == (1, 1)
+
+
+@pytest.mark.anyio
 async def test_failing_progress_hook_is_logged_once_and_does_not_stop_the_batch(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

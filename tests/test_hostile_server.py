@@ -342,14 +342,6 @@ async def test_500_with_an_html_body(
     assert server.connections == 1 + 3  # the GET was retried up to max_attempts
 
 
-# "\xb2" is the latin-1 byte of a superscript two: str.isdigit() says yes, float() says no.
-SUPERSCRIPT_DIGIT = pytest.param(
-    "\xb2",
-    marks=pytest.mark.xfail(
-        strict=True,
-        reason="_retry.parse_retry_after: raw.isdigit() accepts non-ASCII digits that float() refuses",
-    ),
-)
 GARBAGE_RETRY_AFTER = [
     "soon",
     "-5",
@@ -357,7 +349,7 @@ GARBAGE_RETRY_AFTER = [
     "inf",
     "1e400",
     "9" * 400,
-    SUPERSCRIPT_DIGIT,
+    "\xb2",  # latin-1 superscript two: str.isdigit() says yes, float() says no
     "Wed, 32 Foo 2024 99:99:99 GMT",
     "",
 ]

@@ -59,7 +59,7 @@ def test_which_failures_may_be_retried() -> None:
 
 @pytest.mark.parametrize(
     ("header", "expected"),
-    [("5", 5.0), ("0", 0.0), (" 12 ", 12.0), ("1.5", 1.5), ("-3", None), ("soon", None), ("inf", None)],
+    [("5", 5.0), ("0", 0.0), (" 12 ", 12.0), ("1.5", 1.5), ("-3", None), ("soon", None), ("inf", None), ("\xb2", None), ("9" * 400, None)],
 )
 def test_retry_after_seconds(header: str, expected: float | None) -> None:
     assert parse_retry_after({"retry-after": header}) == expected

@@ -62,6 +62,7 @@ __all__ = [
     "ManifestRow",
     "build_request",
     "canonical_column",
+    "column_of",
     "read_rows",
 ]
 
@@ -566,7 +567,8 @@ class ManifestReader:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _column_of(path: str) -> str:
+def column_of(path: str) -> str:
+    """The manifest column a request field's wire path (``userConsent.userIp``) comes from."""
     if path in _WIRE_TO_COLUMN:
         return _WIRE_TO_COLUMN[path]
     head = path.split(".")[0].split("[")[0]
@@ -609,11 +611,12 @@ def _enabled_fields(value: str | tuple[str, ...]) -> tuple[str, ...]:
 
 
 def build_request(entry: ManifestRow, base_dir: Path) -> NetverifyRequest | InvalidRow:
-    """The :class:`~netverify_async.NetverifyRequest` a row describes, or an :class:`InvalidRow`.
+    """The :class:`~netverify_async.NetverifyRequest` a row describes, or an :class:`InvalidRow` listing every
+    problem of the row at once (unreadable files and broken rules alike).
 
     Blocking (reads the image files): run it in a worker thread. Never raises for bad row content.
     """
-    from .._models import Consent, Image, NetverifyRequest, UserConsent, UserLocation
+    from .._models import Consent, Image, MimeType, NetverifyRequest, UserConsent, UserLocation
     from .._wire import parse_date, parse_timestamp
 
     values = entry.values
@@ -626,9 +629,9 @@ def build_request(entry: ManifestRow, base_dir: Path) -> NetverifyRequest | Inva
             return None
         return value
 
-    for column in REQUIRED_COLUMNS:
-        if column not in values:
-            issues.append(_issue(column, "required", "is required"))
+    # An image whose file cannot be read is replaced by a stand-in, so that validation still reports the
+    # row's other problems; the row is invalid anyway.
+    stand_in = Image(b"\xff\xd8\xff\xd9", MimeType.JPEG)
     images: dict[str, Image] = {}
     for column in IMAGE_COLUMNS:
         name = text(column)
@@ -637,6 +640,7 @@ def build_request(entry: ManifestRow, base_dir: Path) -> NetverifyRequest | Inva
         data = _read_image_file(base_dir, column, name)
         if isinstance(data, ValidationIssue):
             issues.append(data)
+            images[column] = stand_in
         else:
             images[column] = Image.from_bytes(data)
     dates: dict[str, _dt.date] = {}
@@ -670,10 +674,16 @@ def build_request(entry: ManifestRow, base_dir: Path) -> NetverifyRequest | Inva
             consent=consent_obj,
         )
     enabled_raw = values.get("enabled_fields")
-    enabled = _enabled_fields(enabled_raw) if enabled_raw is not None else None
-    reference = entry.reference
     id_type = text("id_type")
     fields: dict[str, Any] = {
+        "merchant_id_scan_reference": entry.reference,
+        "frontside_image": images.get("front"),
+        "backside_image": images.get("back"),
+        "face_image": images.get("face"),
+        "country": text("country"),
+        "id_type": id_type.upper() if id_type is not None else None,
+        "enabled_fields": _enabled_fields(enabled_raw) if enabled_raw is not None else None,
+        "user_consent": consent,
         "customer_id": text("customer_id"),
         "callback_url": text("callback_url"),
         "callback_granularity": text("callback_granularity"),
@@ -686,27 +696,17 @@ def build_request(entry: ManifestRow, base_dir: Path) -> NetverifyRequest | Inva
         "dob": dates.get("dob"),
         "expiry": dates.get("expiry"),
     }
-    if issues:
-        return InvalidRow(entry.row, reference, tuple(issues))
-    assert reference is not None and "front" in images and id_type is not None
     try:
-        return NetverifyRequest(
-            merchant_id_scan_reference=reference,
-            frontside_image=images["front"],
-            backside_image=images.get("back"),
-            face_image=images.get("face"),
-            country=text("country") or "",
-            id_type=id_type.upper(),
-            enabled_fields=enabled,
-            user_consent=consent,
-            **{name: value for name, value in fields.items() if value is not None},
-        )
+        request = NetverifyRequest(**fields)
     except RequestValidationError as exc:
-        mapped = tuple(_issue(_column_of(i.path), i.code, i.message) for i in exc.errors)
-        return InvalidRow(entry.row, reference, mapped)
-    except (TypeError, ValueError) as exc:  # a rule the validator does not name; never a traceback
-        return InvalidRow(
-            entry.row,
-            reference,
-            (_issue("row", "invalid", f"cannot become a request ({type(exc).__name__})"),),
+        flagged = {issue.path for issue in issues}
+        issues.extend(
+            _issue(column, i.code, i.message)
+            for i in exc.errors
+            if (column := column_of(i.path)) not in flagged
         )
+    except (TypeError, ValueError) as exc:  # a rule the validator does not name; never a traceback
+        issues.append(_issue("row", "invalid", f"cannot become a request ({type(exc).__name__})"))
+    if issues:
+        return InvalidRow(entry.row, entry.reference, tuple(issues))
+    return request

@@ -169,7 +169,27 @@ def _outcome_line(outcome: BatchOutcome, row: int | None) -> dict[str, Any]:
         "errorType": type(error).__name__ if error is not None else None,
         "error": str(error) if error is not None else None,
     }
+    issues = _issues_of(error)
+    if issues:
+        line["issues"] = issues
     return line
+
+
+def _issues_of(error: BaseException | None) -> list[dict[str, str]]:
+    """The broken rules of a validation or preflight error, by manifest column."""
+    from .._errors import PreflightError, RequestValidationError
+    from ._manifest import column_of
+
+    if isinstance(error, RequestValidationError):
+        return [{"field": column_of(i.path), "code": i.code, "message": i.message} for i in error.errors]
+    if isinstance(error, PreflightError):
+        report = getattr(error, "report", None)
+        role = str(getattr(error, "role", None) or getattr(report, "role", "") or "front")
+        return [
+            {"field": role, "code": str(i.code), "message": str(i.message)}
+            for i in getattr(report, "errors", ()) or ()
+        ]
+    return []
 
 
 def _invalid_line(invalid: InvalidRow) -> dict[str, Any]:
@@ -195,6 +215,7 @@ async def _recorded_items(journal: SqliteJournal) -> int:
 
 async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: Console) -> int:
     import anyio.to_thread
+    from rich.markup import escape
 
     from .._journal import SqliteJournal
     from ._progress import BatchProgressHook, make_progress
@@ -235,7 +256,9 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
                         if args.json:
                             print_json(_invalid_line(invalid))
                         else:
-                            progress.console.print(f"[red]invalid[/] {invalid.message}", soft_wrap=True)
+                            progress.console.print(
+                                f"[red]invalid[/] {escape(invalid.message)}", soft_wrap=True
+                            )
                     hook.refresh()
 
                 batch = cast(
@@ -272,8 +295,8 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
                                 if not args.json:
                                     where = f"row {row}" if row is not None else "row ?"
                                     progress.console.print(
-                                        f"[yellow]{status}[/] {where} {outcome.merchant_id_scan_reference}: "
-                                        f"{message}",
+                                        f"[yellow]{status}[/] {where} "
+                                        f"{escape(outcome.merchant_id_scan_reference or '-')}: {escape(message)}",
                                         soft_wrap=True,
                                         markup=True,
                                         highlight=False,
@@ -316,10 +339,13 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
 
 
 def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> None:
+    from rich.markup import escape
+    from rich.text import Text
+
     from ._progress import make_table
 
     counts: dict[str, int] = figures["counts"]
-    table = make_table(console, f"Batch {figures['manifest']}")
+    table = make_table(console, f"Batch {escape(figures['manifest'])}")
     table.add_column("outcome")
     table.add_column("rows", justify="right")
     for status, label in _STATUS_LABELS.items():
@@ -338,7 +364,7 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
         listed.add_column("reason", overflow="fold")
         for row, reference, status, error_type, message in state.problems[:MAX_LISTED_PROBLEMS]:
             reason = f"{error_type}: {message}" if error_type else message
-            listed.add_row(str(row) if row is not None else "-", reference or "-", status, reason)
+            listed.add_row(str(row) if row is not None else "-", Text(reference or "-"), status, Text(reason))
         console.print(listed)
         hidden = len(state.problems) - MAX_LISTED_PROBLEMS
         if hidden > 0:
@@ -346,7 +372,7 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
 
     console.print(
         f"sent {figures['sent']} in {figures['elapsedSeconds']:.1f} s ({figures['rate']:.2f}/s), "
-        f"{figures['retries']} retries, {figures['throttled']} answered 429; journal {figures['journal']}",
+        f"{figures['retries']} retries, {figures['throttled']} answered 429; journal {escape(figures['journal'])}",
         soft_wrap=True,
     )
     if figures["unknownInJournal"]:

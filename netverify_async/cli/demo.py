@@ -455,6 +455,8 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
 
 
 def _print_summary(run: _Run, console: Console) -> None:
+    from rich.text import Text
+
     from ._progress import make_table
 
     outcomes = make_table(console, "Verification outcomes (from callbacks)")
@@ -464,7 +466,7 @@ def _print_summary(run: _Run, console: Console) -> None:
     rows = run.outcome_rows()
     for status, requested, received in rows:
         style = "green" if status.startswith("APPROVED") else "yellow"
-        outcomes.add_row(f"[{style}]{status}[/]", str(requested), str(received))
+        outcomes.add_row(Text(status, style=style), str(requested), str(received))
     outcomes.add_section()
     outcomes.add_row("total", str(sum(r for _, r, _ in rows)), str(sum(g for _, _, g in rows)), style="bold")
     console.print(outcomes)
@@ -477,7 +479,9 @@ def _print_summary(run: _Run, console: Console) -> None:
         table.add_column("reason", overflow="fold")
         for item in rejections:
             reasons = [f"{c}: {m}" for c, m in zip(item["codes"], item["reasons"], strict=False)]
-            table.add_row(str(item["reference"]), str(item["image"] or "-"), "\n".join(reasons) or "-")
+            table.add_row(
+                Text(str(item["reference"])), str(item["image"] or "-"), Text("\n".join(reasons) or "-")
+            )
         console.print(table)
 
     figures = make_table(console, "Run", show_header=False)
