@@ -247,6 +247,10 @@ def receipt_to_wire(receipt: ScanReceipt) -> dict[str, Any]:
     return body
 
 
+#: Longest scan reference accepted in a receipt (the API documents 36, a UUID; some slack for other formats).
+MAX_SCAN_REFERENCE_LENGTH = 100
+
+
 def receipt_from_wire(body: Any) -> ScanReceipt:
     """Parse a performNetverify response body. Unknown keys are ignored.
 
@@ -261,6 +265,12 @@ def receipt_from_wire(body: Any) -> ScanReceipt:
     reference = body.get("jumioIdScanReference")
     if not isinstance(reference, str) or not reference.strip():
         problems.append("jumioIdScanReference is missing or not a non-empty string")
+    elif len(reference) > MAX_SCAN_REFERENCE_LENGTH or not all(ch.isalnum() or ch in "-_" for ch in reference):
+        # documented as at most 36 characters (a UUID); anything else cannot be used with the retrieval API
+        problems.append(
+            f"jumioIdScanReference is longer than {MAX_SCAN_REFERENCE_LENGTH} characters or has characters "
+            "other than letters, digits, '-' and '_'"
+        )
     raw_timestamp = body.get("timestamp")
     timestamp: _dt.datetime | None = None
     if not isinstance(raw_timestamp, str):

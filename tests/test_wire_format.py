@@ -647,3 +647,11 @@ def test_base64_canonical_padding_is_accepted(text: str, data: bytes) -> None:
     from netverify_async._wire import _decode_base64
 
     assert _decode_base64(text) == data
+
+
+@pytest.mark.parametrize("reference", ["x" * 101, "../../etc", "a b", "ref?x=1"])
+def test_a_receipt_with_an_unusable_scan_reference_is_refused(reference: str) -> None:
+    from netverify_async import ResponseError, ScanReceipt
+
+    with pytest.raises(ResponseError, match="jumioIdScanReference"):
+        ScanReceipt.from_wire({"timestamp": "2017-08-16T10:37:44.623Z", "jumioIdScanReference": reference})
