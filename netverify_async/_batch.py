@@ -44,6 +44,7 @@ import sniffio
 from ._errors import (
     BatchItemError,
     ConfigurationError,
+    JournalError,
     NetverifyError,
     PreflightError,
     RateLimiterError,
@@ -327,6 +328,17 @@ def _is_ambiguous(error: BaseException) -> bool:
     if isinstance(error, ServerError) and error.status_code in _AMBIGUOUS_STATUSES:
         return True
     return not isinstance(error, NetverifyError)
+
+
+async def _record(write: Awaitable[None] | None) -> JournalError | None:
+    """Await a journal write; its JournalError is returned (to raise after the outcome is delivered)."""
+    if write is None:
+        return None
+    try:
+        await write
+    except JournalError as exc:
+        return exc
+    return None
 
 
 def _flatten(exc: BaseException) -> list[BaseException]:
@@ -657,9 +669,10 @@ class _Pipeline:
             return item
         self.budget.release(item.reserved)
         item.reserved = 0
-        if self.journal is not None:
-            await self.journal.mark_failed(item.ref, error)
+        failure = await _record(self.journal.mark_failed(item.ref, error) if self.journal else None)
         await self._emit(out, self._outcome(item.index, item.ref, status, item.started, error=error))
+        if failure is not None:
+            raise failure
         return None
 
     # -- stage 3: upload -------------------------------------------------------------------------------------
@@ -692,35 +705,35 @@ class _Pipeline:
                 receipt = await self.client.send_encoded(body, merchant_id_scan_reference=ref)
             except anyio.get_cancelled_exc_class():
                 raise
-            except (NetverifyError, Exception) as exc:
+            except Exception as exc:
                 error, attempts = self._upload_error(item, exc)
         finally:
             del body
             self.budget.release(item.reserved)
             item.reserved = 0
+        journal = self.journal
         if receipt is not None:
-            if self.journal is not None:
-                await self.journal.mark_receipt(ref, receipt)
-            await self._emit(
-                out,
-                self._outcome(
-                    item.index, ref, OutcomeStatus.RECEIPT, item.started, receipt=receipt, attempts=None
-                ),
+            failure = await _record(journal.mark_receipt(ref, receipt) if journal else None)
+            outcome = self._outcome(
+                item.index, ref, OutcomeStatus.RECEIPT, item.started, receipt=receipt, attempts=None
             )
-            return
-        assert error is not None
-        cause = error if not isinstance(error, BatchItemError) else (error.__cause__ or error)
-        if _is_ambiguous(cause):
-            status = OutcomeStatus.UNKNOWN
-            if self.journal is not None:
-                await self.journal.mark_unknown([ref], type(error).__name__)
         else:
-            status = OutcomeStatus.FAILED
-            if self.journal is not None:
-                await self.journal.mark_failed(ref, error)
-        await self._emit(
-            out, self._outcome(item.index, ref, status, item.started, error=error, attempts=attempts)
-        )
+            assert error is not None
+            cause = error if not isinstance(error, BatchItemError) else (error.__cause__ or error)
+            if _is_ambiguous(cause):
+                status = OutcomeStatus.UNKNOWN
+                failure = await _record(
+                    journal.mark_unknown([ref], type(error).__name__) if journal else None
+                )
+            else:
+                status = OutcomeStatus.FAILED
+                failure = await _record(journal.mark_failed(ref, error) if journal else None)
+            outcome = self._outcome(item.index, ref, status, item.started, error=error, attempts=attempts)
+        # The caller learns the outcome even when the journal could not record it (the journal then still
+        # says "sent", which a re-run treats as unknown); the journal failure then stops the batch.
+        await self._emit(out, outcome)
+        if failure is not None:
+            raise failure
 
     @staticmethod
     def _upload_error(item: _Item, exc: BaseException) -> tuple[NetverifyError, int | None]:

@@ -170,3 +170,28 @@ async def test_a_journal_that_cannot_record_stops_the_batch_before_sending(tmp_p
         assert batch.summary.status is BatchStatus.FAILED
         assert batch.summary.error_type == "JournalError"
         assert emu.stats.scans_created == 2  # the item that could not be recorded was not sent
+
+
+class ReceiptLosingJournal(SqliteJournal):
+    """A journal whose disk fails when the first receipt is recorded."""
+
+    async def mark_receipt(self, merchant_id_scan_reference: str, receipt: Any) -> None:
+        raise JournalError("journal: disk full")
+
+
+@pytest.mark.anyio
+async def test_a_receipt_the_journal_cannot_record_is_still_reported(tmp_path: Path) -> None:
+    journal = ReceiptLosingJournal(tmp_path / "full.sqlite")
+    async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=1, journal=journal)
+        seen: list[BatchOutcome] = []
+        with pytest.raises(JournalError, match="disk full"):
+            async for outcome in batch:
+                seen.append(outcome)
+        assert [o.status for o in seen] == [OutcomeStatus.RECEIPT]
+        ref = seen[0].merchant_id_scan_reference
+        assert batch.summary.receipts == (ref,)
+        assert emu.stats.scans_created == 1
+        # the journal still says "sent": a re-run would report it unknown, never send it again
+        assert await journal.unknown() == [ref]
+        await journal.aclose()

@@ -4,7 +4,9 @@ and both map failures by when they happened (never sent vs. maybe received)."""
 from __future__ import annotations
 
 import base64
+import io
 import json
+import random
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -13,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from netverify_async._constants import PERFORM_NETVERIFY_PATH
+from netverify_async._constants import PERFORM_NETVERIFY_PATH, SCANS_PATH
 from netverify_async._transport import AiohttpTransport
 from netverify_async.emulator._samples import API_HEADERS, submission_body
 
@@ -34,6 +36,16 @@ def _headers(emu: Any) -> dict[str, str]:
     return {**API_HEADERS, "Authorization": f"Basic {token}", "Content-Type": "application/json"}
 
 
+def _noise_jpeg(side: int) -> bytes:
+    from PIL import Image as PILImage
+
+    out = io.BytesIO()
+    PILImage.frombytes("RGB", (side, side), random.Random(side).randbytes(side * side * 3)).save(
+        out, "JPEG", quality=95
+    )
+    return out.getvalue()
+
+
 def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -46,8 +58,12 @@ async def test_request_bytes_returns_the_same_answer_as_the_httpx_interface(
     url = emulator.base_url + PERFORM_NETVERIFY_PATH
     body = json.dumps(submission_body("rb-1")).encode()
 
-    raw = await transport.request_bytes("POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096)
-    request = httpx.Request("POST", url, headers=_headers(emulator), content=body, extensions={"timeout": TIMEOUT})
+    raw = await transport.request_bytes(
+        "POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096
+    )
+    request = httpx.Request(
+        "POST", url, headers=_headers(emulator), content=body, extensions={"timeout": TIMEOUT}
+    )
     response = await transport.handle_async_request(request)
     via_httpx = b"".join([chunk async for chunk in response.aiter_raw()])
     await response.aclose()
@@ -59,12 +75,23 @@ async def test_request_bytes_returns_the_same_answer_as_the_httpx_interface(
 
 
 async def test_request_bytes_stops_reading_past_max_bytes(emulator: Any, transport: AiohttpTransport) -> None:
-    url = emulator.base_url + "/no-such-endpoint"
-    full = await transport.request_bytes("GET", url, _headers(emulator), None, timeout=TIMEOUT, max_bytes=1 << 20)
-    cut = await transport.request_bytes("GET", url, _headers(emulator), None, timeout=TIMEOUT, max_bytes=10)
-    assert full.status_code == cut.status_code == 404
-    assert len(full.body) > 10
-    assert len(cut.body) > 10  # longer than max_bytes: the caller's signal that the answer was too large
+    image = _noise_jpeg(600)  # a few hundred kB: several reads of the answer
+    body = json.dumps(submission_body("rb-big", frontsideImage=image)).encode()
+    submit = emulator.base_url + PERFORM_NETVERIFY_PATH
+    answer = await transport.request_bytes(
+        "POST", submit, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096
+    )
+    reference = json.loads(answer.body)["jumioIdScanReference"]
+    url = f"{emulator.base_url}{SCANS_PATH}/{reference}/images/front"
+    headers = {**_headers(emulator), "Accept": "image/jpeg"}
+
+    full = await transport.request_bytes("GET", url, headers, None, timeout=TIMEOUT, max_bytes=len(image))
+    cut = await transport.request_bytes("GET", url, headers, None, timeout=TIMEOUT, max_bytes=1000)
+    again = await transport.request_bytes("GET", url, headers, None, timeout=TIMEOUT, max_bytes=len(image))
+
+    assert full.status_code == cut.status_code == again.status_code == 200
+    assert full.body == again.body == image
+    assert 1000 < len(cut.body) < len(image)  # longer than max_bytes: the caller's signal "too large"
 
 
 async def test_refused_connection_is_a_connect_error_on_both_paths(transport: AiohttpTransport) -> None:
@@ -85,7 +112,9 @@ async def test_connection_dropped_after_the_body_is_a_protocol_error_not_a_conne
         await transport.request_bytes("POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096)
     with pytest.raises(httpx.RemoteProtocolError):
         await transport.handle_async_request(
-            httpx.Request("POST", url, headers=_headers(emulator), content=body, extensions={"timeout": TIMEOUT})
+            httpx.Request(
+                "POST", url, headers=_headers(emulator), content=body, extensions={"timeout": TIMEOUT}
+            )
         )
     assert not isinstance(raw_info.value, httpx.ConnectError)
     assert len(emulator.stats.scans_by_merchant_reference["rb-drop"]) == 2  # the server did process both

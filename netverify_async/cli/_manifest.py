@@ -202,8 +202,10 @@ def _printable(name: str, limit: int = 40) -> str:
 
 
 def _has_bad_text(value: str) -> bool:
-    """Lone surrogates (undecodable bytes) or control characters other than tab."""
-    return any("\ud800" <= ch <= "\udfff" or (ord(ch) < 32 and ch != "\t") or ch == "\x7f" for ch in value)
+    """Lone surrogates (undecodable bytes) or control characters (C0 other than tab, DEL, C1)."""
+    return any(
+        "\ud800" <= ch <= "\udfff" or (ord(ch) < 32 and ch != "\t") or "\x7f" <= ch <= "\x9f" for ch in value
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -252,18 +254,21 @@ def _check_header(names: list[str]) -> list[str]:
     columns = [canonical_column(name) for name in names]
     if not any(columns):
         raise ManifestError("the header row is empty")
-    unknown = [names[i] for i, c in enumerate(columns) if c and c not in COLUMNS]
-    if unknown:
-        listed = ", ".join(_printable(name) for name in unknown[:5])
-        raise ManifestError(f"unknown column(s) in the header: {listed}; known columns: {', '.join(COLUMNS)}")
     seen: set[str] = set()
     for column in columns:
         if column and column in seen:
             raise ManifestError(f"column {column!r} appears twice in the header")
         seen.add(column)
+    problems = []
     missing = [c for c in REQUIRED_COLUMNS if c not in seen]
     if missing:
-        raise ManifestError(f"the header lacks the required column(s): {', '.join(missing)}")
+        problems.append(f"the header lacks the required column(s): {', '.join(missing)}")
+    unknown = [names[i] for i, c in enumerate(columns) if c and c not in COLUMNS]
+    if unknown:
+        listed = ", ".join(_printable(name) for name in unknown[:5])
+        problems.append(f"unknown column(s) in the header: {listed} (known: {', '.join(COLUMNS)})")
+    if problems:
+        raise ManifestError("; ".join(problems))
     return columns
 
 

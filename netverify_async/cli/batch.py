@@ -362,7 +362,8 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
         listed.add_column("reference", overflow="fold")
         listed.add_column("outcome")
         listed.add_column("reason", overflow="fold")
-        for row, reference, status, error_type, message in state.problems[:MAX_LISTED_PROBLEMS]:
+        in_row_order = sorted(state.problems, key=lambda p: (p[0] is None, p[0] or 0))
+        for row, reference, status, error_type, message in in_row_order[:MAX_LISTED_PROBLEMS]:
             reason = f"{error_type}: {message}" if error_type else message
             listed.add_row(str(row) if row is not None else "-", Text(reference or "-"), status, Text(reason))
         console.print(listed)

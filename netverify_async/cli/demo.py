@@ -514,6 +514,13 @@ def _print_summary(run: _Run, console: Console) -> None:
     ):
         figures.add_row(what, value)
     console.print(figures)
+    if run.throttled or run.unavailable:
+        console.print(
+            "  after a 429 (or a 503 with Retry-After) the client waits as told and lowers its own rate, "
+            "then climbs back: that is why the achieved rate stays below the limit",
+            soft_wrap=True,
+            style="dim",
+        )
     problems = run.problems()
     if problems:
         for problem in problems:

@@ -32,7 +32,7 @@ __all__ = ["SubmissionHandler", "SubmissionResult", "b64decode_strict", "error_b
 def _strict_decoder() -> Callable[[str], bytes]:
     """The fastest strict base64 decoder available: pybase64 (SIMD, about 1 ms for 15 MB) or the stdlib's."""
     try:
-        import pybase64
+        import pybase64  # type: ignore[import-not-found, unused-ignore]  # optional speed-up
     except ImportError:  # pragma: no cover - pybase64 is part of the emulator extra
         if sys.version_info >= (3, 11):
             return functools.partial(binascii.a2b_base64, strict_mode=True)
