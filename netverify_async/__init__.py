@@ -13,6 +13,7 @@ from ._client import Region as Region
 from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BadRequestError as BadRequestError
+from ._errors import BatchItemError as BatchItemError
 from ._errors import CallbackOriginError as CallbackOriginError
 from ._errors import CallbackParseError as CallbackParseError
 from ._errors import ConfigurationError as ConfigurationError
@@ -53,10 +54,16 @@ from ._retry import RetryEvent as RetryEvent
 from ._retry import RetryPolicy as RetryPolicy
 
 if TYPE_CHECKING:  # the lazily imported names, for type checkers
+    from ._batch import Batch as Batch
     from ._batch import BatchOutcome as BatchOutcome
     from ._batch import BatchProgress as BatchProgress
+    from ._batch import BatchStatus as BatchStatus
     from ._batch import BatchSummary as BatchSummary
     from ._batch import OutcomeStatus as OutcomeStatus
+    from ._batch import check_unique_references as check_unique_references
+    from ._journal import Journal as Journal
+    from ._journal import JournalEntry as JournalEntry
+    from ._journal import JournalState as JournalState
     from ._journal import SqliteJournal as SqliteJournal
     from ._preflight import PreflightIssue as PreflightIssue
     from ._preflight import PreflightReport as PreflightReport
@@ -103,6 +110,12 @@ _LAZY = {
     "BatchSummary": "._batch",
     "OutcomeStatus": "._batch",
     "SqliteJournal": "._journal",
+    "Batch": "._batch",
+    "BatchStatus": "._batch",
+    "check_unique_references": "._batch",
+    "Journal": "._journal",
+    "JournalEntry": "._journal",
+    "JournalState": "._journal",
     "AdaptiveLimiter": "._ratelimit",
     "RateLimiter": "._ratelimit",
     "SlidingWindowLimiter": "._ratelimit",
@@ -128,6 +141,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
+    "BatchItemError",
     "RateLimiterError",
     *_LAZY,
     "APIError",

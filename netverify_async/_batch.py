@@ -690,7 +690,12 @@ class _Pipeline:
         assert body is not None
         item.body = None
         ref = item.ref
-        try:
+        sent = False
+
+        async def mark_in_flight() -> None:
+            # Called by the client once it holds a rate-limiter slot, right before the first HTTP attempt, so an
+            # item still waiting for a slot when the batch stops counts as "not sent", not as "unknown".
+            nonlocal sent
             if self.journal is not None:
                 await self.journal.mark_sent(ref)
             # From here until its outcome the item is in flight: if the batch stops, its outcome is unknown.
@@ -698,14 +703,21 @@ class _Pipeline:
             self.pending.pop(item.index, None)
             self.in_flight[item.index] = ref
             self.submitted += 1
-            receipt: ScanReceipt | None = None
-            error: NetverifyError | None = None
-            attempts: int | None = None
+            sent = True
+
+        receipt: ScanReceipt | None = None
+        error: NetverifyError | None = None
+        attempts: int | None = None
+        try:
             try:
-                receipt = await self.client.send_encoded(body, merchant_id_scan_reference=ref)
+                receipt = await self.client.send_encoded(
+                    body, merchant_id_scan_reference=ref, on_send=mark_in_flight
+                )
             except anyio.get_cancelled_exc_class():
                 raise
             except Exception as exc:
+                if isinstance(exc, JournalError) and not sent:
+                    raise  # "sent" could not be recorded, so nothing was sent: the journal failure stops the batch
                 error, attempts = self._upload_error(item, exc)
         finally:
             del body

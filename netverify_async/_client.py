@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
@@ -49,7 +49,8 @@ from ._models import NetverifyRequest, ScanReceipt
 from ._retry import FailureKind, RetryBudget, RetryEvent, RetryPolicy, parse_retry_after
 
 if TYPE_CHECKING:
-    from ._batch import BatchOutcome, ProgressHook
+    from ._batch import Batch, ProgressHook
+    from ._journal import Journal
     from ._ratelimit import RateLimiter
     from ._retrieval import ScanDetails, ScanStatus
 
@@ -181,6 +182,8 @@ class _Call:
     idempotent: bool
     merchant_ref: str | None = None
     limiter_kind: Literal["submit", "retrieval"] = "retrieval"
+    #: awaited once, inside the first limiter slot, right before the first attempt is sent
+    on_send: Callable[[], Awaitable[None]] | None = None
 
 
 def _json_object(body: bytes, headers: httpx.Headers) -> dict[str, Any] | None:
@@ -389,7 +392,8 @@ class NetverifyClient:
             wait=lambda state: state.outcome.exception().delay if state.outcome else 0.0,  # type: ignore[union-attr]
             retry=tenacity.retry_if_exception_type(_Retry),
             sleep=self._sleep,
-            before_sleep=self._before_sleep(call),
+            # the hook keeps only what it logs: holding the body would keep it alive through tenacity's cycles
+            before_sleep=self._before_sleep(call.operation, call.merchant_ref),
             reraise=True,
         )
         answer: _Answer | None = None
@@ -423,7 +427,9 @@ class NetverifyClient:
         self._budget.refund()
         return answer
 
-    def _before_sleep(self, call: _Call) -> Callable[[tenacity.RetryCallState], Awaitable[None]]:
+    def _before_sleep(
+        self, operation: str, merchant_ref: str | None
+    ) -> Callable[[tenacity.RetryCallState], Awaitable[None]]:
         async def hook(state: tenacity.RetryCallState) -> None:
             exc = state.outcome.exception() if state.outcome else None
             if not isinstance(exc, _Retry):
@@ -434,25 +440,25 @@ class NetverifyClient:
             self.stats.retries += 1
             logger.info(
                 "%s retry: attempt=%d failed (%s, %s, status=%s, tracking_id=%s, ref=%s); waiting %.2fs",
-                call.operation,
+                operation,
                 state.attempt_number,
                 exc.kind.value,
                 type(error).__name__,
                 status,
                 tracking,
-                call.merchant_ref,
+                merchant_ref,
                 exc.delay,
             )
             if self._on_retry is not None:
                 event = RetryEvent(
-                    operation=call.operation,
+                    operation=operation,
                     attempt=state.attempt_number,
                     delay=exc.delay,
                     kind=exc.kind,
                     error_type=type(error).__name__,
                     status_code=status,
                     tracking_id=tracking,
-                    merchant_id_scan_reference=call.merchant_ref,
+                    merchant_id_scan_reference=merchant_ref,
                 )
                 result = self._on_retry(event)
                 if result is not None:
@@ -487,6 +493,8 @@ class NetverifyClient:
             remaining = deadline_at - anyio.current_time()
             if remaining <= 0:
                 raise DeadlineExceeded(f"{call.operation}: deadline reached", operation=call.operation)
+            if number == 1 and call.on_send is not None:
+                await call.on_send()
             self.stats.attempts += 1
             started = anyio.current_time()
             try:
@@ -679,6 +687,9 @@ class NetverifyClient:
                 chunks.append(chunk)
         finally:
             await response.aclose()
+            # httpx links the response and its stream both ways and the response holds the request (and its
+            # body): break the cycle so a multi-megabyte body is freed when the call returns, not at the next GC
+            response.stream = httpx.ByteStream(b"")
         return _Answer(response.status_code, response.headers, b"".join(chunks))
 
     # -- public API --------------------------------------------------------------------------------------------
@@ -726,8 +737,18 @@ class NetverifyClient:
         body = await self.encode(prepared)
         return await self.send_encoded(body, merchant_id_scan_reference=request.merchant_id_scan_reference)
 
-    async def send_encoded(self, body: bytes, *, merchant_id_scan_reference: str) -> ScanReceipt:
-        """Send an already prepared and encoded performNetverify body (used by batches)."""
+    async def send_encoded(
+        self,
+        body: bytes,
+        *,
+        merchant_id_scan_reference: str,
+        on_send: Callable[[], Awaitable[None]] | None = None,
+    ) -> ScanReceipt:
+        """Send an already prepared and encoded performNetverify body (used by batches).
+
+        ``on_send`` is awaited once the call holds a rate-limiter slot, right before the first attempt goes out
+        (a batch records the item as sent there); if it raises, nothing is sent.
+        """
         call = _Call(
             operation="performNetverify",
             method="POST",
@@ -736,6 +757,7 @@ class NetverifyClient:
             idempotent=False,
             merchant_ref=merchant_id_scan_reference,
             limiter_kind="submit",
+            on_send=on_send,
         )
         answer = await self._call(call)
         parsed = _json_object(answer.body, answer.headers)
@@ -828,13 +850,18 @@ class NetverifyClient:
         requests: Iterable[NetverifyRequest] | AsyncIterable[NetverifyRequest],
         *,
         concurrency: int | None = None,
-        journal: Any = None,
+        journal: Journal | str | os.PathLike[str] | None = None,
         resend_unknown: bool = False,
         max_bytes_in_flight: int = 256 * 1024 * 1024,
         on_progress: ProgressHook | None = None,
-    ) -> AsyncIterator[BatchOutcome]:
-        """Submit many requests; an async iterator of per-item outcomes in completion order.
+    ) -> Batch:
+        """Submit many requests; a :class:`~netverify_async.Batch`, an async iterator of per-item
+        :class:`~netverify_async.BatchOutcome` in completion order (use it with ``async with``).
 
+        ``requests`` may be any iterable or async iterable and is read lazily. ``journal`` (a path or a journal
+        object) makes the batch resumable: a re-run sends only items without a receipt and never resends an
+        item whose outcome is unknown unless ``resend_unknown=True``. ``max_bytes_in_flight`` caps the image and
+        body bytes the pipeline holds. ``on_progress`` receives a :class:`~netverify_async.BatchProgress`.
         See :func:`netverify_async._batch.submit_many` for the details.
         """
         from ._batch import submit_many

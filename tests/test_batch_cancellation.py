@@ -177,3 +177,28 @@ async def test_a_batch_that_was_never_iterated_starts_nothing(tmp_path: Path) ->
         assert batch.summary.status is BatchStatus.NOT_STARTED
         assert emu.stats.requests == 0
     assert not (tmp_path / "never.sqlite").exists()
+
+
+@pytest.mark.anyio
+async def test_items_still_waiting_for_a_rate_limit_slot_count_as_not_sent(tmp_path: Path) -> None:
+    journal_path = tmp_path / "journal.sqlite3"
+    references = refs("slot", 6)
+    async with run_emulator(processing_delay=0) as emu:
+        async with client_for(emu, rate_limit="2/60s") as client:
+            async with client.submit_many(
+                (make_request(r) for r in references), concurrency=4, journal=str(journal_path)
+            ) as batch:
+                received = []
+                async for outcome in batch:
+                    received.append(outcome)
+                    if len(received) == 2:
+                        break  # the other items are queued behind the limiter: none of them has left
+            summary = batch.summary
+    assert {o.status for o in received} == {OutcomeStatus.RECEIPT}
+    assert summary.unknown == ()
+    assert len(summary.not_sent) == 4
+    assert sum(len(v) for v in emu.stats.scans_by_merchant_reference.values()) == 2
+    async with SqliteJournal(journal_path) as journal:
+        states = await journal.states()
+    assert sorted(s for s in states.values() if s is JournalState.RECEIPT) == [JournalState.RECEIPT] * 2
+    assert JournalState.UNKNOWN not in states.values() and JournalState.SENT not in states.values()

@@ -166,13 +166,17 @@ class MeasuringClient(NetverifyClient):
         self.uploads = 0
         self.peak_uploads = 0
 
-    async def send_encoded(self, body: bytes, *, merchant_id_scan_reference: str) -> ScanReceipt:
+    async def send_encoded(
+        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None
+    ) -> ScanReceipt:
         self.body_bytes += len(body)
         self.uploads += 1
         self.peak_body_bytes = max(self.peak_body_bytes, self.body_bytes)
         self.peak_uploads = max(self.peak_uploads, self.uploads)
         try:
-            return await super().send_encoded(body, merchant_id_scan_reference=merchant_id_scan_reference)
+            return await super().send_encoded(
+                body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send
+            )
         finally:
             self.body_bytes -= len(body)
             self.uploads -= 1
@@ -266,10 +270,14 @@ class FlakyClient(NetverifyClient):
             raise KeyError("bug in prepare")
         return await super().prepare(request)
 
-    async def send_encoded(self, body: bytes, *, merchant_id_scan_reference: str) -> ScanReceipt:
+    async def send_encoded(
+        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None
+    ) -> ScanReceipt:
         if merchant_id_scan_reference == "bug-upload":
             raise ZeroDivisionError("bug in upload")
-        return await super().send_encoded(body, merchant_id_scan_reference=merchant_id_scan_reference)
+        return await super().send_encoded(
+            body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send
+        )
 
 
 @pytest.mark.anyio

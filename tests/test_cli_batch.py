@@ -240,6 +240,15 @@ def test_a_manifest_that_cannot_be_read_is_one_error_line_and_exit_1(
     assert not Path(str(manifest) + ".journal.sqlite3").exists()  # nothing started
 
 
+def test_a_csv_without_header_row_is_refused_without_echoing_its_data(tmp_path: Path) -> None:
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("ref-1,img/front.jpg,Alexandra,AUT,PASSPORT\n")
+    result = cli("batch", str(manifest), "--emulator", "http://127.0.0.1:9")
+    assert result.returncode == 1
+    assert "is the first row a header?" in result.stderr
+    assert "Alexandra" not in result.stderr and "ref-1" not in result.stderr
+
+
 def test_no_resume_refuses_a_journal_that_records_items(
     emulator: Any, image_dir: Path, tmp_path: Path
 ) -> None:
@@ -270,7 +279,7 @@ _HEADER_NAMES = st.sampled_from([*COLUMNS, "merchantIdScanReference", "idType", 
 
 def _consume(rows: Any, base_dir: Path) -> list[Any]:
     """Read every row and turn each readable one into a request; only typed outcomes are allowed."""
-    results = []
+    results: list[Any] = []
     for entry in rows:
         assert isinstance(entry, (ManifestRow, InvalidRow))
         if isinstance(entry, InvalidRow):

@@ -259,16 +259,17 @@ def _check_header(names: list[str]) -> list[str]:
         if column and column in seen:
             raise ManifestError(f"column {column!r} appears twice in the header")
         seen.add(column)
-    problems = []
     missing = [c for c in REQUIRED_COLUMNS if c not in seen]
+    unknown = [i for i, c in enumerate(columns) if c and c not in COLUMNS]
     if missing:
-        problems.append(f"the header lacks the required column(s): {', '.join(missing)}")
-    unknown = [names[i] for i, c in enumerate(columns) if c and c not in COLUMNS]
+        # Unknown names are not echoed here: without the required columns the first row is probably data.
+        found = f"; {len(unknown)} column(s) are not manifest columns" if unknown else ""
+        raise ManifestError(
+            f"the header lacks the required column(s): {', '.join(missing)}{found} (is the first row a header?)"
+        )
     if unknown:
-        listed = ", ".join(_printable(name) for name in unknown[:5])
-        problems.append(f"unknown column(s) in the header: {listed} (known: {', '.join(COLUMNS)})")
-    if problems:
-        raise ManifestError("; ".join(problems))
+        listed = ", ".join(_printable(names[i]) for i in unknown[:5])
+        raise ManifestError(f"unknown column(s) in the header: {listed} (known: {', '.join(COLUMNS)})")
     return columns
 
 

@@ -23,7 +23,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import rich  # noqa: F401  # fail at import when the cli extra is missing, so the CLI can say so
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from .._batch import Batch, BatchOutcome
+    from .._batch import BatchOutcome
     from .._journal import SqliteJournal
     from .._models import NetverifyRequest
     from ._manifest import InvalidRow, ManifestReader
@@ -222,7 +222,9 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
 
     journal_path = _journal_path(args)
     started = time.perf_counter()
-    async with SqliteJournal(journal_path) as journal:
+    # the client first: a bad setting is reported before the journal file is created
+    client = build_client(args, preflight_fix=args.fix, max_concurrency=args.concurrency)
+    async with client, SqliteJournal(journal_path) as journal:
         earlier = await _recorded_items(journal)
         if earlier and not args.resume:
             print(
@@ -234,78 +236,72 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
         total = await anyio.to_thread.run_sync(reader.count_rows)
         state = _State()
         fatal: NetverifyError | None = None
-        async with build_client(args, preflight_fix=args.fix, max_concurrency=args.concurrency) as client:
-            progress = make_progress(console)
-            with progress:
-                task = progress.add_task("submitting", total=total)
-                hook = BatchProgressHook(progress, task, extra=lambda: state.invalid_rows)
+        progress = make_progress(console)
+        with progress:
+            task = progress.add_task("submitting", total=total)
+            hook = BatchProgressHook(progress, task, extra=lambda: state.invalid_rows)
 
-                def report_invalid() -> None:
-                    while state.pending_invalid:
-                        invalid = state.pending_invalid.pop(0)
-                        state.count("invalid")
-                        state.problems.append(
-                            (
-                                invalid.row,
-                                invalid.reference,
-                                "invalid",
-                                "RequestValidationError",
-                                invalid.message,
-                            )
+            def report_invalid() -> None:
+                while state.pending_invalid:
+                    invalid = state.pending_invalid.pop(0)
+                    state.count("invalid")
+                    state.problems.append(
+                        (
+                            invalid.row,
+                            invalid.reference,
+                            "invalid",
+                            "RequestValidationError",
+                            invalid.message,
                         )
-                        if args.json:
-                            print_json(_invalid_line(invalid))
-                        else:
-                            progress.console.print(
-                                f"[red]invalid[/] {escape(invalid.message)}", soft_wrap=True
-                            )
-                    hook.refresh()
+                    )
+                    if args.json:
+                        print_json(_invalid_line(invalid))
+                    else:
+                        progress.console.print(f"[red]invalid[/] {escape(invalid.message)}", soft_wrap=True)
+                hook.refresh()
 
-                batch = cast(
-                    "Batch",
-                    client.submit_many(
-                        _requests(reader, state),
-                        concurrency=args.concurrency,
-                        journal=journal,
-                        resend_unknown=args.resend_unknown,
-                        on_progress=hook,
-                    ),
-                )
-                try:
-                    async with batch:
-                        async for outcome in batch:
-                            report_invalid()
-                            status = outcome.status.value
-                            state.count(status)
-                            row = state.rows[outcome.index] if outcome.index < len(state.rows) else None
-                            if args.json:
-                                print_json(_outcome_line(outcome, row))
-                            if status not in _OK_STATUSES:
-                                error = outcome.error
-                                message = str(error) if error is not None else status
-                                state.problems.append(
-                                    (
-                                        row,
-                                        outcome.merchant_id_scan_reference,
-                                        status,
-                                        type(error).__name__ if error is not None else None,
-                                        message,
-                                    )
+            batch = client.submit_many(
+                _requests(reader, state),
+                concurrency=args.concurrency,
+                journal=journal,
+                resend_unknown=args.resend_unknown,
+                on_progress=hook,
+            )
+            try:
+                async with batch:
+                    async for outcome in batch:
+                        report_invalid()
+                        status = outcome.status.value
+                        state.count(status)
+                        row = state.rows[outcome.index] if outcome.index < len(state.rows) else None
+                        if args.json:
+                            print_json(_outcome_line(outcome, row))
+                        if status not in _OK_STATUSES:
+                            error = outcome.error
+                            message = str(error) if error is not None else status
+                            state.problems.append(
+                                (
+                                    row,
+                                    outcome.merchant_id_scan_reference,
+                                    status,
+                                    type(error).__name__ if error is not None else None,
+                                    message,
                                 )
-                                if not args.json:
-                                    where = f"row {row}" if row is not None else "row ?"
-                                    progress.console.print(
-                                        f"[yellow]{status}[/] {where} "
-                                        f"{escape(outcome.merchant_id_scan_reference or '-')}: {escape(message)}",
-                                        soft_wrap=True,
-                                        markup=True,
-                                        highlight=False,
-                                    )
-                except NetverifyError as exc:  # the manifest broke mid-way, or the journal failed
-                    fatal = exc
-                report_invalid()
-            summary = batch.summary
-            stats = client.stats
+                            )
+                            if not args.json:
+                                where = f"row {row}" if row is not None else "row ?"
+                                progress.console.print(
+                                    f"[yellow]{status}[/] {where} "
+                                    f"{escape(outcome.merchant_id_scan_reference or '-')}: {escape(message)}",
+                                    soft_wrap=True,
+                                    markup=True,
+                                    highlight=False,
+                                )
+            except NetverifyError as exc:  # the manifest broke mid-way, or the journal failed
+                fatal = exc
+            report_invalid()
+        summary = batch.summary
+        stats = client.stats
         journal_counts = await journal.counts()
         unknown_in_journal = sum(n for state_, n in journal_counts.items() if state_.outcome_unknown)
     elapsed = time.perf_counter() - started
