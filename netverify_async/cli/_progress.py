@@ -61,7 +61,10 @@ class _FieldColumn(ProgressColumn):
     """The task's ``counts`` field (free text set by the caller)."""
 
     def render(self, task: Task) -> Text:
-        return Text(str(task.fields.get("counts", "")), style="progress.description")
+        text = Text(str(task.fields.get("counts", "")), style="progress.description")
+        text.no_wrap = True
+        text.overflow = "ellipsis"
+        return text
 
 
 def make_progress(console: Console) -> Progress:
@@ -69,7 +72,7 @@ def make_progress(console: Console) -> Progress:
     return Progress(
         SpinnerColumn(finished_text="[green]✓[/]" if console.is_terminal else "+"),
         TextColumn("[progress.description]{task.description}"),
-        BarColumn(bar_width=28),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
@@ -95,7 +98,7 @@ def describe_counts(progress: BatchProgress, *, invalid: int = 0) -> str:
     parts = [f"ok {progress.receipts}"]
     for label, value in (
         ("done before", progress.skipped),
-        ("rejected", progress.preflight_rejected),
+        ("refused", progress.preflight_rejected),
         ("invalid", progress.invalid + invalid),
         ("failed", progress.failed),
         ("unknown", progress.unknown),

@@ -383,7 +383,7 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
         say(f"  emulator at {emulator.base_url}, callbacks to {receiver.url}")
         progress = make_progress(console)
         with progress:
-            drawing = progress.add_task("drawing documents", total=args.size)
+            drawing = progress.add_task("drawing", total=args.size)
             documents = await generate_documents(
                 args.size, seed=args.seed, bad=bad, on_document=lambda _: progress.advance(drawing)
             )
