@@ -96,6 +96,18 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / ticks
 
 
+def runqueue_wait_seconds() -> float | None:
+    """Time this process's main thread has spent runnable but waiting for a CPU (Linux; None elsewhere).
+
+    On a shared machine this separates "the event loop was busy" from "the OS did not run it".
+    """
+    try:
+        with open(f"/proc/{os.getpid()}/task/{os.getpid()}/schedstat", encoding="ascii") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def machine_load() -> str:
     """One line on the machine: cores and load average (the benchmarks run on a shared machine)."""
     try:
@@ -170,6 +182,25 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
+
+
+def time_weighted_percentile(lags: Sequence[float], q: float, tick: float) -> float:
+    """The ``q``-th percentile of ticker lags, each weighted by how long its tick lasted (``tick + lag``).
+
+    A plain percentile counts a 500 ms stall once, like any 1 ms tick; weighted, it counts for the 500 ms it
+    lasted, so the result approximates the lag met by an event arriving at a random moment.
+    """
+    if not lags:
+        return 0.0
+    ordered = sorted(lags)
+    total = sum(tick + lag for lag in ordered)
+    threshold = total * q / 100
+    running = 0.0
+    for lag in ordered:
+        running += tick + lag
+        if running >= threshold:
+            return lag
+    return ordered[-1]
 
 
 class CpuMeter:

@@ -17,7 +17,8 @@ high quality, under 8000 px per side and 15,000,000 bytes), go to the emulator r
 Each client first sends one small request (opens a connection, imports Pillow and aiohttp) before measuring.
 
 Run: ``/work/venv/bin/python benchmarks/encode.py [--clients 20] [--rounds 2] [--mb 10]``.
-Goal: ours p99 lag < 10 ms (both preflight settings). Exit status 1 when missed.
+Goal: ours p99 lag < 10 ms (both preflight settings), per tick and time-weighted (see the table's notes).
+Exit status 1 when missed.
 """
 
 from __future__ import annotations
@@ -40,7 +41,9 @@ from _common import (
     machine_load,
     markdown_table,
     percentile,
+    runqueue_wait_seconds,
     small_jpeg,
+    time_weighted_percentile,
 )
 
 from netverify_async import Image, NetverifyRequest
@@ -61,6 +64,8 @@ class Run:
     lags: tuple[float, ...]
     seconds: float
     errors: int
+    #: seconds the loop thread was runnable but not running (waiting for a CPU); None if unknown
+    runqueue_wait: float | None = None
 
 
 def make_requests(images: list[bytes], count: int, tag: str) -> list[NetverifyRequest]:
@@ -100,6 +105,7 @@ async def measure_batch(work: list[Callable[[], Awaitable[None]]], idle_seconds:
         except Exception:
             errors += 1
 
+    waited = runqueue_wait_seconds()
     started = time.perf_counter()
     async with anyio.create_task_group() as tg:
         tg.start_soon(ticker)
@@ -110,7 +116,10 @@ async def measure_batch(work: list[Callable[[], Awaitable[None]]], idle_seconds:
         else:
             await anyio.sleep(idle_seconds)
         done.set()
-    return Run("", tuple(lags), time.perf_counter() - started, errors)
+    elapsed = time.perf_counter() - started
+    waited_after = runqueue_wait_seconds()
+    wait = None if waited is None or waited_after is None else waited_after - waited
+    return Run("", tuple(lags), elapsed, errors, wait)
 
 
 def measure(variant: str, emu: EmulatorProcess, images: list[bytes], clients: int, round_no: int) -> Run:
@@ -178,6 +187,21 @@ def measure(variant: str, emu: EmulatorProcess, images: list[bytes], clients: in
     return attrs.evolve(run, variant=variant)
 
 
+def goal_met(lags: list[float]) -> bool:
+    """p99 under the goal both per tick and time-weighted: per tick alone, one 500 ms stall among a thousand
+    quick ticks would pass."""
+    limit = GOAL_P99_MS / 1000
+    return percentile(lags, 99) < limit and time_weighted_percentile(lags, 99, TICK) < limit
+
+
+def runqueue_share(runs: list[Run]) -> str:
+    waits = [run.runqueue_wait for run in runs]
+    if any(wait is None for wait in waits):
+        return "-"
+    total = sum(wait or 0.0 for wait in waits)
+    return f"{total:.2f} s ({100 * total / sum(run.seconds for run in runs):.0f}%)"
+
+
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f}"
 
@@ -206,38 +230,60 @@ def main() -> int:
     )
     print(
         f"Machine: {load_before} before, {load_after} after. Request body {body_mb:.1f} MB; a 1 ms ticker's "
-        f"oversleep, pooled over {args.rounds} interleaved rounds; emulator in a separate process. Batch: wall "
-        "time of the 20 submissions (median of the rounds).\n"
+        f"oversleep, pooled over {args.rounds} interleaved rounds; emulator in a separate process. Time-weighted: "
+        "each tick weighted by its length, so a long stall counts for as long as it lasted (about the lag an "
+        "event arriving at a random moment meets). Stalled: total time in ticks late by 10 ms or more (share of "
+        "the batches' wall time). Batch: wall time of the submissions (median of the rounds). Loop waiting for a "
+        "CPU: time the event-loop thread was runnable but not running (Linux schedstat), i.e. lag caused by the "
+        "other processes on the machine (the emulator included), not by the loop's own work.\n"
     )
     rows = []
     failed = False
     for variant in args.variants:
         lags = [lag for run in runs[variant] for lag in run.lags]
-        p99 = percentile(lags, 99)
-        if variant in GOAL_VARIANTS and p99 * 1000 >= GOAL_P99_MS:
+        if variant in GOAL_VARIANTS and not goal_met(lags):
             failed = True
         seconds = sorted(run.seconds for run in runs[variant])[len(runs[variant]) // 2]
+        stalled = sum(lag for lag in lags if lag >= GOAL_P99_MS / 1000)
+        wall = sum(run.seconds for run in runs[variant])
         rows.append(
             (
                 variant,
                 ms(percentile(lags, 50)),
-                ms(p99),
+                ms(percentile(lags, 99)),
                 ms(max(lags, default=0.0)),
-                sum(1 for lag in lags if lag >= GOAL_P99_MS / 1000),
+                ms(time_weighted_percentile(lags, 99, TICK)),
+                f"{stalled:.2f} s ({100 * stalled / wall:.0f}%)" if wall else "-",
                 len(lags),
                 f"{seconds:.2f}" if variant != "idle" else "-",
+                runqueue_share(runs[variant]),
                 sum(run.errors for run in runs[variant]),
             )
         )
-    headers = ("variant", "p50 ms", "p99 ms", "max ms", "ticks >= 10 ms", "ticks", "batch s", "errors")
+    headers = (
+        "variant",
+        "p50 ms",
+        "p99 ms",
+        "max ms",
+        "p99 time-weighted ms",
+        "stalled >= 10 ms",
+        "ticks",
+        "batch s",
+        "loop waiting for a CPU",
+        "errors",
+    )
     print(markdown_table(headers, rows))
     print()
     for variant in GOAL_VARIANTS:
         if variant in runs:
             lags = [lag for run in runs[variant] for lag in run.lags]
             p99 = percentile(lags, 99) * 1000
-            verdict = "met" if p99 < GOAL_P99_MS else "NOT met"
-            print(f"Goal {variant}: p99 < {GOAL_P99_MS:g} ms: {verdict} ({p99:.1f} ms)")
+            weighted = time_weighted_percentile(lags, 99, TICK) * 1000
+            verdict = "met" if goal_met(lags) else "NOT met"
+            print(
+                f"Goal {variant}: p99 < {GOAL_P99_MS:g} ms, per tick and time-weighted: {verdict} "
+                f"(per tick {p99:.1f} ms, time-weighted {weighted:.1f} ms, max {max(lags, default=0.0) * 1000:.0f} ms)"
+            )
     return 1 if failed else 0
 
 

@@ -489,6 +489,9 @@ class NetverifyClient:
         limiter = self.submit_limiter if call.limiter_kind == "submit" else self.retrieval_limiter
         error: RequestError
         retry_after: float | None = None
+        # build the connection pool before taking a slot: its first creation takes tens of milliseconds, which
+        # would otherwise pass between the moment the limiter counts the request and the moment it leaves
+        self._get_http()
         async with limiter.slot() as slot:
             remaining = deadline_at - anyio.current_time()
             if remaining <= 0:

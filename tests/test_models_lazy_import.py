@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("pycountry", "PIL", "aiohttp", "httpx_aiohttp", "cattrs", "idna")
+# (idna is not listed: the package imports httpx, which imports it)
+HEAVY = ("pycountry", "PIL", "aiohttp", "httpx_aiohttp", "cattrs")
 
 
 def _modules_after(code: str) -> set[str]:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from netverify_async._constants import PERFORM_NETVERIFY_PATH, SCANS_PATH
-from netverify_async._transport import AiohttpTransport
+from netverify_async._transport import _STREAM_ABOVE, AiohttpTransport
 from netverify_async.emulator._samples import API_HEADERS, submission_body
 
 pytestmark = pytest.mark.anyio
@@ -75,8 +75,9 @@ async def test_request_bytes_returns_the_same_answer_as_the_httpx_interface(
 
 
 async def test_request_bytes_stops_reading_past_max_bytes(emulator: Any, transport: AiohttpTransport) -> None:
-    image = _noise_jpeg(600)  # a few hundred kB: several reads of the answer
+    image = _noise_jpeg(900)  # over 1 MB: uploaded in slices, and read back in several chunks
     body = json.dumps(submission_body("rb-big", frontsideImage=image)).encode()
+    assert len(body) > _STREAM_ABOVE
     submit = emulator.base_url + PERFORM_NETVERIFY_PATH
     answer = await transport.request_bytes(
         "POST", submit, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096
@@ -90,7 +91,7 @@ async def test_request_bytes_stops_reading_past_max_bytes(emulator: Any, transpo
     again = await transport.request_bytes("GET", url, headers, None, timeout=TIMEOUT, max_bytes=len(image))
 
     assert full.status_code == cut.status_code == again.status_code == 200
-    assert full.body == again.body == image
+    assert full.body == again.body == image  # the sliced upload arrived intact
     assert 1000 < len(cut.body) < len(image)  # longer than max_bytes: the caller's signal "too large"
 
 
