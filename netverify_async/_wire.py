@@ -218,6 +218,13 @@ def request_to_wire(req: NetverifyRequest) -> dict[str, Any]:
     return body
 
 
+_b64encode: Callable[[bytes], bytes]
+try:  # SIMD base64 that releases the GIL: ~3 ms for 10 MB, while binascii holds the GIL for ~25 ms
+    from pybase64 import b64encode as _b64encode
+except ImportError:  # pragma: no cover - pybase64 is a dependency; keep working without it
+    _b64encode = functools.partial(binascii.b2a_base64, newline=False)
+
+
 def encode_request_body(req: NetverifyRequest) -> bytes:
     """The compact JSON body as bytes, ready to POST. CPU-bound: run it in a worker thread.
 
@@ -234,7 +241,7 @@ def encode_request_body(req: NetverifyRequest) -> bytes:
         parts.append(b',"' if need_comma else b'"')
         parts.append(key.encode("ascii"))
         parts.append(b'":"')
-        parts.append(binascii.b2a_base64(image.data, newline=False))
+        parts.append(_b64encode(image.data))
         parts.append(b'"')
         need_comma = True
     parts.append(b"}")
