@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 USER_AGENT = "Example Corp SampleApp/1.0.1"
 
@@ -30,3 +31,19 @@ class SleepRecorder:
 
     async def __call__(self, seconds: float) -> None:
         self.waits.append(seconds)
+
+
+def emulator_client(emu: Any, sleeps: SleepRecorder | None = None, **kwargs: Any) -> Any:
+    """A NetverifyClient pointed at a running emulator, with no rate limit and an optional sleep recorder."""
+    from netverify_async import NetverifyClient
+
+    params: dict[str, Any] = {
+        "api_token": emu.api_token,
+        "api_secret": emu.api_secret,
+        "user_agent": USER_AGENT,
+        "base_url": emu.base_url,
+        "rate_limit": None,
+        "sleep": sleeps,
+    }
+    params.update(kwargs)
+    return NetverifyClient(**params)

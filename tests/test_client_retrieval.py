@@ -7,12 +7,11 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import USER_AGENT, SleepRecorder
+from _support import SleepRecorder, emulator_client
 
 from netverify_async import (
     ConfigurationError,
     DeadlineExceeded,
-    NetverifyClient,
     NetverifyRequest,
     NotFoundError,
     RetryPolicy,
@@ -28,17 +27,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 pytestmark = pytest.mark.anyio
 
 
-def client_for(emu: Any, sleeps: SleepRecorder | None = None, **kwargs: Any) -> NetverifyClient:
-    params: dict[str, Any] = {
-        "api_token": emu.api_token,
-        "api_secret": emu.api_secret,
-        "user_agent": USER_AGENT,
-        "base_url": emu.base_url,
-        "rate_limit": None,
-        "sleep": sleeps,
-    }
-    params.update(kwargs)
-    return NetverifyClient(**params)
+client_for = emulator_client
 
 
 async def test_status_then_details_of_a_finished_scan(

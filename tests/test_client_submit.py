@@ -12,7 +12,7 @@ from typing import Any
 
 import anyio
 import pytest
-from _support import USER_AGENT, SleepRecorder, make_jpeg
+from _support import USER_AGENT, SleepRecorder, emulator_client, make_jpeg
 
 from netverify_async import (
     BadRequestError,
@@ -41,17 +41,7 @@ pytestmark = pytest.mark.anyio
 RequestFactory = Callable[..., NetverifyRequest]
 
 
-def client_for(emu: Any, sleeps: SleepRecorder | None = None, **kwargs: Any) -> NetverifyClient:
-    params: dict[str, Any] = {
-        "api_token": emu.api_token,
-        "api_secret": emu.api_secret,
-        "user_agent": USER_AGENT,
-        "base_url": emu.base_url,
-        "rate_limit": None,
-        "sleep": sleeps,
-    }
-    params.update(kwargs)
-    return NetverifyClient(**params)
+client_for = emulator_client
 
 
 async def test_success_returns_a_receipt_and_records_one_scan(
