@@ -15,7 +15,8 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _fastapi_support import FORM, SAMPLE_APPROVED, SAMPLE_FRAUD, serve
+from _fastapi_support import FORM, serve
+from _support import SAMPLE_APPROVED, SAMPLE_FRAUD
 from fastapi import FastAPI
 
 from netverify_async import ConfigurationError
