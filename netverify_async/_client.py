@@ -63,6 +63,9 @@ logger = logging.getLogger("netverify_async")
 DEFAULT_MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 #: Images below this total size are encoded on the loop thread: a thread hop would cost more than the work.
 _INLINE_ENCODE_LIMIT = 256 * 1024
+# A retry is only started when the deadline leaves at least this long (or twice what the last attempt took) for
+# it: an attempt the deadline cuts off in flight turns a failure that was safe to retry into an unknown outcome.
+_MIN_ATTEMPT_WINDOW = 0.1
 
 SleepFunc = Callable[[float], Awaitable[None]]
 RetryHook = Callable[[RetryEvent], "Awaitable[None] | None"]
@@ -506,8 +509,17 @@ class NetverifyClient:
         self._get_http()
         async with limiter.slot() as slot:
             remaining = deadline_at - anyio.current_time()
-            if remaining <= 0:
-                raise DeadlineExceeded(f"{call.operation}: deadline reached", operation=call.operation)
+            if remaining <= 0 or (number > 1 and remaining < _MIN_ATTEMPT_WINDOW / 2):
+                # nothing is sent now, and an earlier attempt that may have been processed is reported as an
+                # unknown outcome by _call, so this refusal itself is safe to retry
+                timeout = DeadlineExceeded(
+                    f"{call.operation}: deadline reached before attempt {number}",
+                    operation=call.operation,
+                    merchant_id_scan_reference=call.merchant_ref,
+                    attempts=number - 1,
+                )
+                timeout.safe_to_retry = True
+                raise timeout
             if number == 1 and call.on_send is not None:
                 await call.on_send()
             self.stats.attempts += 1
@@ -517,8 +529,9 @@ class NetverifyClient:
                     answer = await self._send_once(call)
             except TimeoutError as exc:
                 slot.record(None, None)
+                cut_by = "the attempt timeout" if policy.attempt_timeout <= remaining else "the deadline"
                 error = ReadError(
-                    f"{call.operation}: no complete answer within the attempt timeout",
+                    f"{call.operation}: no complete answer within {cut_by}",
                     operation=call.operation,
                     merchant_id_scan_reference=call.merchant_ref,
                 )
@@ -565,7 +578,8 @@ class NetverifyClient:
                 )
                 raise rate_error
             delay = max(delay, retry_after)
-        if anyio.current_time() + delay >= deadline_at:
+        window = min(policy.attempt_timeout, max(_MIN_ATTEMPT_WINDOW, 2 * (anyio.current_time() - started)))
+        if anyio.current_time() + delay + window >= deadline_at:
             timeout = DeadlineExceeded(
                 f"{call.operation}: the deadline leaves no time to retry after {type(error).__name__}",
                 operation=call.operation,

@@ -248,6 +248,23 @@ async def test_deadline_bounds_the_whole_call(emulator: Any, make_request: Reque
     assert emulator.stats.scans_created == 0
 
 
+async def test_no_retry_starts_that_the_deadline_would_cut_off(
+    emulator: Any, make_request: RequestFactory
+) -> None:
+    # Each 503 takes 0.35 s; after the first, 0.65 s of the 1 s deadline remain, less than twice what an attempt
+    # takes. A second attempt would finish, a third would be cut off in flight: a POST cut off in flight has an
+    # unknown outcome, so the client stops while the failure is still known to be safe to resend.
+    emulator.set_faults(errors={503: 1.0}, latency=(0.35, 0.35))
+    policy = RetryPolicy(max_attempts=50, deadline=1.0, backoff_base=0.01, backoff_max=0.01)
+    async with client_for(emulator, None, retry=policy) as client:
+        with pytest.raises(DeadlineExceeded) as info:
+            await client.perform_netverify(make_request())
+    assert info.value.safe_to_retry
+    assert info.value.attempts == 1
+    assert client.stats.outcome_unknown == 0
+    assert emulator.stats.scans_created == 0
+
+
 async def test_cancellation_mid_retry_stops_at_once(emulator: Any, make_request: RequestFactory) -> None:
     emulator.set_faults(errors={503: 1.0})
     policy = RetryPolicy(max_attempts=100, backoff_base=30, backoff_max=30)
