@@ -25,7 +25,14 @@ import httpx
 import sniffio
 import tenacity
 
-from ._constants import PERFORM_NETVERIFY_PATH, REGION_BASE_URLS, RETRIEVAL_POLL_SCHEDULE_S, SCANS_PATH
+from ._constants import (
+    MAX_SCAN_REFERENCE_LENGTH,
+    PERFORM_NETVERIFY_PATH,
+    REGION_BASE_URLS,
+    RETRIEVAL_POLL_SCHEDULE_S,
+    SCAN_REFERENCE_PATTERN,
+    SCANS_PATH,
+)
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -133,8 +140,23 @@ def _check_credential(name: str, value: object) -> str:
 @attrs.frozen
 class _Answer:
     status_code: int
-    headers: httpx.Headers
+    #: header names in lower case (httpx.Headers, or a plain dict on the aiohttp path)
+    headers: Mapping[str, str]
     body: bytes
+
+
+def _header_dict(raw: Iterable[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Raw header pairs as a dict keyed by lower-case name; repeated headers are joined with ", " (as httpx does).
+
+    A dict costs a fraction of an ``httpx.Headers`` to build and to query, on every answer.
+    """
+    found: dict[str, str] = {}
+    for name, value in raw:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1")
+        earlier = found.get(key)
+        found[key] = text if earlier is None else f"{earlier}, {text}"
+    return found
 
 
 class _ResponseTooLarge(httpx.DecodingError):
@@ -190,7 +212,7 @@ class _Call:
     on_send: Callable[[], Awaitable[None]] | None = None
 
 
-def _json_object(body: bytes, headers: httpx.Headers) -> dict[str, Any] | None:
+def _json_object(body: bytes, headers: Mapping[str, str]) -> dict[str, Any] | None:
     """The body as a JSON object when the server says it is JSON and it parses as an object; else None."""
     content_type = headers.get("content-type", "").lower()
     if "json" not in content_type or not body:
@@ -401,7 +423,19 @@ class NetverifyClient:
 
     async def _call(self, call: _Call) -> _Answer:
         policy = self.retry_policy
-        deadline_at = math.inf
+        deadline_at = math.inf if policy.deadline is None else anyio.current_time() + policy.deadline
+        try:
+            # The first attempt runs on its own: most calls succeed at once, and tenacity's machinery costs
+            # about as much CPU as the rest of a small call. Only a retryable failure enters the retry loop.
+            answer = await self._attempt(call, 1, deadline_at)
+        except _Retry as first:
+            answer = await self._retry(call, first, deadline_at)
+        self._budget.refund()
+        return answer
+
+    async def _retry(self, call: _Call, first: _Retry, deadline_at: float) -> _Answer:
+        """Attempts 2..max_attempts after the first one failed with ``first``, driven by tenacity."""
+        policy = self.retry_policy
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(policy.max_attempts),
             wait=lambda state: state.outcome.exception().delay if state.outcome else 0.0,  # type: ignore[union-attr]
@@ -418,8 +452,8 @@ class NetverifyClient:
                 async for attempt in retrying:
                     with attempt:
                         number = attempt.retry_state.attempt_number
-                        if deadline_at is math.inf and policy.deadline is not None:
-                            deadline_at = anyio.current_time() + policy.deadline
+                        if number == 1:
+                            raise first  # tenacity's attempt 1 is the one already made: it waits and logs
                         answer = await self._attempt(call, number, deadline_at)
                     failed = attempt.retry_state.outcome
                     if failed is not None and failed.failed:
@@ -439,7 +473,6 @@ class NetverifyClient:
                 ) from error
             raise
         assert answer is not None
-        self._budget.refund()
         return answer
 
     def _before_sleep(
@@ -508,25 +541,24 @@ class NetverifyClient:
         # would otherwise pass between the moment the limiter counts the request and the moment it leaves
         self._get_http()
         async with limiter.slot() as slot:
-            remaining = deadline_at - anyio.current_time()
+            started = anyio.current_time()
+            remaining = deadline_at - started
             if remaining <= 0 or (number > 1 and remaining < _MIN_ATTEMPT_WINDOW / 2):
-                # nothing is sent now, and an earlier attempt that may have been processed is reported as an
-                # unknown outcome by _call, so this refusal itself is safe to retry
-                timeout = DeadlineExceeded(
-                    f"{call.operation}: deadline reached before attempt {number}",
-                    operation=call.operation,
-                    merchant_id_scan_reference=call.merchant_ref,
-                    attempts=number - 1,
-                )
-                timeout.safe_to_retry = True
-                raise timeout
+                raise self._deadline_before(call, number)
             if number == 1 and call.on_send is not None:
                 await call.on_send()
+                started = anyio.current_time()
+                remaining = deadline_at - started
+                if remaining <= 0:
+                    raise self._deadline_before(call, number)
             self.stats.attempts += 1
-            started = anyio.current_time()
             try:
-                with anyio.fail_after(min(policy.attempt_timeout, remaining)):
-                    answer = await self._send_once(call)
+                limit = min(policy.attempt_timeout, remaining)
+                if self._own_aiohttp is not None:
+                    answer = await self._send_once(call, limit)  # aiohttp's own timer bounds the attempt
+                else:
+                    with anyio.fail_after(limit):
+                        answer = await self._send_once(call, None)
             except TimeoutError as exc:
                 slot.record(None, None)
                 cut_by = "the attempt timeout" if policy.attempt_timeout <= remaining else "the deadline"
@@ -544,18 +576,17 @@ class NetverifyClient:
                 if answer.status_code in (429, 503):
                     retry_after = parse_retry_after(answer.headers)
                 slot.record(answer.status_code, retry_after)
-                elapsed = anyio.current_time() - started
-                tracking_id = answer.headers.get("x-trackingid")
                 self.stats.count_status(answer.status_code)
-                logger.debug(
-                    "%s attempt=%d status=%d elapsed=%.3fs tracking_id=%s ref=%s",
-                    call.operation,
-                    number,
-                    answer.status_code,
-                    elapsed,
-                    tracking_id,
-                    call.merchant_ref,
-                )
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "%s attempt=%d status=%d elapsed=%.3fs tracking_id=%s ref=%s",
+                        call.operation,
+                        number,
+                        answer.status_code,
+                        anyio.current_time() - started,
+                        answer.headers.get("x-trackingid"),
+                        call.merchant_ref,
+                    )
                 if 200 <= answer.status_code < 300:
                     return answer
                 error, kind = self._classify_status(call, answer, retry_after)
@@ -602,6 +633,19 @@ class NetverifyClient:
                 self._raise_final(call, error, kind, number)
             raise exhausted from error
         raise _Retry(error, kind, delay)
+
+    @staticmethod
+    def _deadline_before(call: _Call, number: int) -> DeadlineExceeded:
+        """The deadline ran out before attempt ``number`` was sent. An earlier attempt that may have been processed
+        is reported as an unknown outcome by :meth:`_retry`, so this refusal itself is safe to retry."""
+        timeout = DeadlineExceeded(
+            f"{call.operation}: deadline reached before attempt {number}",
+            operation=call.operation,
+            merchant_id_scan_reference=call.merchant_ref,
+            attempts=number - 1,
+        )
+        timeout.safe_to_retry = True
+        return timeout
 
     def _classify_transport_error(
         self, call: _Call, exc: httpx.HTTPError
@@ -691,7 +735,9 @@ class NetverifyClient:
         error_type = _STATUS_ERRORS.get(status, APIError)
         return error_type(f"{call.operation}: {phrase}", **common), FailureKind.PERMANENT
 
-    async def _send_once(self, call: _Call) -> _Answer:
+    async def _send_once(self, call: _Call, total: float | None) -> _Answer:
+        """Send ``call`` once and read the whole answer. ``total`` bounds the attempt on our own aiohttp pool
+        (raising :class:`TimeoutError`); on the other paths the caller bounds it."""
         http = self._get_http()
         headers = {
             "Accept": "application/json",
@@ -713,10 +759,11 @@ class NetverifyClient:
                 call.body,
                 timeout=self._timeout_ext,
                 max_bytes=self._max_response_bytes,
+                total=total,
             )
             if len(raw.body) > self._max_response_bytes:
                 raise _ResponseTooLarge(raw.status_code, self._max_response_bytes)
-            return _Answer(raw.status_code, httpx.Headers(raw.headers), raw.body)
+            return _Answer(raw.status_code, _header_dict(raw.headers), raw.body)
         transport = self._own_transport
         if transport is not None:
             # Our own httpcore pool: straight to the transport. httpx.AsyncClient.send would only add per-request
@@ -846,10 +893,16 @@ class NetverifyClient:
         return receipt
 
     def _scan_path(self, scan_reference: str, suffix: str = "") -> str:
-        if not isinstance(scan_reference, str) or not scan_reference or len(scan_reference) > 100:
-            raise ConfigurationError("scan_reference: must be a non-empty string of at most 100 characters")
-        if not all(ch.isalnum() or ch in "-_" for ch in scan_reference):
-            raise ConfigurationError("scan_reference: may contain only letters, digits, '-' and '_'")
+        if (
+            not isinstance(scan_reference, str)
+            or not scan_reference
+            or len(scan_reference) > MAX_SCAN_REFERENCE_LENGTH
+        ):
+            raise ConfigurationError(
+                f"scan_reference: must be a non-empty string of at most {MAX_SCAN_REFERENCE_LENGTH} characters"
+            )
+        if SCAN_REFERENCE_PATTERN.fullmatch(scan_reference) is None:
+            raise ConfigurationError("scan_reference: may contain only ASCII letters, digits, '-' and '_'")
         return f"{SCANS_PATH}/{scan_reference}{suffix}"
 
     async def _get_json(self, operation: str, path: str) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 #: Largest raw (decoded) image accepted, in bytes. The guide says "max. 15MB" without saying whether MB means
 #: 10**6 or 2**20 bytes; we take the smaller reading (15,000,000) so that nothing we let through can be refused.
 MAX_IMAGE_BYTES = 15_000_000
@@ -9,6 +11,11 @@ MAX_IMAGE_BYTES = 15_000_000
 MIN_LONGEST_SIDE_PX = 300
 #: Each side of an image must be strictly smaller than this many pixels.
 MAX_SIDE_PX = 8000
+
+#: Longest scan reference accepted in a receipt (the API documents 36, a UUID; some slack for other formats).
+MAX_SCAN_REFERENCE_LENGTH = 100
+#: A scan reference usable as one segment of a retrieval URL: ASCII letters, digits, '-' and '_'.
+SCAN_REFERENCE_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SCAN_REFERENCE_LENGTH}}}")
 
 PERFORM_NETVERIFY_PATH = "/api/netverify/v2/performNetverify"
 SCANS_PATH = "/api/netverify/v2/scans"

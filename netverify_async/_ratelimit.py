@@ -594,11 +594,11 @@ class _QueuedLimiter:
                 self._wake_head()
             raise
         if not waited:
-            # Let other tasks run even when the slot was free; should a cancellation still land here, the
-            # slot goes back (its start keeps counting, which only errs on the safe side).
+            # Let other tasks run even when the slot was free; should a cancellation land here, the slot goes
+            # back (its start keeps counting, which only errs on the safe side).
             try:
-                await anyio.lowlevel.cancel_shielded_checkpoint()
-            except BaseException:  # pragma: no cover - a shielded checkpoint is not expected to raise
+                await anyio.lowlevel.checkpoint()
+            except BaseException:
                 self._release()
                 raise
         return slot

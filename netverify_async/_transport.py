@@ -14,6 +14,8 @@ aiohttp runs on asyncio only; under trio the client uses httpx's own transport i
 
 from __future__ import annotations
 
+import asyncio
+import math
 import ssl
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -31,6 +33,8 @@ _STREAM_ABOVE = 1024 * 1024
 _UPLOAD_CHUNK = 256 * 1024
 
 _HeaderItems = Mapping[str, str] | Sequence[tuple[str, str]]
+#: What aiohttp raises when a timeout runs out: the builtin TimeoutError from Python 3.11, its own class before.
+_TOTAL_TIMEOUT = (TimeoutError, asyncio.TimeoutError)
 
 
 def _map_error(exc: aiohttp.ClientError | OSError, phase: str) -> Exception:
@@ -112,7 +116,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._ssl_context = ssl_context
         self._limits = limits or httpx.Limits(max_connections=100, max_keepalive_connections=100)
         self._session: aiohttp.ClientSession | None = None
-        self._timeouts: dict[tuple[Any, Any, Any], aiohttp.ClientTimeout] = {}
+        self._timeouts: dict[tuple[Any, Any, Any, float | None], aiohttp.ClientTimeout] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -130,20 +134,27 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         return self._session
 
-    def _client_timeout(self, timeout: Mapping[str, Any]) -> aiohttp.ClientTimeout:
-        """aiohttp's timeout for httpx's ``timeout`` extension (one object per distinct setting)."""
-        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"))
+    def _client_timeout(self, timeout: Mapping[str, Any], total: float | None = None) -> aiohttp.ClientTimeout:
+        """aiohttp's timeout for httpx's ``timeout`` extension plus an optional ``total`` (one object per distinct
+        setting). Timers are never rounded up to whole seconds (aiohttp's default above 5 s)."""
+        key = (timeout.get("pool"), timeout.get("connect"), timeout.get("read"), total)
         found = self._timeouts.get(key)
         if found is None:
             if len(self._timeouts) >= 32:
                 self._timeouts.clear()
             found = self._timeouts[key] = aiohttp.ClientTimeout(
-                total=None, connect=key[0], sock_connect=key[1], sock_read=key[2]
+                total=total, connect=key[0], sock_connect=key[1], sock_read=key[2], ceil_threshold=math.inf
             )
         return found
 
     async def _start(
-        self, method: str, url: str, headers: _HeaderItems, data: bytes | None, timeout: Mapping[str, Any]
+        self,
+        method: str,
+        url: str,
+        headers: _HeaderItems,
+        data: bytes | None,
+        timeout: Mapping[str, Any],
+        total: float | None = None,
     ) -> aiohttp.ClientResponse:
         """Send the request and read the status line and headers."""
         body: bytes | AsyncIterator[memoryview] | None = data
@@ -159,8 +170,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 allow_redirects=False,
                 compress=False,
                 chunked=None,
-                timeout=self._client_timeout(timeout),
+                timeout=self._client_timeout(timeout, total),
             )
+        except _TOTAL_TIMEOUT as exc:
+            if isinstance(exc, aiohttp.ClientError):  # pool wait, connect or socket read timeouts
+                raise _map_error(exc, "waiting for the response") from exc
+            raise TimeoutError("total timeout while waiting for the response") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise _map_error(exc, "waiting for the response") from exc
 
@@ -189,15 +204,18 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         *,
         timeout: Mapping[str, Any],
         max_bytes: int,
+        total: float | None = None,
     ) -> RawAnswer:
         """Send one request and read its whole answer; failures raise the same httpx exceptions as
         :meth:`handle_async_request` does.
 
-        ``timeout`` is httpx's ``timeout`` extension (``httpx.Timeout(...).as_dict()``). Reading stops once
-        more than ``max_bytes`` arrived: a returned body longer than ``max_bytes`` means "too large" (the
-        connection is then closed rather than reused).
+        ``timeout`` is httpx's ``timeout`` extension (``httpx.Timeout(...).as_dict()``); its pool and connect
+        timeouts raise ``httpx.ConnectTimeout`` (nothing was sent). ``total`` bounds the whole exchange (pool wait,
+        connect, upload, answer): when it runs out, whatever the phase, the builtin :class:`TimeoutError` is raised
+        and the request must be taken as possibly received. Reading stops once more than ``max_bytes`` arrived: a returned
+        body longer than ``max_bytes`` means "too large" (the connection is then closed rather than reused).
         """
-        response = await self._start(method, url, headers, body, timeout)
+        response = await self._start(method, url, headers, body, timeout, total)
         chunks: list[bytes] = []
         size = 0
         try:
@@ -206,6 +224,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 size += len(chunk)
                 if size > max_bytes:
                     break
+        except _TOTAL_TIMEOUT as exc:
+            if isinstance(exc, aiohttp.ClientError):
+                raise _map_error(exc, "reading the response body") from exc
+            raise TimeoutError("total timeout while reading the response body") from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise _map_error(exc, "reading the response body") from exc
         finally:

@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._constants import MAX_SCAN_REFERENCE_LENGTH, SCAN_REFERENCE_PATTERN
 from ._errors import NetverifyWarning, RequestValidationError, ResponseError, ValidationIssue
 from ._models import (
     CallbackGranularity,
@@ -254,10 +255,6 @@ def receipt_to_wire(receipt: ScanReceipt) -> dict[str, Any]:
     return body
 
 
-#: Longest scan reference accepted in a receipt (the API documents 36, a UUID; some slack for other formats).
-MAX_SCAN_REFERENCE_LENGTH = 100
-
-
 def receipt_from_wire(body: Any) -> ScanReceipt:
     """Parse a performNetverify response body. Unknown keys are ignored.
 
@@ -272,11 +269,11 @@ def receipt_from_wire(body: Any) -> ScanReceipt:
     reference = body.get("jumioIdScanReference")
     if not isinstance(reference, str) or not reference.strip():
         problems.append("jumioIdScanReference is missing or not a non-empty string")
-    elif len(reference) > MAX_SCAN_REFERENCE_LENGTH or not all(ch.isalnum() or ch in "-_" for ch in reference):
+    elif SCAN_REFERENCE_PATTERN.fullmatch(reference) is None:
         # documented as at most 36 characters (a UUID); anything else cannot be used with the retrieval API
         problems.append(
             f"jumioIdScanReference is longer than {MAX_SCAN_REFERENCE_LENGTH} characters or has characters "
-            "other than letters, digits, '-' and '_'"
+            "other than ASCII letters, digits, '-' and '_'"
         )
     raw_timestamp = body.get("timestamp")
     timestamp: _dt.datetime | None = None

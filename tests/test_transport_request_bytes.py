@@ -119,3 +119,62 @@ async def test_connection_dropped_after_the_body_is_a_protocol_error_not_a_conne
         )
     assert not isinstance(raw_info.value, httpx.ConnectError)
     assert len(emulator.stats.scans_by_merchant_reference["rb-drop"]) == 2  # the server did process both
+
+
+async def test_total_running_out_after_sending_is_the_builtin_timeout(
+    emulator: Any, transport: AiohttpTransport
+) -> None:
+    # the answer comes only after 5 s: the total bound of 0.3 s ends the exchange first. The request was sent, so
+    # this is not an httpx connect error (which would mean "never sent")
+    emulator.set_faults(sequence=["slow"], slow_seconds=5.0)
+    url = emulator.base_url + PERFORM_NETVERIFY_PATH
+    body = json.dumps(submission_body("rb-total")).encode()
+    with pytest.raises(TimeoutError) as info:
+        await transport.request_bytes(
+            "POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096, total=0.3
+        )
+    assert not isinstance(info.value, httpx.HTTPError)
+    assert "waiting for the response" in str(info.value)
+
+
+async def test_total_running_out_while_the_body_drips_in_is_the_builtin_timeout(
+    emulator: Any, transport: AiohttpTransport
+) -> None:
+    # the head arrives at once, the body one byte at a time over 5 s
+    emulator.set_faults(sequence=["slow"], slow_seconds=5.0, slow_mode="drip")
+    url = emulator.base_url + PERFORM_NETVERIFY_PATH
+    body = json.dumps(submission_body("rb-drip")).encode()
+    with pytest.raises(TimeoutError) as info:
+        await transport.request_bytes(
+            "POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096, total=0.5
+        )
+    assert not isinstance(info.value, httpx.HTTPError)
+    assert "reading the response body" in str(info.value)
+
+
+async def test_pool_timeout_inside_a_longer_total_is_a_connect_timeout(emulator: Any) -> None:
+    # one connection, held by a slow request: the second request waits for it past its pool timeout (0.3 s, well
+    # inside its total of 5 s) and never sends anything, which the error says
+    import anyio
+
+    emulator.set_faults(sequence=["slow"], slow_seconds=2.0)
+    url = emulator.base_url + PERFORM_NETVERIFY_PATH
+    single = AiohttpTransport(ssl_context=ssl.create_default_context(), limits=httpx.Limits(max_connections=1))
+    short_pool = httpx.Timeout(10.0, pool=0.3).as_dict()
+    try:
+        async with anyio.create_task_group() as tg:
+            first = json.dumps(submission_body("rb-hold")).encode()
+            tg.start_soon(
+                lambda: single.request_bytes(
+                    "POST", url, _headers(emulator), first, timeout=TIMEOUT, max_bytes=4096
+                )
+            )
+            await anyio.sleep(0.3)  # the first request holds the only connection
+            second = json.dumps(submission_body("rb-wait")).encode()
+            with pytest.raises(httpx.ConnectTimeout):
+                await single.request_bytes(
+                    "POST", url, _headers(emulator), second, timeout=short_pool, max_bytes=4096, total=5.0
+                )
+    finally:
+        await single.aclose()
+    assert "rb-wait" not in emulator.stats.scans_by_merchant_reference
