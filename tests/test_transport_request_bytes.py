@@ -178,3 +178,30 @@ async def test_pool_timeout_inside_a_longer_total_is_a_connect_timeout(emulator:
     finally:
         await single.aclose()
     assert "rb-wait" not in emulator.stats.scans_by_merchant_reference
+
+
+async def test_upload_slices_cover_the_body_and_hand_the_loop_back_between_them() -> None:
+    import anyio
+
+    from netverify_async._transport import _UPLOAD_CHUNK, _slices
+
+    body = random.Random(3).randbytes(3 * _UPLOAD_CHUNK + 17)
+    other_task_steps: list[int] = []
+    received: list[bytes] = []
+
+    async def other_task() -> None:
+        for _ in range(100):
+            other_task_steps.append(len(received))
+            await anyio.sleep(0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        await anyio.sleep(0)
+        async for piece in _slices(body):
+            received.append(bytes(piece))
+        tg.cancel_scope.cancel()
+
+    assert b"".join(received) == body
+    assert [len(piece) for piece in received] == [_UPLOAD_CHUNK] * 3 + [17]
+    # the other task ran while the body was being sliced: between slices 1, 2, 3 and 4
+    assert {1, 2, 3} <= set(other_task_steps)
