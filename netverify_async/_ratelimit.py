@@ -309,6 +309,10 @@ class _TokenBucket:
         self.tokens = 0.0 if empty else min(self.tokens, self.capacity)
 
 
+#: Seconds after which a pause no longer weighs on _RateMeter's smoothed rate (0.8 per 0.5 s bucket: 0.2**4).
+_METER_MEMORY = 2.0
+
+
 class _RateMeter:
     """Smoothed rate of recent starts: counts per time bucket, folded into an exponential moving average."""
 
@@ -703,10 +707,12 @@ class AdaptiveLimiter(_QueuedLimiter):
       the ceiling and the concurrency cap apply, so a configured limit that the server accepts costs nothing.
     - The *measured rate* is the rate of granted starts, counted in 0.5 s buckets and smoothed with an
       exponential moving average (weight 0.8 for the newest bucket).
-    - On a 429 (or 503 with ``Retry-After``): ``w_max`` becomes the rate that failed (the measured rate, or
-      the fill rate if lower), the fill rate drops to ``beta * w_max`` (default beta 0.7), and the time of the
-      failure is remembered. Answers to requests that started before the latest cut are not counted again:
-      one overload is one cut, however many requests were in flight.
+    - On a 429: ``w_max`` becomes the rate that failed (the measured rate, or the fill rate if lower), the
+      fill rate drops to ``beta * w_max`` (default beta 0.7), and the time of the failure is remembered.
+      Answers to requests that started before the latest cut are not counted again: one overload is one cut,
+      however many requests were in flight. Within a few seconds after a ``Retry-After`` pause the measured
+      rate still counts the idle pause, so the fill rate alone is taken as the rate that failed (a pause must
+      not make the next cut deeper).
     - On any other answer the fill rate follows the cubic ``C * (t - t_fail - K)**3 + w_max``: it climbs
       fast back towards ``w_max``, lingers there, then probes above it ever faster until the next 429.
       ``K`` is ``recovery_time`` (default 4 s), the time to get back to ``w_max``, and
@@ -715,8 +721,8 @@ class AdaptiveLimiter(_QueuedLimiter):
       in 5 s windows can answer, and costs many 429s.) Growth is capped at twice the measured rate, so an idle
       client does not build up a rate it never tested, and a success never lowers the rate.
     - The fill rate stays within ``[min_rate, max_rate]``. Transport failures and 5xx answers carry no
-      information about the rate and are ignored. ``Retry-After`` pauses every start as in
-      :class:`SlidingWindowLimiter`.
+      information about the rate and leave it alone; a 503 with ``Retry-After`` (the service is unavailable
+      for a while, whatever the rate) pauses every start as a 429 with ``Retry-After`` does, without a cut.
 
     ``ceiling`` (a rate spec such as ``"20/s"``) is enforced exactly as by :class:`SlidingWindowLimiter`
     (with the same optional ``margin``), on top of the adaptive rate: the adaptive part can only go lower.
@@ -764,6 +770,7 @@ class AdaptiveLimiter(_QueuedLimiter):
         self._initial_rate = initial_rate
         self._started = False
         self._last_cut = -math.inf
+        self._pause_seen_until = -math.inf  # the end of the latest Retry-After pause, as of the last answer
 
     # -- observability -------------------------------------------------------------------------------------
 
@@ -808,17 +815,22 @@ class AdaptiveLimiter(_QueuedLimiter):
 
     def _on_feedback(self, slot: LimiterSlot, status_code: int | None, throttled: bool, now: float) -> None:
         self._start(now)
-        if status_code is None or (status_code >= 500 and not throttled):
+        earlier_pause_end = self._pause_seen_until
+        self._pause_seen_until = self._paused_until
+        if status_code is None or status_code >= 500:
             return
         current = self._bucket.rate
         measured = self._meter.rate
         if throttled:
             if slot.start_time <= self._last_cut:
                 return  # sent at the old rate, already answered for by the last cut
+            after_pause = now - earlier_pause_end < _METER_MEMORY
             if current is None:
                 failed_at = self._meter.estimate()
+            elif after_pause or measured <= 0:
+                failed_at = current
             else:
-                failed_at = min(measured, current) if measured > 0 else current
+                failed_at = min(measured, current)
             new_rate = self._clamp(self._cubic.throttled(max(failed_at, self._min_rate), now))
             self._bucket.set_rate(now, new_rate, empty=current is None)
             self._last_cut = now

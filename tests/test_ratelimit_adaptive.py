@@ -239,6 +239,34 @@ async def test_retry_after_pauses_the_adaptive_limiter_too() -> None:
     assert limiter.pause_remaining() == 0
 
 
+async def test_a_503_with_retry_after_pauses_without_a_cut() -> None:
+    limiter = AdaptiveLimiter(initial_rate=5)
+    await steady(limiter, rate=5, seconds=2)
+    rate = limiter.current_rate
+    t0 = anyio.current_time()
+    async with limiter.slot() as slot:
+        slot.record(503, 2.0)
+    assert limiter.throttled == 1
+    assert limiter.current_rate == rate  # unavailable is not "too fast"
+    async with limiter.slot() as slot:
+        assert slot.start_time - t0 >= 2.0
+        slot.record(200)
+
+
+async def test_a_429_soon_after_a_pause_cuts_from_the_fill_rate_not_the_idle_time() -> None:
+    limiter = AdaptiveLimiter(initial_rate=10)
+    await steady(limiter, rate=10, seconds=5)
+    async with limiter.slot() as slot:
+        slot.record(429, 3.0)  # cut to 7/s, and a 3 s pause with no starts at all
+    assert limiter.current_rate == pytest.approx(7.0, rel=0.05)
+    async with limiter.slot() as slot:  # the first start after the pause
+        before = limiter.current_rate
+        assert before is not None
+        assert limiter.measured_rate < 0.5 * before  # the meter has just folded in the idle pause
+        slot.record(429)
+    assert limiter.current_rate == pytest.approx(0.7 * before, rel=0.01)
+
+
 async def test_the_client_default_widens_the_windows_by_four_percent() -> None:
     limiter = make_limiter("2/s")
     t0 = anyio.current_time()

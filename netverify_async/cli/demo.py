@@ -519,8 +519,8 @@ def _print_summary(run: _Run, console: Console) -> None:
     console.print(figures)
     if run.throttled or run.unavailable:
         console.print(
-            "  after a 429 (or a 503 with Retry-After) the client waits as told and lowers its own rate, "
-            "then climbs back: that is why the achieved rate stays below the limit",
+            "  after a 429 or a 503 with Retry-After the client waits as told, and after a 429 it also lowers "
+            "its own rate, then climbs back: that is why the achieved rate stays below the limit",
             soft_wrap=True,
             style="dim",
         )
