@@ -121,35 +121,27 @@ async def test_connection_dropped_after_the_body_is_a_protocol_error_not_a_conne
     assert len(emulator.stats.scans_by_merchant_reference["rb-drop"]) == 2  # the server did process both
 
 
+@pytest.mark.parametrize(
+    ("slow_mode", "phase"),
+    [
+        ("delay", "waiting for the response"),  # the answer comes only after 5 s
+        ("drip", "reading the response body"),  # the head at once, the body a byte at a time over 5 s
+    ],
+)
 async def test_total_running_out_after_sending_is_the_builtin_timeout(
-    emulator: Any, transport: AiohttpTransport
+    emulator: Any, transport: AiohttpTransport, slow_mode: str, phase: str
 ) -> None:
-    # the answer comes only after 5 s: the total bound of 0.3 s ends the exchange first. The request was sent, so
-    # this is not an httpx connect error (which would mean "never sent")
-    emulator.set_faults(sequence=["slow"], slow_seconds=5.0)
+    # the total bound of 0.5 s ends the exchange first. The request was sent, so this is not an httpx connect
+    # error (which would mean "never sent")
+    emulator.set_faults(sequence=["slow"], slow_seconds=5.0, slow_mode=slow_mode)
     url = emulator.base_url + PERFORM_NETVERIFY_PATH
-    body = json.dumps(submission_body("rb-total")).encode()
-    with pytest.raises(TimeoutError) as info:
-        await transport.request_bytes(
-            "POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096, total=0.3
-        )
-    assert not isinstance(info.value, httpx.HTTPError)
-    assert "waiting for the response" in str(info.value)
-
-
-async def test_total_running_out_while_the_body_drips_in_is_the_builtin_timeout(
-    emulator: Any, transport: AiohttpTransport
-) -> None:
-    # the head arrives at once, the body one byte at a time over 5 s
-    emulator.set_faults(sequence=["slow"], slow_seconds=5.0, slow_mode="drip")
-    url = emulator.base_url + PERFORM_NETVERIFY_PATH
-    body = json.dumps(submission_body("rb-drip")).encode()
+    body = json.dumps(submission_body(f"rb-total-{slow_mode}")).encode()
     with pytest.raises(TimeoutError) as info:
         await transport.request_bytes(
             "POST", url, _headers(emulator), body, timeout=TIMEOUT, max_bytes=4096, total=0.5
         )
     assert not isinstance(info.value, httpx.HTTPError)
-    assert "reading the response body" in str(info.value)
+    assert phase in str(info.value)
 
 
 async def test_pool_timeout_inside_a_longer_total_is_a_connect_timeout(emulator: Any) -> None:
