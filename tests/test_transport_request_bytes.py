@@ -161,7 +161,10 @@ async def test_pool_timeout_inside_a_longer_total_is_a_connect_timeout(emulator:
                     "POST", url, _headers(emulator), first, timeout=TIMEOUT, max_bytes=4096
                 )
             )
-            await anyio.sleep(0.3)  # the first request holds the only connection
+            with anyio.fail_after(10):
+                # until the first request is being held (answered in 2 s) on the only connection
+                while emulator.stats.faults_injected.get("slow", 0) < 1:
+                    await anyio.sleep(0.01)
             second = json.dumps(submission_body("rb-wait")).encode()
             with pytest.raises(httpx.ConnectTimeout):
                 await single.request_bytes(
