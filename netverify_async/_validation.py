@@ -193,7 +193,14 @@ def _callback_url_issues(url: str, path: str) -> list[ValidationIssue]:
         issues.append(ValidationIssue(path, code, message))
 
     if not url.isascii():
-        add("invalid_url", "must contain only ASCII characters (percent-encode the path)")
+        try:
+            host_is_ascii = urlsplit(url).netloc.isascii()
+        except ValueError:
+            host_is_ascii = False
+        if host_is_ascii:
+            add("invalid_url", "must contain only ASCII characters (percent-encode the path)")
+        else:  # normalize_callback_url could not convert the host to punycode
+            add("invalid_url", "has a host name that is not a valid internationalised domain name (IDNA)")
         return issues
     if _URL_FORBIDDEN_CHARS.search(url):
         add("invalid_url", "must not contain spaces or control characters")

@@ -514,6 +514,20 @@ def test_callback_url_unconvertible_host_is_kept_and_refused(make: Any) -> None:
     assert_refused(make, "callbackUrl", "invalid_url", callback_url="https://bü\u0000cher.example/")
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://bücher-a.-b.com/x", "not a valid internationalised domain name"),  # a label starts with "-"
+        ("https://example.com/bücher", "percent-encode the path"),
+    ],
+)
+def test_callback_url_non_ascii_message_names_the_part_at_fault(make: Any, url: str, says: str) -> None:
+    with pytest.raises(RequestValidationError) as info:
+        make(callback_url=url)
+    messages = [issue.message for issue in info.value.errors if issue.path == "callbackUrl"]
+    assert len(messages) == 1 and says in messages[0], messages
+
+
 # ----------------------------------------------------------------------------------------------------
 # userConsent
 

@@ -549,7 +549,8 @@ def valid_requests(draw: st.DrawFn, countries: list[str]) -> NetverifyRequest:
         )
 
     host = draw(
-        st.from_regex(r"[a-z0-9]{1,12}(\.[a-z0-9-]{0,10}[a-z0-9])?\.(com|example|de)", fullmatch=True)
+        # labels start and end with a letter or digit (a host such as "a.-b.com" is rightly refused)
+        st.from_regex(r"[a-z0-9]{1,12}(\.[a-z0-9]([a-z0-9-]{0,9}[a-z0-9])?)?\.(com|example|de)", fullmatch=True)
     )
     callback = draw(st.none() | st.just(f"https://{host}/cb") | st.just(f"https://bücher-{host}/x"))
     today = dt.datetime.now(UTC).date()
