@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
-from hypothesis import settings
 from _redis_server import redis_server  # noqa: F401
 from _support import SleepRecorder, make_jpeg
+from hypothesis import settings
 
 from netverify_async import Image, NetverifyRequest
 
