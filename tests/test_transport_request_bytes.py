@@ -200,3 +200,21 @@ async def test_upload_slices_cover_the_body_and_hand_the_loop_back_between_them(
     assert [len(piece) for piece in received] == [_UPLOAD_CHUNK] * 3 + [17]
     # the other task ran while the body was being sliced: between slices 1, 2, 3 and 4
     assert {1, 2, 3} <= set(other_task_steps)
+
+
+def test_answer_headers_are_keyed_in_lower_case_and_repeats_joined_like_httpx() -> None:
+    from netverify_async._client import _header_dict
+
+    raw = (
+        (b"Content-Type", b"application/json"),
+        (b"X-TrackingId", b"abc-123"),
+        (b"Set-Cookie", b"a=1"),
+        (b"set-cookie", b"b=2"),
+        (b"X-Latin", "caf\u00e9".encode("latin-1")),
+    )
+    found = _header_dict(raw)
+    via_httpx = httpx.Headers(list(raw))
+    assert found == {name: via_httpx[name] for name in found}
+    assert found["x-trackingid"] == "abc-123"
+    assert found["set-cookie"] == "a=1, b=2"
+    assert found["x-latin"] == "caf\u00e9"
