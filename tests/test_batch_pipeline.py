@@ -88,19 +88,25 @@ async def test_mixed_batch_gives_one_typed_outcome_per_item_and_sends_only_the_g
 
 @pytest.mark.anyio
 async def test_outcomes_come_in_completion_order_not_input_order() -> None:
-    # The first request to reach the emulator is answered 3 s late (its scan is created at once); the other
-    # one is answered at once, so its outcome must come first although both were sent together.
+    # "first" reaches the emulator first and is answered 3 s late (its scan is created at once); "second" is
+    # read from the input only once that scan exists, and is answered at once: its outcome must come first
+    # although both are in flight together.
     async with (
         run_emulator(processing_delay=0, sequence=["slow"], slow_seconds=3.0) as emu,
         client_for(emu) as client,
     ):
-        outcomes = await collect(
-            client.submit_many([make_request("first"), make_request("second")], concurrency=2)
-        )
-        created_first = emu.scans[0]["merchantIdScanReference"]
+
+        async def requests() -> AsyncIterator[NetverifyRequest]:
+            yield make_request("first")
+            with anyio.fail_after(20):
+                while emu.stats.scans_created < 1:
+                    await anyio.sleep(0.01)
+            yield make_request("second")
+
+        outcomes = await collect(client.submit_many(requests(), concurrency=2))
     assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT, OutcomeStatus.RECEIPT]
-    assert outcomes[-1].merchant_id_scan_reference == created_first
-    assert outcomes[0].merchant_id_scan_reference != created_first
+    assert [o.merchant_id_scan_reference for o in outcomes] == ["second", "first"]
+    assert [o.index for o in outcomes] == [1, 0]
 
 
 @pytest.mark.anyio
