@@ -411,12 +411,13 @@ class NetverifyClient:
             transport = own_aiohttp = AiohttpTransport(ssl_context=self._ssl_context(), limits=limits)
         else:
             transport = httpx.AsyncHTTPTransport(verify=self._ssl_context(), limits=limits)
+        timeout = self._timeout()
         self._http = httpx.AsyncClient(
-            transport=transport, timeout=self._timeout(), follow_redirects=False, trust_env=False
+            transport=transport, timeout=timeout, follow_redirects=False, trust_env=False
         )
         self._own_transport = transport
         self._own_aiohttp = own_aiohttp
-        self._timeout_ext = self._timeout().as_dict()
+        self._timeout_ext = timeout.as_dict()
         return self._http
 
     # -- the retry loop ----------------------------------------------------------------------------------------
@@ -789,6 +790,10 @@ class NetverifyClient:
                 chunks.append(chunk)
         finally:
             await response.aclose()
+            # httpx.AsyncClient.send links the response and its stream both ways and the response holds the
+            # request (and its body): break the cycle so a multi-megabyte body is freed when the call returns,
+            # not at the next garbage collection
+            response.stream = httpx.ByteStream(b"")
         return _Answer(response.status_code, response.headers, b"".join(chunks))
 
     def _url(self, url: str) -> httpx.URL:
@@ -832,8 +837,8 @@ class NetverifyClient:
 
         if sum(img.size for img in request.images.values()) < _INLINE_ENCODE_LIMIT:
             return encode_request_body(request)
-        # One encoder thread per client: concurrent encodes gain nothing (the final join holds the GIL) and a
-        # crowd of threads contending for the GIL keeps the event loop from getting it back for a long time.
+        # One encoder thread per client: the heavy parts (pybase64, the final join) run without the GIL, so
+        # concurrent encodes would only compete with the event loop for the machine's cores and memory bandwidth.
         if self._encode_limiter is None:
             self._encode_limiter = anyio.CapacityLimiter(1)
         return await anyio.to_thread.run_sync(encode_request_body, request, limiter=self._encode_limiter)

@@ -288,3 +288,32 @@ async def test_on_retry_hook_sees_each_retry_without_personal_data(
     assert len(events) == 1
     assert events[0].status_code == 503 and events[0].merchant_id_scan_reference == "hook"
     assert "Sentinelfirstname" not in repr(events[0])
+
+
+@pytest.mark.parametrize("pool", ["own", "caller's http_client"])
+async def test_no_request_outlives_its_call_waiting_for_the_garbage_collector(
+    emulator: Any, make_request: RequestFactory, pool: str
+) -> None:
+    # a request holds its body (megabytes for a real ID photo): it must go when the call returns, not at the
+    # next garbage collection, which a reference cycle would wait for
+    import gc
+
+    import httpx
+
+    user_http = httpx.AsyncClient() if pool != "own" else None
+    request = make_request("gc")
+    try:
+        async with client_for(emulator, http_client=user_http) as client:
+            await client.perform_netverify(request)  # builds the pool outside the measured part
+            gc.collect()
+            gc.disable()
+            try:
+                for _ in range(3):
+                    await client.perform_netverify(request)
+                left = [o for o in gc.get_objects() if isinstance(o, httpx.Request)]
+            finally:
+                gc.enable()
+    finally:
+        if user_http is not None:
+            await user_http.aclose()
+    assert left == []
