@@ -36,13 +36,19 @@ _UPLOAD_CHUNK = 64 * 1024
 _HeaderItems = Mapping[str, str] | Sequence[tuple[str, str]]
 #: What aiohttp raises when a timeout runs out: the builtin TimeoutError from Python 3.11, its own class before.
 _TOTAL_TIMEOUT = (TimeoutError, asyncio.TimeoutError)
+#: What :meth:`AiohttpTransport.request_bytes` hands to :func:`_map_error`.
+_FAILURES = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def _map_error(exc: aiohttp.ClientError | OSError, phase: str) -> Exception:
-    """The httpx exception for an aiohttp failure, keeping 'never sent' and 'maybe received' apart.
+def _map_error(exc: BaseException, phase: str, *, bounded: bool = False) -> Exception:
+    """The httpx exception for an aiohttp failure, keeping 'never sent' and 'maybe received' apart. With
+    ``bounded`` (a ``total`` was set, see :meth:`AiohttpTransport.request_bytes`) a bare timeout is that bound
+    running out: the builtin :class:`TimeoutError`.
 
     A plain function rather than a context manager: it runs on every request's hot path only when it fails.
     """
+    if bounded and isinstance(exc, _TOTAL_TIMEOUT) and not isinstance(exc, aiohttp.ClientError):
+        return TimeoutError(f"total timeout while {phase}")
     if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake: the request never left
         return httpx.ConnectError(f"connection failed: {type(exc).__name__}")
     if isinstance(exc, aiohttp.ConnectionTimeoutError):  # no connection (pool wait or connect) in time
@@ -177,12 +183,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 chunked=None,
                 timeout=self._client_timeout(timeout, total),
             )
-        except _TOTAL_TIMEOUT as exc:
-            if isinstance(exc, aiohttp.ClientError):  # pool wait, connect or socket read timeouts
-                raise _map_error(exc, "waiting for the response") from exc
-            raise TimeoutError("total timeout while waiting for the response") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _map_error(exc, "waiting for the response") from exc
+        except _FAILURES as exc:
+            raise _map_error(exc, "waiting for the response", bounded=total is not None) from exc
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout: dict[str, Any] = request.extensions.get("timeout", {})
@@ -229,12 +231,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 size += len(chunk)
                 if size > max_bytes:
                     break
-        except _TOTAL_TIMEOUT as exc:
-            if isinstance(exc, aiohttp.ClientError):
-                raise _map_error(exc, "reading the response body") from exc
-            raise TimeoutError("total timeout while reading the response body") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise _map_error(exc, "reading the response body") from exc
+        except _FAILURES as exc:
+            raise _map_error(exc, "reading the response body", bounded=total is not None) from exc
         finally:
             response.release()
         return RawAnswer(response.status, response.raw_headers, b"".join(chunks))
