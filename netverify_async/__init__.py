@@ -19,6 +19,7 @@ from ._errors import CallbackParseError as CallbackParseError
 from ._errors import ConfigurationError as ConfigurationError
 from ._errors import ConnectError as ConnectError
 from ._errors import DeadlineExceeded as DeadlineExceeded
+from ._errors import FailureKind as FailureKind
 from ._errors import ForbiddenError as ForbiddenError
 from ._errors import JournalError as JournalError
 from ._errors import NetverifyError as NetverifyError
@@ -49,7 +50,6 @@ from ._models import NetverifyRequest as NetverifyRequest
 from ._models import ScanReceipt as ScanReceipt
 from ._models import UserConsent as UserConsent
 from ._models import UserLocation as UserLocation
-from ._retry import FailureKind as FailureKind
 from ._retry import RetryEvent as RetryEvent
 from ._retry import RetryPolicy as RetryPolicy
 

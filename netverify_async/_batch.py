@@ -44,16 +44,16 @@ import sniffio
 from ._errors import (
     BatchItemError,
     ConfigurationError,
+    FailureKind,
     JournalError,
     NetverifyError,
     PreflightError,
     RateLimiterError,
-    ReadError,
     RequestError,
     RequestValidationError,
-    ServerError,
     SubmissionOutcomeUnknown,
     ValidationIssue,
+    failure_kind,
 )
 from ._journal import Journal, JournalState, SqliteJournal, open_journal
 from ._models import NetverifyRequest, ScanReceipt
@@ -85,8 +85,6 @@ DEFAULT_PREPARE_WORKERS = 2
 PROGRESS_INTERVAL_S = 0.2
 #: Budget reserved for the non-image part of a body (all text fields together are a few kilobytes).
 _BODY_OVERHEAD_BYTES = 64 * 1024
-#: Status codes that, on a submission, leave the outcome unknown (the request may have been processed).
-_AMBIGUOUS_STATUSES = frozenset({500, 502, 504})
 
 
 class OutcomeStatus(str, enum.Enum):
@@ -319,15 +317,6 @@ class _Item:
     reserved: int
     request: NetverifyRequest | None
     body: bytes | None = None
-
-
-def _is_ambiguous(error: BaseException) -> bool:
-    """Whether a failed submission may have been processed by the server."""
-    if isinstance(error, SubmissionOutcomeUnknown | ReadError):
-        return True
-    if isinstance(error, ServerError) and error.status_code in _AMBIGUOUS_STATUSES:
-        return True
-    return not isinstance(error, NetverifyError)
 
 
 async def _record(write: Awaitable[None] | None) -> JournalError | None:
@@ -731,8 +720,8 @@ class _Pipeline:
             )
         else:
             assert error is not None
-            cause = error if not isinstance(error, BatchItemError) else (error.__cause__ or error)
-            if _is_ambiguous(cause):
+            # the kind was decided where the failure happened; an item that never got a slot was never sent
+            if sent and failure_kind(error) is FailureKind.AMBIGUOUS:
                 status = OutcomeStatus.UNKNOWN
                 failure = await _record(
                     journal.mark_unknown([ref], type(error).__name__) if journal else None

@@ -12,20 +12,23 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     ├── JournalError                  the batch journal cannot be used or refuses an operation
     ├── BatchItemError                one batch item failed unexpectedly (``__cause__``); the batch went on
     ├── RateLimiterError              the shared (Redis) rate limiter failed or timed out; nothing was sent
-    ├── RequestError                  a call to the API failed; ``.safe_to_retry`` says if resending is harmless
+    ├── RequestError                  a call to the API failed; ``.kind`` (a :class:`FailureKind`) says whether
+    │   │                             the server may have processed it, ``.safe_to_retry`` whether resending is
+    │   │                             harmless
     │   ├── TransportError            no usable HTTP answer
-    │   │   ├── ConnectError          never sent: DNS, refused connection, TLS handshake (safe to retry)
+    │   │   ├── ConnectError          never sent: DNS, refused connection, TLS handshake, or the connection
+    │   │   │                         broke before the whole body was out (safe to retry)
     │   │   ├── PoolTimeoutError      never sent: no free connection in time (safe to retry)
-    │   │   └── ReadError             sent, but the answer was lost or too slow (ambiguous)
-    │   ├── ResponseError             the server answered badly (oversized, malformed, redirected)
+    │   │   └── ReadError             the whole body was sent, but the answer was lost or too slow (ambiguous)
+    │   ├── ResponseError             the server answered badly (oversized, malformed, redirected, odd status)
     │   ├── APIError                  the server answered with an error status; ``.status_code``, ``.body``,
     │   │   │                         ``.tracking_id``
     │   │   ├── BadRequestError       400
     │   │   ├── AuthenticationError   401
     │   │   ├── ForbiddenError        403 (bad credentials, missing or suspicious headers)
     │   │   ├── NotFoundError         404
-    │   │   ├── RateLimitedError      429 (and 503 with Retry-After); ``.retry_after`` seconds
-    │   │   └── ServerError           5xx
+    │   │   ├── RateLimitedError      429; ``.retry_after`` seconds
+    │   │   └── ServerError           5xx (a 503 with Retry-After is a refusal; other 5xx are ambiguous)
     │   ├── DeadlineExceeded          the overall deadline of the retry policy ran out
     │   └── RetryBudgetExhausted      the client-wide retry budget is spent; the last failure is ``__cause__``
     └── SubmissionOutcomeUnknown      performNetverify may or may not have created a (billed) scan; reconcile
@@ -34,11 +37,13 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     NetverifyWarning (UserWarning)    something allowed but probably not what you want
     └── PreflightWarning              an image that Jumio accepts but may read badly
 
-No message, ``repr`` or attribute of these exceptions carries an API secret, image bytes or personal data.
+No message, ``repr`` or attribute of these exceptions carries an API secret, image bytes or personal data, and
+none of them holds an HTTP request or response object (those carry the ``Authorization`` header and the body).
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -54,6 +59,7 @@ __all__ = [
     "ConfigurationError",
     "ConnectError",
     "DeadlineExceeded",
+    "FailureKind",
     "ForbiddenError",
     "JournalError",
     "NetverifyError",
@@ -76,6 +82,29 @@ __all__ = [
 ]
 
 
+class FailureKind(str, enum.Enum):
+    """What a failure says about the request's effect at the server; decided once, where the failure happens.
+
+    - ``NOT_SENT``: the server cannot have processed it (no connection, or the body never got out whole).
+    - ``REFUSED``: the server answered that it did not process it and may take it later (429, 503 with
+      Retry-After).
+    - ``AMBIGUOUS``: the whole body was sent and no certain refusal came back: the server may have processed it
+      (for performNetverify: a scan, billed, may exist).
+    - ``PERMANENT``: refused in a way that repeats (400, 401, 403, ...); sending the same again fails again.
+    """
+
+    NOT_SENT = "not_sent"
+    REFUSED = "refused"
+    AMBIGUOUS = "ambiguous"
+    PERMANENT = "permanent"
+
+
+def failure_kind(error: BaseException) -> FailureKind:
+    """The :class:`FailureKind` an error carries; anything that does not carry one may have been processed."""
+    kind = getattr(error, "kind", None)
+    return kind if isinstance(kind, FailureKind) else FailureKind.AMBIGUOUS
+
+
 class NetverifyError(Exception):
     """Base class of every exception raised on purpose by netverify-async."""
 
@@ -90,6 +119,8 @@ class PreflightWarning(NetverifyWarning):
 
 class ConfigurationError(NetverifyError, ValueError):
     """A client setting is missing or invalid (credentials, User-Agent, region, base URL, TLS options)."""
+
+    kind = FailureKind.NOT_SENT
 
 
 @attrs.frozen
@@ -113,6 +144,8 @@ class RequestValidationError(NetverifyError, ValueError):
 
     ``errors`` holds every violation found, not only the first.
     """
+
+    kind = FailureKind.NOT_SENT
 
     def __init__(self, errors: Sequence[ValidationIssue]) -> None:
         self.errors: tuple[ValidationIssue, ...] = tuple(errors)
@@ -138,6 +171,8 @@ class RequestValidationError(NetverifyError, ValueError):
 class PreflightError(NetverifyError, ValueError):
     """An image failed preflight; ``report`` (a ``PreflightReport``) lists the problems. Nothing was sent."""
 
+    kind = FailureKind.NOT_SENT
+
     def __init__(self, message: str, report: Any = None, role: str | None = None) -> None:
         super().__init__(message)
         self.report = report
@@ -159,24 +194,33 @@ class JournalError(NetverifyError):
 class RequestError(NetverifyError):
     """A call to the API failed.
 
-    ``safe_to_retry`` is True when the server certainly did not process the request, so sending it again cannot
-    create a second scan. ``operation`` names the API call; ``merchant_id_scan_reference`` is set for submissions.
+    ``kind`` is the :class:`FailureKind` decided where the failure happened. ``safe_to_retry`` is True when the
+    server certainly did not process the request (every kind but ``AMBIGUOUS``), so sending it again cannot create
+    a second scan. ``operation`` names the API call; ``merchant_id_scan_reference`` is set for submissions.
     """
 
-    safe_to_retry: bool = False
+    #: The kind of a failure of this class when the raiser does not say otherwise.
+    default_kind = FailureKind.AMBIGUOUS
 
     def __init__(
         self,
         message: str,
         *,
+        kind: FailureKind | None = None,
         operation: str | None = None,
         merchant_id_scan_reference: str | None = None,
         attempts: int = 1,
     ) -> None:
         super().__init__(message)
+        self.kind: FailureKind = kind if kind is not None else self.default_kind
         self.operation = operation
         self.merchant_id_scan_reference = merchant_id_scan_reference
         self.attempts = attempts
+
+    @property
+    def safe_to_retry(self) -> bool:
+        """True when the server certainly did not process the request."""
+        return self.kind is not FailureKind.AMBIGUOUS
 
 
 class TransportError(RequestError):
@@ -184,23 +228,25 @@ class TransportError(RequestError):
 
 
 class ConnectError(TransportError):
-    """The request never left: DNS failure, refused connection, connect timeout or TLS handshake failure."""
+    """The request never got out whole: DNS failure, refused connection, connect timeout, TLS handshake failure,
+    or a connection that broke before the last byte of the body was written."""
 
-    safe_to_retry = True
+    default_kind = FailureKind.NOT_SENT
 
 
 class PoolTimeoutError(TransportError):
     """The request never left: no connection became free in time."""
 
-    safe_to_retry = True
+    default_kind = FailureKind.NOT_SENT
 
 
 class ReadError(TransportError):
-    """The request was sent but the answer was lost (timeout or dropped connection): outcome unknown."""
+    """The whole request was sent but the answer was lost (timeout or dropped connection): outcome unknown."""
 
 
 class ResponseError(RequestError):
-    """The server's answer could not be used: too large, malformed, or a redirect that is never followed."""
+    """The server's answer could not be used: too large, malformed, a redirect (never followed) or a status that
+    says nothing certain. Ambiguous unless ``kind`` says otherwise."""
 
     def __init__(self, message: str, *, status_code: int | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -252,13 +298,13 @@ class NotFoundError(APIError):
 
 
 class RateLimitedError(APIError):
-    """429 (or 503 with Retry-After): the account's rate limit was hit.
+    """429: the account's rate limit was hit.
 
     ``retry_after`` is the server's requested wait in seconds, when it gave one. The request was not processed,
     so it is safe to send again after the wait.
     """
 
-    safe_to_retry = True
+    default_kind = FailureKind.REFUSED
 
     def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
@@ -266,19 +312,24 @@ class RateLimitedError(APIError):
 
 
 class ServerError(APIError):
-    """5xx: the server failed. 503 is safe to retry; 500/502/504 on a submission are ambiguous."""
+    """5xx: the server failed. A 503 with ``Retry-After`` is a refusal (``kind`` REFUSED, safe to retry); any
+    other 5xx after a complete submission is ambiguous. ``retry_after`` is the server's requested wait, if any."""
 
-    def __init__(self, message: str, **kwargs: Any) -> None:
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
         super().__init__(message, **kwargs)
-        self.safe_to_retry = self.status_code == 503
+        self.retry_after = retry_after
 
 
 class DeadlineExceeded(RequestError):
-    """The retry policy's overall deadline ran out before an answer came."""
+    """The retry policy's overall deadline ran out before an answer came. ``kind`` is that of the last failed
+    attempt (``NOT_SENT`` when no attempt was made)."""
+
+    default_kind = FailureKind.NOT_SENT
 
 
 class RetryBudgetExhausted(RequestError):
-    """The client-wide retry budget is spent, so this failure was not retried (see ``__cause__``)."""
+    """The client-wide retry budget is spent, so this failure was not retried (see ``__cause__``, whose ``kind``
+    this error carries)."""
 
 
 class SubmissionOutcomeUnknown(NetverifyError):
@@ -288,6 +339,10 @@ class SubmissionOutcomeUnknown(NetverifyError):
     ``merchant_id_scan_reference`` (the Customer Portal, the callback, or your own records) before deciding to
     submit again. ``__cause__`` is the failure that made the outcome unknown.
     """
+
+    #: Always ``AMBIGUOUS``: a scan may exist.
+    kind = FailureKind.AMBIGUOUS
+    safe_to_retry = False
 
     def __init__(self, merchant_id_scan_reference: str, reason: str, *, attempts: int = 1) -> None:
         super().__init__(
@@ -306,6 +361,8 @@ class RateLimiterError(NetverifyError):
     its password.
     """
 
+    kind = FailureKind.NOT_SENT
+
 
 class BatchItemError(NetverifyError):
     """An unexpected exception while a batch handled one item; ``__cause__`` is the original exception.
@@ -318,3 +375,5 @@ class BatchItemError(NetverifyError):
         super().__init__(message)
         self.merchant_id_scan_reference = merchant_id_scan_reference
         self.stage = stage
+        #: nothing is sent while preparing; an unexpected failure during the upload may follow a sent body
+        self.kind = FailureKind.NOT_SENT if stage == "prepare" else FailureKind.AMBIGUOUS

@@ -49,7 +49,7 @@ from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 import anyio.to_thread
 import attrs
 
-from ._errors import APIError, JournalError, PreflightError, RequestError, RequestValidationError
+from ._errors import FailureKind, JournalError, PreflightError, RequestValidationError, failure_kind
 from ._models import ScanReceipt
 
 __all__ = ["Journal", "JournalEntry", "JournalState", "SqliteJournal", "open_journal"]
@@ -135,11 +135,7 @@ def error_code_of(error: BaseException) -> str | None:
 
 
 def _safe_to_retry(error: BaseException) -> bool:
-    if isinstance(error, (PreflightError, RequestValidationError)):
-        return True  # nothing was sent
-    if isinstance(error, RequestError):
-        return bool(error.safe_to_retry) or (isinstance(error, APIError) and 400 <= error.status_code < 500)
-    return False
+    return failure_kind(error) is not FailureKind.AMBIGUOUS
 
 
 @runtime_checkable

@@ -1,19 +1,27 @@
-"""Retry policy, failure classification and the client-wide retry budget.
+"""The retry policy, the pure retry decision, the client-wide retry budget and the retry loop (tenacity).
 
-Every failed attempt falls into one :class:`FailureKind`:
+Every failed attempt carries one :class:`~netverify_async.FailureKind`, decided where it failed
+(:mod:`netverify_async._exchange`). What the loop does with it:
 
 ========================  ==========================================  ====================  ==================
 kind                      examples                                    performNetverify      GET / DELETE
 ========================  ==========================================  ====================  ==================
-``NOT_SENT``              DNS, refused connection, connect/pool         retried               retried
-                          timeout, TLS handshake
-``REFUSED``               429, 503 (server did not process it)        retried, Retry-After  retried
-``AMBIGUOUS``             read timeout, connection lost after the     NOT retried: raises   retried
-                          request was sent, 500 / 502 / 504           SubmissionOutcome-
-                                                                      Unknown (unless
-                                                                      ``retry_ambiguous``)
-``PERMANENT``             400, 401, 403, 404, other 4xx, bad answers  raised at once        raised at once
+``NOT_SENT``              DNS, refused connection, connect/pool       retried               retried
+                          timeout, TLS handshake, connection broken
+                          before the whole body was written
+``REFUSED``               429, 503 with Retry-After                   retried, Retry-After  retried
+``AMBIGUOUS``             anything after a complete body that is not  NOT retried: raises   retried
+                          a certain refusal: read timeout, lost       SubmissionOutcome-
+                          connection, 500/502/504, 503 without        Unknown (unless
+                          Retry-After, 408, redirects, 1xx, unknown   ``retry_ambiguous``)
+                          statuses
+``PERMANENT``             400, 401, 403, 404 and the other refusals   raised at once        raised at once
+                          that repeat
 ========================  ==========================================  ====================  ==================
+
+:func:`decide` is the whole decision, a pure function of the policy and what happened; tenacity runs the loop
+with its ``retry`` (is the kind retryable), ``stop`` (attempts, Retry-After cap, deadline, budget) and ``wait``
+(full-jitter backoff, Retry-After) all read from that one decision, and ``before_sleep`` for the hooks.
 
 The retry budget works like botocore's retry quota: each retry spends tokens from a bucket shared by the whole
 client, each success puts one back. When a dependency is down, the bucket empties and the client stops adding
@@ -25,25 +33,45 @@ from __future__ import annotations
 import datetime as _dt
 import email.utils
 import enum
+import logging
 import math
 import random
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
+import anyio
 import attrs
+import tenacity
 
-from ._errors import ConfigurationError
+from ._errors import (
+    ConfigurationError,
+    DeadlineExceeded,
+    FailureKind,
+    ReadError,
+    RequestError,
+    RetryBudgetExhausted,
+)
 
-__all__ = ["FailureKind", "RetryBudget", "RetryEvent", "RetryPolicy", "parse_retry_after"]
+__all__ = [
+    "FailureKind",
+    "GiveUp",
+    "GiveUpReason",
+    "RetryAfter",
+    "RetryBudget",
+    "RetryEvent",
+    "RetryPolicy",
+    "decide",
+    "parse_retry_after",
+    "run_with_retries",
+]
 
+logger = logging.getLogger("netverify_async")
 
-class FailureKind(str, enum.Enum):
-    """How a failed attempt bears on resending (see the module docstring)."""
+# A retry is only started when the deadline leaves at least this long (or twice what the last attempt took) for
+# it: an attempt the deadline cuts off in flight turns a failure that was safe to retry into an unknown outcome.
+MIN_ATTEMPT_WINDOW = 0.1
 
-    NOT_SENT = "not_sent"
-    REFUSED = "refused"
-    AMBIGUOUS = "ambiguous"
-    PERMANENT = "permanent"
+_T = TypeVar("_T")
 
 
 def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -71,8 +99,9 @@ class RetryPolicy:
     - ``deadline``: seconds for the whole call, all attempts and waits included (None: no overall limit).
     - ``attempt_timeout``: seconds for one attempt (connect + upload + answer), inside the deadline.
     - ``connect_timeout``: seconds to get a connection (from the pool or a new one).
-    - ``max_retry_after``: the longest ``Retry-After`` the client waits for; a longer one raises
-      :class:`~netverify_async.RateLimitedError` carrying the wait instead of retrying early.
+    - ``max_retry_after``: the longest ``Retry-After`` the client waits for; after a longer one the refusal
+      itself (:class:`~netverify_async.RateLimitedError`, or the 503's ``ServerError``) is raised, carrying the
+      wait in ``retry_after``, instead of retrying early.
     - ``retry_ambiguous``: resend performNetverify after an ambiguous failure. Off by default because it can
       create a duplicate, billed scan; GET and DELETE calls are always retried after ambiguous failures.
     - ``budget_capacity`` / ``retry_cost`` / ``timeout_retry_cost`` / ``success_refund``: the client-wide retry
@@ -139,15 +168,20 @@ class RetryBudget:
     def enabled(self) -> bool:
         return self.capacity > 0
 
+    def can_pay(self, *, timeout: bool) -> bool:
+        """Whether the budget can pay for one retry (nothing is taken)."""
+        return not self.enabled or self._cost(timeout) <= self.available
+
     def try_spend(self, *, timeout: bool) -> bool:
         """Take the cost of one retry; False (and nothing taken) when the budget cannot pay for it."""
-        if not self.enabled:
-            return True
-        cost = self.timeout_retry_cost if timeout else self.retry_cost
-        if cost > self.available:
+        if not self.can_pay(timeout=timeout):
             return False
-        self.available -= cost
+        if self.enabled:
+            self.available -= self._cost(timeout)
         return True
+
+    def _cost(self, timeout: bool) -> int:
+        return self.timeout_retry_cost if timeout else self.retry_cost
 
     def refund(self) -> None:
         """Give tokens back after a success."""
@@ -160,7 +194,11 @@ class RetryBudget:
 
 @attrs.frozen
 class RetryEvent:
-    """What the ``on_retry`` hook receives before each wait: safe to log (no secret, no personal data)."""
+    """What the ``on_retry`` hook receives before each wait: safe to log (no secret, no personal data).
+
+    ``kind`` is the failed attempt's :class:`FailureKind`; ``AMBIGUOUS`` on a submission means the retry may
+    create a second scan (only with ``retry_ambiguous``).
+    """
 
     operation: str
     attempt: int
@@ -195,3 +233,215 @@ def parse_retry_after(headers: Mapping[str, str], *, now: _dt.datetime | None = 
         when = when.replace(tzinfo=_dt.timezone.utc)
     current = now or _dt.datetime.now(_dt.timezone.utc)
     return max(0.0, (when - current).total_seconds())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The decision
+# ----------------------------------------------------------------------------------------------------------
+
+
+class GiveUpReason(str, enum.Enum):
+    """Why :func:`decide` stopped retrying."""
+
+    #: the failure's kind is never retried for this call (PERMANENT; AMBIGUOUS on a submission by default)
+    NOT_RETRYABLE = "not_retryable"
+    #: ``max_attempts`` attempts were made
+    ATTEMPTS = "attempts"
+    #: the server asks for a longer wait than ``max_retry_after``
+    RETRY_AFTER_TOO_LONG = "retry_after_too_long"
+    #: the deadline leaves no room for the wait and another attempt
+    DEADLINE = "deadline"
+    #: the client-wide retry budget cannot pay for another retry
+    BUDGET = "budget"
+
+
+@attrs.frozen
+class RetryAfter:
+    """Retry after ``delay`` seconds."""
+
+    delay: float
+
+
+@attrs.frozen
+class GiveUp:
+    """Stop; the call ends with the last failure (or an error that says why it stopped)."""
+
+    reason: GiveUpReason
+
+
+Decision = RetryAfter | GiveUp
+
+
+def decide(
+    policy: RetryPolicy,
+    *,
+    kind: FailureKind,
+    idempotent: bool,
+    attempts: int,
+    retry_after: float | None,
+    last_attempt_took: float,
+    time_left: float,
+    budget_can_pay: bool,
+    jitter: float,
+) -> Decision:
+    """The retry decision after a failed attempt, from nothing but its inputs.
+
+    ``attempts`` is how many attempts were made (the failed one included); ``time_left`` is what remains of the
+    deadline (``math.inf`` without one); ``jitter`` is a number in [0, 1) that scales the backoff ceiling (full
+    jitter); ``budget_can_pay`` says whether the client-wide budget could pay for a retry now.
+    """
+    if not policy.should_retry(kind, idempotent=idempotent):
+        return GiveUp(GiveUpReason.NOT_RETRYABLE)
+    if attempts >= policy.max_attempts:
+        return GiveUp(GiveUpReason.ATTEMPTS)
+    ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** max(0, attempts - 1)))
+    delay = jitter * ceiling
+    if retry_after is not None:
+        if retry_after > policy.max_retry_after:
+            return GiveUp(GiveUpReason.RETRY_AFTER_TOO_LONG)
+        delay = max(delay, retry_after)
+    window = min(policy.attempt_timeout, max(MIN_ATTEMPT_WINDOW, 2 * last_attempt_took))
+    if delay + window >= time_left:
+        return GiveUp(GiveUpReason.DEADLINE)
+    if not budget_can_pay:
+        return GiveUp(GiveUpReason.BUDGET)
+    return RetryAfter(delay)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------------------------------------
+
+
+@attrs.define
+class AttemptHistory:
+    """What happened so far in one call: read by the caller when the loop ends."""
+
+    deadline_at: float
+    attempts: int = 0
+    #: an attempt failed in a way that may have been processed by the server
+    maybe_processed: bool = False
+    last_started: float = 0.0
+    last_took: float = 0.0
+    #: the decision after each failed attempt, by attempt number
+    decisions: dict[int, Decision] = attrs.field(factory=dict)
+
+
+SleepFunc = Callable[[float], Awaitable[None]]
+BeforeSleep = Callable[[int, RequestError, float], Awaitable[None]]
+
+
+async def run_with_retries(
+    attempt: Callable[[int], Awaitable[_T]],
+    *,
+    policy: RetryPolicy,
+    idempotent: bool,
+    budget: RetryBudget,
+    history: AttemptHistory,
+    sleep: SleepFunc,
+    before_sleep: BeforeSleep,
+    rng: random.Random | None = None,
+) -> _T:
+    """Run ``attempt(number)`` until it returns, or :func:`decide` gives up; the final error is raised.
+
+    ``attempt`` raises a :class:`~netverify_async.RequestError` carrying its kind for a failed attempt; any
+    other exception ends the call as it is. On giving up for the deadline or the budget, the error says so
+    (:class:`~netverify_async.DeadlineExceeded`, :class:`~netverify_async.RetryBudgetExhausted`, both carrying
+    the last failure's kind, with that failure as ``__cause__``). ``history`` tells the caller whether an
+    attempt may have been processed.
+    """
+    draw = rng.random if rng is not None else random.random
+
+    def decision(state: tenacity.RetryCallState) -> Decision:
+        number = state.attempt_number
+        found = history.decisions.get(number)
+        if found is None:
+            error = state.outcome.exception() if state.outcome is not None else None
+            if not isinstance(error, RequestError) or isinstance(error, DeadlineExceeded):
+                found = GiveUp(GiveUpReason.NOT_RETRYABLE)
+            else:
+                found = decide(
+                    policy,
+                    kind=error.kind,
+                    idempotent=idempotent,
+                    attempts=number,
+                    retry_after=getattr(error, "retry_after", None),
+                    last_attempt_took=history.last_took,
+                    time_left=history.deadline_at - anyio.current_time(),
+                    budget_can_pay=budget.can_pay(timeout=_is_timeout(error)),
+                    jitter=draw(),
+                )
+            history.decisions[number] = found
+        return found
+
+    def retryable(state: tenacity.RetryCallState) -> bool:
+        if state.outcome is None or not state.outcome.failed:
+            return False
+        return decision(state) != GiveUp(GiveUpReason.NOT_RETRYABLE)
+
+    def stop(state: tenacity.RetryCallState) -> bool:
+        return isinstance(decision(state), GiveUp)
+
+    def wait(state: tenacity.RetryCallState) -> float:
+        found = decision(state)
+        return found.delay if isinstance(found, RetryAfter) else 0.0
+
+    async def hook(state: tenacity.RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        found = decision(state)
+        assert isinstance(error, RequestError) and isinstance(found, RetryAfter)
+        budget.try_spend(timeout=_is_timeout(error))
+        await before_sleep(state.attempt_number, error, found.delay)
+
+    retrying = tenacity.AsyncRetrying(
+        retry=retryable,
+        stop=stop,
+        wait=wait,
+        before_sleep=hook,
+        sleep=sleep,
+        reraise=True,
+    )
+    try:
+        return await retrying(_recorded(attempt, history))
+    except RequestError as error:
+        if not isinstance(error, DeadlineExceeded):  # a deadline reached before an attempt counts what was sent
+            error.attempts = history.attempts
+        reason = history.decisions.get(history.attempts)
+        if reason == GiveUp(GiveUpReason.DEADLINE):
+            raise _gave_up(DeadlineExceeded, "the deadline leaves no time to retry after", error) from error
+        if reason == GiveUp(GiveUpReason.BUDGET):
+            raise _gave_up(RetryBudgetExhausted, "client retry budget exhausted; not retrying", error) from error
+        raise
+
+
+def _recorded(attempt: Callable[[int], Awaitable[_T]], history: AttemptHistory) -> Callable[[], Awaitable[_T]]:
+    """``attempt`` numbered, timed and its failures' kinds recorded in ``history``."""
+
+    async def run() -> _T:
+        history.attempts += 1
+        history.last_started = anyio.current_time()
+        try:
+            return await attempt(history.attempts)
+        except RequestError as error:
+            if error.kind is FailureKind.AMBIGUOUS:
+                history.maybe_processed = True
+            raise
+        finally:
+            history.last_took = anyio.current_time() - history.last_started
+
+    return run
+
+
+def _is_timeout(error: RequestError) -> bool:
+    return isinstance(error, ReadError)
+
+
+def _gave_up(cls: type[RequestError], why: str, error: RequestError) -> RequestError:
+    final = cls(
+        f"{error.operation or 'call'}: {why} {type(error).__name__}",
+        kind=error.kind,
+        operation=error.operation,
+        merchant_id_scan_reference=error.merchant_id_scan_reference,
+        attempts=error.attempts,
+    )
+    return final
