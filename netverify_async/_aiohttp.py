@@ -27,7 +27,9 @@ _FAILURES = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 def _mapped(exc: BaseException, phase: str) -> httpx.TransportError:
     if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake: the request never left
-        return httpx.ConnectError(f"connection failed: {type(exc).__name__}")
+        failure = httpx.ConnectError(f"connection failed: {type(exc).__name__}")
+        failure.__cause__ = exc  # holds the ssl / OS error (no request data): the exchange reads the TLS reason
+        return failure
     if isinstance(exc, aiohttp.ConnectionTimeoutError):  # no connection in time
         return httpx.ConnectTimeout("timed out waiting for a connection")
     if isinstance(exc, (aiohttp.SocketTimeoutError, asyncio.TimeoutError)):

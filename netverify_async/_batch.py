@@ -57,6 +57,7 @@ from ._errors import (
 )
 from ._journal import Journal, JournalState, SqliteJournal, open_journal
 from ._models import NetverifyRequest, ScanReceipt
+from ._validation import text_issues
 
 if TYPE_CHECKING:
     import os
@@ -561,16 +562,22 @@ class _Pipeline:
             )
             return
         ref = request.merchant_id_scan_reference
+        # a request changed after it was validated: its reference cannot be stored, logged or shown
+        issues = text_issues(ref, "merchantIdScanReference")
+        shown = None if issues else ref
         if ref in self.seen:
-            issue = ValidationIssue(
-                "merchantIdScanReference",
-                "duplicate_reference",
-                "must be unique within a batch; an earlier item has the same value (not sent)",
+            issues.append(
+                ValidationIssue(
+                    "merchantIdScanReference",
+                    "duplicate_reference",
+                    "must be unique within a batch; an earlier item has the same value (not sent)",
+                )
             )
+        if issues:
             await self._emit(
                 out,
                 self._outcome(
-                    index, ref, OutcomeStatus.INVALID, started, error=RequestValidationError([issue])
+                    index, shown, OutcomeStatus.INVALID, started, error=RequestValidationError(issues)
                 ),
             )
             return

@@ -318,6 +318,10 @@ class Exchange:
                 content = b"".join(chunks)
         finally:
             await response.aclose()
+            # AsyncClient.send links the response and its stream both ways, and the response holds the request
+            # (its headers, Authorization included): unlink them so that both go when the call returns, not at
+            # the next garbage collection
+            response.stream = httpx.ByteStream(b"")
         return response.status_code, _header_dict(response.headers), content
 
     def _too_large(self, call: Call, status: int) -> RequestError:

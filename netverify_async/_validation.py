@@ -22,6 +22,11 @@ Decisions where the guide is silent or ambiguous:
   wire means the same as an absent key.
 * ``merchantIdScanReference``, ``customerId`` and ``callbackUrl`` must not contain an e-mail address (the
   guide forbids personal data there).
+* Every string field must be text that can go on the wire and into logs and journals unchanged: encodable as
+  UTF-8 (``not_encodable``: no surrogate code points), without control characters (``control_character``:
+  category Cc, so NUL, tab, CR, LF, DEL and C1) and without bidirectional formatting characters
+  (``bidi_control``), which make a reference display differently from what it is. ``callbackUrl`` has
+  stricter rules of its own (ASCII only, no controls).
 
 Heavy data (pycountry's ISO 3166 databases) is loaded on first use only.
 """
@@ -33,9 +38,10 @@ import contextvars
 import datetime as _dt
 import functools
 import re
+import unicodedata
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from ._constants import CONSENT_MAX_AGE_DAYS, MAX_IMAGE_BYTES, MAX_LENGTHS
 from ._errors import NetverifyWarning, RequestValidationError, ValidationIssue
@@ -90,6 +96,62 @@ _EMAIL = re.compile(
 )
 _HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 _URL_FORBIDDEN_CHARS = re.compile(r"[\x00-\x20\x7f]")
+
+
+class _TextRule(NamedTuple):
+    """A rule every string field must keep: its issue code and message (which never shows the text)."""
+
+    code: str
+    message: str
+
+
+_NOT_ENCODABLE = _TextRule(
+    "not_encodable",
+    "must be encodable as UTF-8: it contains a surrogate code point (text decoded with errors='surrogateescape' "
+    "or a broken UTF-16 pair)",
+)
+_CONTROL_CHARACTER = _TextRule(
+    "control_character",
+    "must not contain control characters (NUL, tab, line breaks, DEL or other C0 / C1 controls)",
+)
+_BIDI_CONTROL = _TextRule(
+    "bidi_control",
+    "must not contain bidirectional formatting characters (U+061C, U+200E, U+200F, U+202A to U+202E, "
+    "U+2066 to U+2069): they make the text display differently from what it is",
+)
+#: In the order their issues are reported.
+_TEXT_RULES = (_NOT_ENCODABLE, _CONTROL_CHARACTER, _BIDI_CONTROL)
+
+#: Bidi embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069) and the implicit marks (LRM, RLM,
+#: ALM). They are only some of the format characters (category Cf): the others are not refused because real
+#: text needs them, e.g. ZERO WIDTH JOINER (U+200D) inside emoji sequences, ZERO WIDTH NON-JOINER (U+200C) in
+#: Persian and Indic spelling, SOFT HYPHEN (U+00AD) in names, and tag characters in subdivision flag emoji.
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _text_rule_broken_by(char: str) -> _TextRule | None:
+    category = unicodedata.category(char)
+    if category == "Cs":  # the only code points a str can hold that UTF-8 cannot encode
+        return _NOT_ENCODABLE
+    if category == "Cc":
+        return _CONTROL_CHARACTER
+    if char in _BIDI_CONTROLS:
+        return _BIDI_CONTROL
+    return None
+
+
+def _broken_text_rules(text: str) -> list[_TextRule]:
+    """The text rules ``text`` breaks, each once, in :data:`_TEXT_RULES` order."""
+    if text.isprintable():  # every character the rules refuse (Cs, Cc, bidi Cf) is unprintable
+        return []
+    broken = {_text_rule_broken_by(char) for char in text}
+    return [rule for rule in _TEXT_RULES if rule in broken]
+
+
+def text_issues(text: str, path: str) -> list[ValidationIssue]:
+    """The text rules ``text`` breaks, as issues at ``path`` (for text that did not come through a request)."""
+    return [ValidationIssue(path, rule.code, rule.message) for rule in _broken_text_rules(text)]
+
 
 _deferred: contextvars.ContextVar[bool] = contextvars.ContextVar("netverify_deferred", default=False)
 
@@ -265,8 +327,19 @@ class _Checker:
     def add(self, path: str, code: str, message: str) -> None:
         self.issues.append(ValidationIssue(path, code, message))
 
-    def string(self, value: Any, path: str, *, required: bool = False, max_length: int | None = None) -> bool:
-        """Type, presence, emptiness and length of a string field; True when the value is a usable string."""
+    def string(
+        self,
+        value: Any,
+        path: str,
+        *,
+        required: bool = False,
+        max_length: int | None = None,
+        text_rules: bool = True,
+    ) -> bool:
+        """Type, presence, emptiness, length and text rules of a string field; True when the value is usable.
+
+        ``text_rules=False`` only for a field whose own rules are stricter (``callbackUrl``: ASCII, no controls).
+        """
         if value is None:
             if required:
                 self.add(path, "required", "is required")
@@ -281,6 +354,11 @@ class _Checker:
         if limit is not None and len(value) > limit:
             self.add(path, "too_long", f"must be at most {limit} characters long (got {len(value)})")
             return False
+        if text_rules:
+            broken = _broken_text_rules(value)
+            for rule in broken:
+                self.add(path, rule.code, rule.message)
+            return not broken
         return True
 
     def no_email(self, value: str, path: str) -> None:
@@ -519,7 +597,7 @@ def request_issues(req: Any, *, now: _dt.datetime | None = None) -> list[Validat
     c.string(req.merchant_reporting_criteria, "merchantReportingCriteria")
     if c.string(req.customer_id, "customerId"):
         c.no_email(req.customer_id, "customerId")
-    if c.string(req.callback_url, "callbackUrl"):
+    if c.string(req.callback_url, "callbackUrl", text_rules=False):
         c.issues.extend(_callback_url_issues(req.callback_url, "callbackUrl"))
     c.string(req.first_name, "firstName")
     c.string(req.last_name, "lastName")

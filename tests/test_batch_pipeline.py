@@ -280,7 +280,10 @@ class FlakyClient(NetverifyClient):
         self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None
     ) -> ScanReceipt:
         if merchant_id_scan_reference == "bug-upload":
+            await on_send()  # the item holds its slot and is recorded as sent: bytes may leave from here
             raise ZeroDivisionError("bug in upload")
+        if merchant_id_scan_reference == "bug-before-send":
+            raise ZeroDivisionError("bug before the upload started")
         return await super().send_encoded(
             body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send
         )
@@ -288,7 +291,12 @@ class FlakyClient(NetverifyClient):
 
 @pytest.mark.anyio
 async def test_unexpected_exceptions_become_typed_item_errors() -> None:
-    items = [make_request("bug-prepare"), make_request("fine"), make_request("bug-upload")]
+    items = [
+        make_request("bug-prepare"),
+        make_request("fine"),
+        make_request("bug-upload"),
+        make_request("bug-before-send"),
+    ]
     async with run_emulator(processing_delay=0) as emu, client_for(emu, client_class=FlakyClient) as client:
         outcomes = {
             o.merchant_id_scan_reference: o for o in await collect(client.submit_many(items, concurrency=2))
@@ -302,6 +310,9 @@ async def test_unexpected_exceptions_become_typed_item_errors() -> None:
     assert upload_failure.status is OutcomeStatus.UNKNOWN  # it may have left: never call it "not sent"
     assert isinstance(upload_failure.error, BatchItemError)
     assert isinstance(upload_failure.error.__cause__, ZeroDivisionError)
+    early_failure = outcomes["bug-before-send"]
+    assert early_failure.status is OutcomeStatus.FAILED  # it never held a slot, so nothing can have left
+    assert isinstance(early_failure.error, BatchItemError)
     assert outcomes["fine"].status is OutcomeStatus.RECEIPT
 
 

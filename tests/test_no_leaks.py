@@ -47,7 +47,7 @@ IMAGE_MARKER = b"IMG-SENTINEL-c0ffee-5a5a"
 
 
 @pytest.fixture(
-    params=[("asyncio", "aiohttp"), ("trio", "httpcore")], ids=["asyncio-aiohttp", "trio-httpcore"]
+    params=[("asyncio", "aiohttp"), ("trio", "httpx")], ids=["asyncio-aiohttp", "trio-httpx"]
 )
 def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
     return request.param  # type: ignore[no-any-return]
@@ -222,7 +222,7 @@ def client(base_url: str, transport: str, evidence: Evidence, **kwargs: Any) -> 
 @pytest.fixture
 def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.DEBUG)  # the root logger, so every logger without its own level
-    for name in ("netverify_async", "httpx", "httpcore", "aiohttp", "uvicorn", "uvicorn.error", "asyncio"):
+    for name in ("netverify_async", "httpx", "httpx", "aiohttp", "uvicorn", "uvicorn.error", "asyncio"):
         caplog.set_level(logging.DEBUG, logger=name)
     return caplog
 

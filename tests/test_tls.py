@@ -29,7 +29,7 @@ from netverify_async.emulator import EmulatorApp, EmulatorConfig
 pytestmark = pytest.mark.anyio
 
 RequestFactory = Callable[..., NetverifyRequest]
-MODES = [("asyncio", "aiohttp"), ("asyncio", "httpcore"), ("trio", "httpcore")]
+MODES = [("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "httpx")]
 
 
 @pytest.fixture(params=MODES, ids=[f"{b}-{t}" for b, t in MODES])

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import unicodedata
 import warnings
 from typing import Any
 
 import attrs
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image as PILImage
 
 from netverify_async import (
@@ -772,3 +775,180 @@ def test_messages_never_repeat_the_offending_values(make: Any, jpeg: Image) -> N
     assert secret not in text
     assert secret[:3] + "X" not in text
     assert len(info.value.errors) >= 12
+
+
+# ----------------------------------------------------------------------------------------------------
+# Text that can go on the wire: encodable as UTF-8, no control or bidi formatting characters
+
+#: Part of every refused value; non-ASCII, so that no part of it can occur in an (ASCII) message by chance.
+_TEXT_SECRET = "Ж学é9Zq"
+#: The bidirectional formatting characters that are refused (all of category Cf).
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+
+
+def _text_changes(path: str, value: str) -> dict[str, Any]:
+    """The ``make`` keyword changes that put ``value`` in the string field at wire path ``path``."""
+    if path == "userConsent.userIp":
+        return {"user_consent": UserConsent(value, UserLocation("AUT"))}
+    if path == "userConsent.userLocation.country":
+        return {"user_consent": UserConsent("192.0.2.1", UserLocation(value))}
+    if path == "userConsent.userLocation.state":
+        return {"user_consent": UserConsent("192.0.2.1", UserLocation("AUT", value))}
+    attrs_by_path = {
+        "merchantIdScanReference": "merchant_id_scan_reference",
+        "country": "country",
+        "merchantReportingCriteria": "merchant_reporting_criteria",
+        "customerId": "customer_id",
+        "firstName": "first_name",
+        "lastName": "last_name",
+        "usState": "us_state",
+        "number": "number",
+        "personalNumber": "personal_number",
+    }
+    return {attrs_by_path[path]: value}
+
+
+#: Every string field the text rules apply to (callbackUrl has stricter rules of its own, tested below).
+_FREE_TEXT_PATHS = [
+    "merchantIdScanReference",
+    "merchantReportingCriteria",
+    "customerId",
+    "firstName",
+    "lastName",
+    "number",
+    "personalNumber",
+    "userConsent.userLocation.state",
+]
+_CONSTRAINED_TEXT_PATHS = [
+    "country",
+    "usState",
+    "userConsent.userIp",  # an IPv6 scope id ("fe80::1%eth0") is free text to the ipaddress module
+    "userConsent.userLocation.country",
+]
+
+#: (character, code): one or more characters of every refused class.
+_REFUSED_CHARACTERS = [
+    pytest.param("\ud800", "not_encodable", id="lone-high-surrogate"),
+    pytest.param("\udc80", "not_encodable", id="surrogateescape-byte"),
+    pytest.param("\x00", "control_character", id="NUL"),
+    pytest.param("\n", "control_character", id="LF"),
+    pytest.param("\r", "control_character", id="CR"),
+    pytest.param("\t", "control_character", id="TAB"),
+    pytest.param("\x85", "control_character", id="C1-NEL"),
+    pytest.param("\u202e", "bidi_control", id="RLO"),
+    pytest.param("\u2066", "bidi_control", id="LRI"),
+    pytest.param("\u200f", "bidi_control", id="RLM"),
+    pytest.param("\u061c", "bidi_control", id="ALM"),
+]
+
+
+def _sandwich(path: str, char: str) -> tuple[str, str]:
+    """A value of the field's allowed length with ``char`` in the middle, and the text either side of it."""
+    side = _TEXT_SECRET[: (MAX_LENGTHS.get(path, 100) - 1) // 2]
+    return side + char + side, side
+
+
+@pytest.mark.parametrize("path", _FREE_TEXT_PATHS + _CONSTRAINED_TEXT_PATHS)
+@pytest.mark.parametrize(("char", "code"), _REFUSED_CHARACTERS)
+def test_text_rules_refuse_bad_characters_in_every_string_field(
+    make: Any, path: str, char: str, code: str
+) -> None:
+    value, side = _sandwich(path, char)
+    with pytest.raises(RequestValidationError) as info:
+        make(**_text_changes(path, value))
+    assert [(e.path, e.code) for e in info.value.errors] == [(path, code)]
+    shown = str(info.value) + "".join(e.message + repr(e) for e in info.value.errors)
+    assert side not in shown and char not in shown
+    assert side not in repr(info.value) and ascii(char)[1:-1] not in repr(info.value)
+
+
+@pytest.mark.parametrize(
+    ("char", "code"),
+    [(chr(c), "control_character") for c in [*range(0x20), 0x7F, *range(0x80, 0xA0)]]
+    + [(char, "bidi_control") for char in _BIDI_CONTROLS]
+    + [(chr(c), "not_encodable") for c in (0xD800, 0xDBFF, 0xDC00, 0xDFFF)],
+    ids=lambda v: f"U+{ord(v):04X}" if isinstance(v, str) and len(v) == 1 else str(v),
+)
+def test_text_rules_refuse_every_listed_character(make: Any, char: str, code: str) -> None:
+    assert issues_of(make, merchant_id_scan_reference=f"ref-{char}-1") == [("merchantIdScanReference", code)]
+
+
+def test_text_rules_refuse_a_surrogate_pair_held_as_two_code_points(make: Any) -> None:
+    # "\ud83d\ude00" is how a broken UTF-16 decoder spells U+1F600; UTF-8 cannot encode it.
+    assert issues_of(make, customer_id="cust-\ud83d\ude00") == [("customerId", "not_encodable")]
+
+
+def test_text_rules_report_each_broken_rule_once(make: Any) -> None:
+    value = "a\x00b\nc\u202ed\u2069e\ud800"
+    assert issues_of(make, first_name=value) == [
+        ("firstName", "not_encodable"),
+        ("firstName", "control_character"),
+        ("firstName", "bidi_control"),
+    ]
+
+
+@pytest.mark.parametrize("path", _FREE_TEXT_PATHS)
+@pytest.mark.parametrize(
+    "value",
+    [
+        pytest.param("Zoë Ñúñez-Łuk", id="accents"),
+        pytest.param("山田太郎", id="cjk"),
+        pytest.param("😀🎉", id="emoji"),
+        pytest.param("\U0001f469\u200d\U0001f467", id="zwj-emoji-sequence"),
+        pytest.param("\U0001f3f4\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f", id="tag-flag"),
+        pytest.param("می\u200cخواهم", id="zwnj-persian"),
+        pytest.param("مرحبا שלום", id="rtl-letters"),
+        pytest.param("Hyphen\u00adated", id="soft-hyphen"),
+        pytest.param("a\u00a0b c", id="spaces"),
+    ],
+)
+def test_text_rules_accept_real_unicode_text(make: Any, path: str, value: str) -> None:
+    assert issues_of(make, **_text_changes(path, value)) == []
+
+
+@pytest.mark.parametrize("value", ["Côte d'Ivoire", "Åland Islands", "Curaçao"])
+def test_text_rules_accept_accented_country_names_in_us_state(make: Any, value: str) -> None:
+    assert issues_of(make, us_state=value) == []
+
+
+@pytest.mark.parametrize(("char", "_code"), _REFUSED_CHARACTERS)
+def test_callback_url_keeps_its_own_stricter_rule(make: Any, char: str, _code: str) -> None:
+    assert issues_of(make, callback_url=f"https://example.com/a{char}b") == [("callbackUrl", "invalid_url")]
+
+
+def test_request_with_lone_surrogate_reference_is_refused_at_construction(jpeg: Image) -> None:
+    with pytest.raises(RequestValidationError) as info:
+        NetverifyRequest("ref-\ud800", jpeg, "DEU", IdType.PASSPORT)
+    assert isinstance(info.value, ValueError)
+    assert [(e.path, e.code) for e in info.value.errors] == [("merchantIdScanReference", "not_encodable")]
+    assert "\ud800" not in str(info.value) and "\\ud800" not in repr(info.value)
+    str(info.value).encode("utf-8")  # the error itself is safe to log
+
+
+@pytest.mark.parametrize(("char", "code"), _REFUSED_CHARACTERS)
+def test_wire_body_with_bad_text_is_refused_typed(jpeg: Image, char: str, code: str) -> None:
+    body = NetverifyRequest("order-1", jpeg, "DEU", "PASSPORT").to_wire()
+    body["merchantIdScanReference"] = f"order-{char}"
+    body["userConsent"] = {"userIp": f"fe80::1%{char}", "userLocation": {"country": "AUT"}}
+    with pytest.raises(RequestValidationError) as info:
+        NetverifyRequest.from_wire(body)
+    assert [(e.path, e.code) for e in info.value.errors] == [
+        ("merchantIdScanReference", code),
+        ("userConsent.userIp", code),
+    ]
+
+
+_ALLOWED_TEXT = st.text(
+    st.characters(exclude_categories=["Cc", "Cs"], exclude_characters=_BIDI_CONTROLS), max_size=40
+)
+_REFUSED_CHARACTER = st.one_of(st.characters(categories=["Cc", "Cs"]), st.sampled_from(_BIDI_CONTROLS))
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(left=_ALLOWED_TEXT, right=_ALLOWED_TEXT, bad=_REFUSED_CHARACTER)
+def test_text_rules_accept_any_other_text_and_refuse_one_bad_character(
+    make: Any, left: str, right: str, bad: str
+) -> None:
+    assert issues_of(make, last_name=f"x{left}{right}") == []
+    code = {"Cc": "control_character", "Cs": "not_encodable"}.get(unicodedata.category(bad), "bidi_control")
+    assert issues_of(make, last_name=f"x{left}{bad}{right}") == [("lastName", code)]

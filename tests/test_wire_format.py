@@ -497,9 +497,13 @@ def country_codes() -> list[str]:
 
 
 _US_STATES = ["AL", "CA", "DC", "IL", "NY", "PR", "TX", "WY"]
-_SAFE_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="@"), min_size=1, max_size=100).filter(
-    lambda s: s.strip() != ""
-)
+# Text validation refuses control characters (Cc) and bidi formatting characters; codec="utf-8" excludes surrogates.
+_BIDI_CONTROLS = "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+_SAFE_TEXT = st.text(
+    st.characters(codec="utf-8", exclude_categories=["Cc"], exclude_characters="@" + _BIDI_CONTROLS),
+    min_size=1,
+    max_size=100,
+).filter(lambda s: s.strip() != "")
 _REF_TEXT = st.text(st.sampled_from("abcXYZ0189-_.:/ "), min_size=1, max_size=100).filter(
     lambda s: s.strip() != ""
 )

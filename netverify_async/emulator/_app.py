@@ -295,7 +295,9 @@ class EmulatorApp:
             body = error_body(500, "Internal Server Error", ex.request_uri)
             return await self._json(ex, 500, body)
         extra: Headers = []
-        if status == 503 and self.state.faults.retry_after:
+        if status == 503:
+            # the front door refusing before processing says when to come back; a client takes a bare 503 (what
+            # gateways answer after an upstream reset) as a request that may have been processed
             extra.append((b"retry-after", b"1"))
         return await self._send(ex, status, _GATEWAY_PAGES[status], b"text/html", extra)
 

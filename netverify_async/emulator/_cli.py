@@ -98,7 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     faults.add_argument("--retrieval-rate-limit", metavar="SPEC", help="retrieval/delete limit, e.g. '75/5s'")
     faults.add_argument(
-        "--retry-after", action="store_true", help="send Retry-After with 429 and injected 503"
+        "--retry-after", action="store_true", help="send Retry-After with 429 (injected 503s always carry it)"
     )
     faults.add_argument(
         "--error",

@@ -124,7 +124,7 @@ class Faults:
     action                      when              effect
     ==========================  ================  =================================================
     ``429`` (rate limit)        before            ``{"title":"Too Many Requests",...}``, no scan
-    ``503``                     before            always before processing, no scan
+    ``503``                     before            always before processing, no scan, ``Retry-After: 1``
     ``500`` / ``502`` / ``504``  ``error_phase``   ``before``: no scan; ``after``: the scan exists
     ``drop``                    after             connection closed without any response
     ``slow``                    after             ``slow_seconds`` of delay (``delay``) or a
