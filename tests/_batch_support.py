@@ -9,9 +9,7 @@ from typing import Any
 
 from PIL import Image as PILImage
 
-from netverify_async._client import NetverifyClient
-from netverify_async._models import Image, NetverifyRequest
-from netverify_async._retry import RetryPolicy
+from netverify_async import Image, NetverifyClient, NetverifyRequest, RetryPolicy
 
 USER_AGENT = "Example Corp BatchTests/1.0"
 

@@ -15,10 +15,8 @@ from collections.abc import Iterator
 
 import anyio
 
+from netverify_async import NetverifyClient, NetverifyRequest, RetryPolicy
 from netverify_async._batch import submit_many
-from netverify_async._client import NetverifyClient
-from netverify_async._models import NetverifyRequest
-from netverify_async._retry import RetryPolicy
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _batch_support import USER_AGENT, make_request

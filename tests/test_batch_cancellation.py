@@ -16,8 +16,7 @@ import pytest
 import sniffio
 from _batch_support import client_for, make_request, refs, scans_per_reference
 
-from netverify_async._batch import Batch, BatchStatus, BatchSummary, OutcomeStatus
-from netverify_async._journal import JournalState, SqliteJournal
+from netverify_async import Batch, BatchStatus, BatchSummary, JournalState, OutcomeStatus, SqliteJournal
 from netverify_async.emulator import run_emulator
 
 ITEMS = 8

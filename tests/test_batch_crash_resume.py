@@ -23,7 +23,7 @@ import anyio
 import httpx
 import pytest
 
-from netverify_async._journal import JournalState, SqliteJournal
+from netverify_async import JournalState, SqliteJournal
 
 pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX"),

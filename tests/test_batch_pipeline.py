@@ -19,6 +19,15 @@ from _batch_support import (
     scans_per_reference,
 )
 
+from netverify_async import (
+    BatchItemError,
+    ConfigurationError,
+    NetverifyClient,
+    NetverifyRequest,
+    PreflightError,
+    RequestValidationError,
+    ScanReceipt,
+)
 from netverify_async._batch import (
     BatchOutcome,
     BatchProgress,
@@ -27,14 +36,6 @@ from netverify_async._batch import (
     check_unique_references,
     submit_many,
 )
-from netverify_async._client import NetverifyClient
-from netverify_async._errors import (
-    BatchItemError,
-    ConfigurationError,
-    PreflightError,
-    RequestValidationError,
-)
-from netverify_async._models import NetverifyRequest, ScanReceipt
 from netverify_async.emulator import run_emulator
 
 

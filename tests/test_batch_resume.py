@@ -10,10 +10,17 @@ import anyio
 import pytest
 from _batch_support import GOOD_PNG, client_for, make_request, refs, scans_per_reference
 
-from netverify_async._batch import BatchOutcome, BatchStatus, OutcomeStatus
-from netverify_async._errors import JournalError, ServerError, SubmissionOutcomeUnknown
-from netverify_async._journal import JournalState, SqliteJournal
-from netverify_async._retry import RetryPolicy
+from netverify_async import (
+    BatchOutcome,
+    BatchStatus,
+    JournalError,
+    JournalState,
+    OutcomeStatus,
+    RetryPolicy,
+    ServerError,
+    SqliteJournal,
+    SubmissionOutcomeUnknown,
+)
 from netverify_async.emulator import run_emulator
 
 REFS = refs("resume", 8)

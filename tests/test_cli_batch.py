@@ -19,8 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from netverify_async._errors import NetverifyError, RequestValidationError
-from netverify_async._models import NetverifyRequest
+from netverify_async import NetverifyError, NetverifyRequest, RequestValidationError
 from netverify_async._synthetic import generate_documents_sync
 from netverify_async.cli._manifest import (
     COLUMNS,

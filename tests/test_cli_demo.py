@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from netverify_async._preflight import check_image_sync
+from netverify_async import check_image_sync
 from netverify_async._synthetic import DEFECTS, generate_documents_sync, pick_defects, render_document
 
 VERIFICATION_STATUSES = {

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from netverify_async import ConfigurationError
-from netverify_async._client import NetverifyClient, Region
+from netverify_async import ConfigurationError, NetverifyClient, Region
 
 UA = "Example Corp SampleApp/1.0.1"
 SECRET = "sentinel-secret-Zq9"
@@ -36,7 +35,18 @@ def test_unknown_region_is_refused() -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["http://netverify.com", "http://10.0.0.5:8080", "ftp://127.0.0.1", "not a url", "https://u:p@x.com"],
+    [
+        "http://netverify.com",
+        "http://10.0.0.5:8080",
+        "ftp://127.0.0.1",
+        "not a url",
+        "https://u:p@x.com",
+        # names are not taken on trust: a resolver may send any of these anywhere
+        "http://api.localhost:8080",
+        "http://localhost.example.com",
+        "http://127.0.0.1.nip.io",
+        "http://0.0.0.0:8080",
+    ],
 )
 def test_unsafe_or_malformed_base_urls_are_refused(url: str) -> None:
     with pytest.raises(ConfigurationError, match="base_url"):
@@ -44,10 +54,30 @@ def test_unsafe_or_malformed_base_urls_are_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080", "http://[::1]:9000/", "http://localhost:1", "https://x.example"]
+    "url",
+    ["http://127.0.0.1:8080", "http://127.8.9.10", "http://[::1]:9000/", "http://localhost:1", "https://x.example"],
 )
 def test_loopback_http_and_any_https_are_accepted(url: str) -> None:
     assert make(base_url=url).base_url == url.rstrip("/")
+
+
+def test_localhost_is_loopback_only_when_it_resolves_to_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    def resolver(*addresses: str) -> object:
+        return lambda host, *args, **kwargs: [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in addresses]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("127.0.0.1", "::1"))
+    assert make(base_url="http://localhost:8080").base_url == "http://localhost:8080"
+    monkeypatch.setattr(socket, "getaddrinfo", resolver("127.0.0.1", "192.0.2.7"))
+    with pytest.raises(ConfigurationError, match="base_url"):
+        make(base_url="http://localhost:8080")
+
+
+@pytest.mark.parametrize("transport", ["auto", "httpcore", "", None])
+def test_unknown_transports_are_refused_naming_the_choices(transport: object) -> None:
+    with pytest.raises(ConfigurationError, match="'httpx'.*'aiohttp'"):
+        make(transport=transport)
 
 
 @pytest.mark.parametrize("ua", ["", "python-httpx/0.28", "SampleApp", "Mozilla/5.0 (X11)", "SampleApp/1.0"])

@@ -15,8 +15,8 @@ from netverify_async import (
     NetverifyRequest,
     NotFoundError,
     RetryPolicy,
+    ScanState,
 )
-from netverify_async._retrieval import ScanState
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -19,16 +19,16 @@ from netverify_async import (
     ConnectError,
     DeadlineExceeded,
     ForbiddenError,
+    NetverifyClient,
     NetverifyRequest,
     PreflightError,
     RateLimitedError,
     RetryBudgetExhausted,
+    RetryPolicy,
     ScanReceipt,
     ServerError,
     SubmissionOutcomeUnknown,
 )
-from netverify_async._client import NetverifyClient
-from netverify_async._retry import RetryPolicy
 
 
 @pytest.fixture(params=["asyncio", "trio"])

@@ -15,8 +15,7 @@ from _fastapi_support import loopback_socket, serve, url_of
 from _support import USER_AGENT, make_jpeg
 from fastapi import FastAPI
 
-from netverify_async import Image, NetverifyClient, NetverifyRequest
-from netverify_async._retrieval import ScanState
+from netverify_async import Image, NetverifyClient, NetverifyRequest, ScanState
 from netverify_async.callbacks import (
     CallbackOriginVerifier,
     IdentityVerification,

@@ -27,15 +27,17 @@ import pytest
 from _support import USER_AGENT, SleepRecorder
 
 from netverify_async import (
+    FailureKind,
+    NetverifyClient,
     NetverifyError,
     NetverifyRequest,
+    OutcomeStatus,
     RequestError,
+    RetryEvent,
+    RetryPolicy,
     ScanReceipt,
     SubmissionOutcomeUnknown,
 )
-from netverify_async._batch import OutcomeStatus
-from netverify_async._client import NetverifyClient
-from netverify_async._retry import FailureKind, RetryEvent, RetryPolicy
 from netverify_async.emulator import run_emulator
 
 pytestmark = pytest.mark.anyio

@@ -30,17 +30,18 @@ from _support import USER_AGENT, SleepRecorder
 
 from netverify_async import (
     DeadlineExceeded,
+    FailureKind,
     NetverifyError,
     NetverifyRequest,
     RateLimitedError,
     ReadError,
     ResponseError,
+    RetryPolicy,
     ScanReceipt,
     ServerError,
     SubmissionOutcomeUnknown,
 )
 from netverify_async._client import DEFAULT_MAX_RESPONSE_BYTES, NetverifyClient
-from netverify_async._retry import FailureKind, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 

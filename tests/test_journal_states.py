@@ -13,15 +13,15 @@ from pathlib import Path
 
 import pytest
 
-from netverify_async._errors import (
+from netverify_async import (
     BadRequestError,
     JournalError,
     RateLimitedError,
     RequestValidationError,
+    ScanReceipt,
     ValidationIssue,
 )
 from netverify_async._journal import JournalState, SqliteJournal, open_journal
-from netverify_async._models import ScanReceipt
 
 RECEIPT = ScanReceipt(
     scan_reference="scan-1", timestamp=dt.datetime(2024, 5, 1, 12, 0, 0, 123000, dt.timezone.utc)

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 # (idna is not listed: the package imports httpx, which imports it)
-HEAVY = ("pycountry", "PIL", "aiohttp", "httpx_aiohttp", "cattrs")
+HEAVY = ("pycountry", "PIL", "aiohttp", "cattrs")
 
 
 def _modules_after(code: str) -> set[str]:

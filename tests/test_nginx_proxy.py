@@ -23,15 +23,17 @@ from _nginx import free_port, nginx_proxy
 from _support import USER_AGENT, SleepRecorder
 
 from netverify_async import (
+    AdaptiveLimiter,
+    FailureKind,
+    NetverifyClient,
     NetverifyError,
     NetverifyRequest,
+    RetryEvent,
+    RetryPolicy,
     ScanReceipt,
     ServerError,
     SubmissionOutcomeUnknown,
 )
-from netverify_async._client import NetverifyClient
-from netverify_async._ratelimit import AdaptiveLimiter
-from netverify_async._retry import FailureKind, RetryEvent, RetryPolicy
 from netverify_async.emulator import run_emulator
 
 pytestmark = pytest.mark.anyio

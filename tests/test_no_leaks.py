@@ -23,14 +23,17 @@ import pytest
 from _support import USER_AGENT, SleepRecorder
 
 from netverify_async import (
+    Consent,
     Image,
+    NetverifyClient,
     NetverifyError,
     NetverifyRequest,
     RequestValidationError,
+    RetryEvent,
+    RetryPolicy,
+    UserConsent,
+    UserLocation,
 )
-from netverify_async._client import NetverifyClient
-from netverify_async._models import Consent, UserConsent, UserLocation
-from netverify_async._retry import RetryEvent, RetryPolicy
 from netverify_async.emulator import Faults, run_emulator
 
 pytestmark = pytest.mark.anyio

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from netverify_async import ConfigurationError
-from netverify_async._ratelimit import (
+from netverify_async import (
     AdaptiveLimiter,
+    ConfigurationError,
     RateLimiter,
     RateWindow,
     SlidingWindowLimiter,

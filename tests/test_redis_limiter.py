@@ -18,8 +18,7 @@ import pytest
 import redis.asyncio as aioredis
 from _ratelimit_support import max_in_window_int
 
-from netverify_async._errors import ConfigurationError, RateLimiterError
-from netverify_async._ratelimit import RateLimiter, parse_rate
+from netverify_async import ConfigurationError, RateLimiter, RateLimiterError, parse_rate
 from netverify_async.redis import RedisRateLimiter, RedisSlot
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

@@ -21,9 +21,7 @@ import pytest
 import trustme
 from _support import USER_AGENT, SleepRecorder
 
-from netverify_async import ConnectError, NetverifyRequest, ScanReceipt
-from netverify_async._client import NetverifyClient
-from netverify_async._retry import RetryPolicy
+from netverify_async import ConnectError, NetverifyClient, NetverifyRequest, RetryPolicy, ScanReceipt
 from netverify_async.emulator import EmulatorApp, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
