@@ -76,7 +76,7 @@ def test_localhost_is_loopback_only_when_it_resolves_to_loopback(monkeypatch: py
 
 @pytest.mark.parametrize("transport", ["auto", "httpcore", "", None])
 def test_unknown_transports_are_refused_naming_the_choices(transport: object) -> None:
-    with pytest.raises(ConfigurationError, match="'httpx'.*'aiohttp'"):
+    with pytest.raises(ConfigurationError, match=r"'httpx'.*'aiohttp'"):
         make(transport=transport)
 
 
@@ -136,3 +136,12 @@ def test_from_env_keywords_override() -> None:
     env = {"NETVERIFY_API_TOKEN": "t", "NETVERIFY_API_SECRET": SECRET}
     client = NetverifyClient.from_env(env, user_agent=UA, base_url="http://127.0.0.1:1")
     assert client.user_agent == UA
+
+
+def test_the_aiohttp_transport_without_its_extra_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "aiohttp" else real(name, *a))
+    with pytest.raises(ConfigurationError, match=r"netverify-async\[aiohttp\]"):
+        make(transport="aiohttp")
