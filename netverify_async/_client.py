@@ -26,9 +26,11 @@ import httpx
 
 from ._config import Region, check_base_url, check_credential, check_user_agent
 from ._constants import (
+    INITIATE_RATE_LIMIT,
     MAX_SCAN_REFERENCE_LENGTH,
     PERFORM_NETVERIFY_PATH,
     RETRIEVAL_POLL_SCHEDULE_S,
+    RETRIEVAL_RATE_LIMIT,
     SCAN_REFERENCE_PATTERN,
     SCANS_PATH,
 )
@@ -107,8 +109,8 @@ class NetverifyClient:
         region: Region | str = Region.US,
         base_url: str | None = None,
         retry: RetryPolicy | None = None,
-        rate_limit: str | RateLimiter | None = "5/5s",
-        retrieval_rate_limit: str | RateLimiter | None = "75/5s",
+        rate_limit: str | RateLimiter | None = INITIATE_RATE_LIMIT,
+        retrieval_rate_limit: str | RateLimiter | None = RETRIEVAL_RATE_LIMIT,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         preflight: bool = True,
         preflight_fix: bool = False,

@@ -123,10 +123,18 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+#: The longest window: API limits are counted per second, minute or hour.
+MAX_WINDOW_SECONDS: Final = 86_400.0
+#: The largest limit a window may have: far beyond any API's, small enough for the start log to hold.
+MAX_WINDOW_LIMIT: Final = 1_000_000
+
+
 def _check_limit(instance: RateWindow, attribute: attrs.Attribute[int], value: object) -> None:
     del instance, attribute
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ConfigurationError(f"rate window: limit must be a whole number >= 1, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_WINDOW_LIMIT:
+        raise ConfigurationError(
+            f"rate window: limit must be a whole number from 1 to {MAX_WINDOW_LIMIT:,}, got {value!r}"
+        )
 
 
 def _to_seconds(value: object) -> float:
@@ -137,6 +145,8 @@ def _to_seconds(value: object) -> float:
         or value <= 0
     ):
         raise ConfigurationError(f"rate window: seconds must be a finite number > 0, got {value!r}")
+    if value > MAX_WINDOW_SECONDS:
+        raise ConfigurationError(f"rate window: at most {MAX_WINDOW_SECONDS:g} seconds (a day), got {value!r}")
     return float(value)
 
 
@@ -178,6 +188,8 @@ def _parse_rule(rule: str) -> RateWindow:
     limit_text, count_text, unit = match["limit"], match["count"], match["unit"].lower()
     if not (limit_text.isascii() and limit_text.isdigit()) or int(limit_text) < 1:
         raise ConfigurationError(f"rate rule {rule.strip()!r}: the limit must be a whole number >= 1")
+    if len(limit_text) > 7 or int(limit_text) > MAX_WINDOW_LIMIT:
+        raise ConfigurationError(f"rate rule {rule.strip()!r}: the limit must be at most {MAX_WINDOW_LIMIT:,}")
     if not unit:
         raise ConfigurationError(f"rate rule {rule.strip()!r}: a time unit is missing (s, min or h)")
     if unit not in _UNIT_SECONDS:

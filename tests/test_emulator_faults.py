@@ -119,7 +119,7 @@ def test_rate_limit_specs(spec: str | None, windows: tuple[RateWindow, ...]) -> 
 
 @pytest.mark.parametrize("spec", ["5", "5/", "x/s", "5/5 fortnights", "0/s", "5/0s", "5/s;3/min"])
 def test_malformed_rate_limit_specs_are_refused(spec: str) -> None:
-    with pytest.raises(ConfigurationError, match="rate limit"):
+    with pytest.raises(ConfigurationError, match="rate rule"):
         parse_rate_limit(spec)
 
 

@@ -151,7 +151,7 @@ def test_command_line_reports_bad_settings() -> None:
         timeout=60,
     )
     assert result.returncode == 2
-    assert "rate limit" in result.stderr
+    assert "rate rule" in result.stderr
     assert result.stdout == ""
 
 

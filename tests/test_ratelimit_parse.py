@@ -7,6 +7,7 @@ import pytest
 from netverify_async import (
     AdaptiveLimiter,
     ConfigurationError,
+    NetverifyClient,
     RateLimiter,
     RateWindow,
     SlidingWindowLimiter,
@@ -180,3 +181,19 @@ def test_reprs_show_the_configuration() -> None:
     assert repr(AdaptiveLimiter(ceiling="20/s")) == (
         "AdaptiveLimiter(ceiling='20/s', current_rate=off, max_concurrency=None)"
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("99999999999999999999999/s", "at most 1,000,000"),
+        ("1000001/min", "at most 1,000,000"),
+        ("5/99999999999999999999999999h", "at most 86400 seconds"),
+        ("5/25h", "at most 86400 seconds"),
+    ],
+)
+def test_absurdly_large_specs_get_the_typed_error(spec: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_rate(spec)
+    with pytest.raises(ConfigurationError, match=message):
+        NetverifyClient(api_token="t", api_secret="s", user_agent="Example Corp Tests/1.0", rate_limit=spec)

@@ -81,11 +81,9 @@ def _size(text: str) -> int:
 
 def _rate(text: str) -> str:
     from .._ratelimit import parse_rate
-    from ..emulator import parse_rate_limit
 
     try:
         parse_rate(text)
-        parse_rate_limit(text)
     except ConfigurationError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 import attrs
 
 from .._errors import ConfigurationError
+from .._ratelimit import RateWindow, parse_rate
 
 __all__ = [
     "ENDPOINT_KINDS",
@@ -28,51 +28,13 @@ INJECTABLE_STATUSES = (500, 502, 503, 504)
 #: One-shot actions accepted in :attr:`Faults.sequence`.
 FAULT_ACTIONS = ("ok", "429", "500", "502", "503", "504", "drop", "slow")
 
-_UNITS = {
-    "s": 1.0,
-    "sec": 1.0,
-    "second": 1.0,
-    "seconds": 1.0,
-    "m": 60.0,
-    "min": 60.0,
-    "minute": 60.0,
-    "minutes": 60.0,
-    "h": 3600.0,
-    "hour": 3600.0,
-    "hours": 3600.0,
-}
-_RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*")
-
-
-@attrs.frozen
-class RateWindow:
-    """At most ``limit`` requests in any ``seconds``-long sliding window."""
-
-    limit: int
-    seconds: float
-
-    def __str__(self) -> str:
-        seconds = f"{self.seconds:g}"
-        return f"{self.limit}/{seconds}s"
-
-
 def parse_rate_limit(spec: str | None) -> tuple[RateWindow, ...]:
-    """Parse ``"5/5s"``, ``"3/s,180/min"``, ``"100/1.5m"`` into windows; None or ``""`` means unlimited."""
+    """The windows of a rate spec in the client's grammar (:func:`netverify_async.parse_rate`); None or ``""``
+    means unlimited. The emulator enforces them with its own counter, an oracle independent of the client's
+    limiter, but reads them with the same grammar users type for the client."""
     if spec is None or not spec.strip():
         return ()
-    windows = []
-    for part in spec.split(","):
-        match = _RATE.fullmatch(part.lower())
-        if match is None or match.group(3) not in _UNITS:
-            raise ConfigurationError(
-                f"rate limit {part.strip()!r}: expected COUNT/[N]UNIT, UNIT one of s, min, h (e.g. '5/5s')"
-            )
-        limit = int(match.group(1))
-        seconds = float(match.group(2) or 1) * _UNITS[match.group(3)]
-        if limit < 1 or seconds <= 0:
-            raise ConfigurationError(f"rate limit {part.strip()!r}: count and period must be positive")
-        windows.append(RateWindow(limit, seconds))
-    return tuple(windows)
+    return parse_rate(spec)
 
 
 def _rate_spec(value: Any) -> str | None:
