@@ -133,7 +133,18 @@ def __getattr__(name: str) -> object:
     import importlib
 
     value = getattr(importlib.import_module(module_name, __name__), name)
-    globals()[name] = value
+    globals()[name] = _published(value)
+    return value
+
+
+def _published(value: object) -> object:
+    """``value`` with ``__module__`` set to the package, so reprs, docs and tracebacks show the public path."""
+    module = getattr(value, "__module__", None)
+    if isinstance(module, str) and module.startswith(__name__ + "._"):
+        try:
+            value.__module__ = __name__
+        except (AttributeError, TypeError):  # pragma: no cover - an object that does not allow it
+            pass
     return value
 
 
@@ -189,3 +200,8 @@ __all__ = [
     "ValidationIssue",
     "__version__",
 ]
+
+for _name in __all__:
+    if _name in globals():
+        _published(globals()[_name])
+del _name

@@ -48,3 +48,17 @@ def test_package_is_typed() -> None:
     from importlib.resources import files
 
     assert files("netverify_async").joinpath("py.typed").is_file()
+
+
+def test_public_classes_and_functions_show_the_public_module() -> None:
+    import inspect
+
+    import netverify_async
+
+    shown = {
+        name: getattr(netverify_async, name).__module__
+        for name in netverify_async.__all__
+        if inspect.isclass(getattr(netverify_async, name)) or inspect.isfunction(getattr(netverify_async, name))
+    }
+    private = {name: module for name, module in shown.items() if any(p.startswith("_") for p in module.split("."))}
+    assert shown and not private
