@@ -16,22 +16,18 @@ Every item ends in exactly one :class:`BatchOutcome`; a failing item never stops
 journal (a batch must not send what it cannot record) or an exception raised by the input iterable itself ends
 it early: the items already read are finished first, then the exception is raised from the ``async for``.
 
-The pipeline runs in a background task that belongs to the :class:`Batch` object, not to the caller's task,
-so breaking out of the loop cannot corrupt the caller's cancel scopes on asyncio or trio. Close the batch to
-stop it deterministically: ``async with client.submit_many(...) as batch``, or ``await batch.aclose()``.
-Cancelling the task that iterates also stops it. A batch that is dropped without being closed is stopped when
-it is garbage collected (with a ``ResourceWarning``).
+The pipeline's tasks live in a task group owned by ``async with client.submit_many(...) as batch``: they start
+when the block is entered and are stopped and awaited (bookkeeping included) when it is left, whether by the
+end of the loop, a ``break``, an exception or a cancellation. ``await batch.aclose()`` stops it early from
+inside the block. There is no background task that could outlive the block.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import enum
 import inspect
 import logging
 import math
-import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -39,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 import attrs
-import sniffio
 
 from ._errors import (
     BatchItemError,
@@ -346,7 +341,7 @@ def _flatten(exc: BaseException) -> list[BaseException]:
 
 
 class _Pipeline:
-    """The state and the tasks of one batch; referenced by the background task, never the other way round."""
+    """The state and the stages of one batch."""
 
     def __init__(
         self,
@@ -786,10 +781,10 @@ class _Pipeline:
                 await self._changed.wait()
             await self._report_progress()
 
-    # -- the background task ---------------------------------------------------------------------------------
+    # -- running -----------------------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        """Create the loop-bound objects; called in the consumer's task before the background task starts."""
+        """Create the loop-bound objects; called in the consumer's task before the pipeline's task starts."""
         self.scope = anyio.CancelScope()
         self.done = anyio.Event()
         buffer = max(1, self.concurrency)
@@ -799,7 +794,7 @@ class _Pipeline:
         self.stats_start = self._client_counters()
 
     async def run(self) -> None:
-        """The background task: the stages, then the bookkeeping. Never raises (errors go to the consumer)."""
+        """The pipeline's task: the stages, then the bookkeeping. Never raises (errors go to the consumer)."""
         assert self._outcome_send is not None and self.done is not None and self.scope is not None
         out = self._outcome_send
         journal_started = False
@@ -895,37 +890,19 @@ class _Pipeline:
         return self.fatal or self.input_error
 
 
-#: Strong references to the running asyncio tasks of batches (the event loop keeps only weak ones).
-_RUNNING_TASKS: set[asyncio.Task[None]] = set()
-
-
-def _spawn(pipeline: _Pipeline) -> object:
-    """Start the pipeline's background task, detached from the caller's task (see the module docstring)."""
-    library = sniffio.current_async_library()
-    if library == "asyncio":
-        task = asyncio.get_running_loop().create_task(pipeline.run(), name="netverify-batch")
-        _RUNNING_TASKS.add(task)
-        task.add_done_callback(_RUNNING_TASKS.discard)
-        return task
-    if library == "trio":
-        import trio
-
-        return trio.lowlevel.spawn_system_task(
-            pipeline.run, name="netverify-batch", context=contextvars.copy_context()
-        )
-    raise ConfigurationError(f"submit_many: unsupported async library {library!r} (asyncio or trio)")
-
-
 class Batch:
-    """A running batch: an async iterator of :class:`BatchOutcome` in completion order.
+    """A batch of submissions: use it as ``async with client.submit_many(...) as batch``, then iterate it for
+    :class:`BatchOutcome` in completion order.
 
-    Nothing starts before the first ``__anext__`` (or ``async with``). ``summary`` is a live
-    :class:`BatchSummary`, final once the batch has ended; ``progress`` is a :class:`BatchProgress` snapshot.
+    Nothing starts before the block is entered. Leaving the block stops what is still running (uploads in flight
+    become ``unknown``) and waits for the bookkeeping. ``summary`` is a live :class:`BatchSummary`, final once
+    the block is left; ``progress`` is a :class:`BatchProgress` snapshot.
     """
 
     def __init__(self, pipeline: _Pipeline) -> None:
         self._pipeline = pipeline
-        self._task: object | None = None
+        self._group: anyio.abc.TaskGroup | None = None
+        self._entered = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -956,21 +933,29 @@ class Batch:
         """The largest single reservation (an item above the budget goes through alone)."""
         return self._pipeline.budget.largest
 
-    def _start(self) -> None:
-        if self._task is None:
-            self._pipeline.setup()
-            self._task = _spawn(self._pipeline)
-
     async def __aenter__(self) -> Batch:
-        if self._closed:
-            raise ConfigurationError("this batch is closed; submit_many() returns a new one")
-        self._start()
+        if self._entered:
+            raise ConfigurationError("this batch was already started; submit_many() returns a new one")
+        self._entered = True
+        group = anyio.create_task_group()
+        await group.__aenter__()
+        self._group = group
+        self._pipeline.setup()
+        group.start_soon(self._pipeline.run, name="netverify-batch")
         return self
 
     async def __aexit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        await self._stop()
+        group, self._group = self._group, None
+        self._closed = True
+        assert group is not None
+        self._pipeline.cancel()  # a no-op once the pipeline has finished on its own
+        try:
+            await group.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._pipeline.outcome_receive is not None:
+                self._pipeline.outcome_receive.close()
         if exc is None:
             error = self._pipeline.take_error()
             if error is not None and not isinstance(error, anyio.get_cancelled_exc_class()):
@@ -980,59 +965,37 @@ class Batch:
         return self
 
     async def __anext__(self) -> BatchOutcome:
-        if self._closed:
-            raise StopAsyncIteration
-        self._start()
+        if not self._entered:
+            raise ConfigurationError(
+                "a batch runs inside 'async with': async with client.submit_many(...) as batch: "
+                "async for outcome in batch: ..."
+            )
         receive = self._pipeline.outcome_receive
-        assert receive is not None
+        if self._closed or receive is None:
+            raise StopAsyncIteration
         try:
             return await receive.receive()
         except (anyio.EndOfStream, anyio.ClosedResourceError):
             pass
-        except BaseException:
-            await self._stop()
-            raise
-        await self._stop()
         error = self._pipeline.take_error()
         if error is not None:
             raise error
         raise StopAsyncIteration
 
-    async def _stop(self) -> None:
-        self._closed = True
-        if self._task is None:
-            return
-        p = self._pipeline
-        with anyio.CancelScope(shield=True):
-            assert p.done is not None
-            if not p.done.is_set():
-                p.cancel()
-                await p.done.wait()
-            if p.outcome_receive is not None:
-                p.outcome_receive.close()
-
     async def aclose(self) -> None:
-        """Stop the batch (uploads in flight become ``unknown``), wait for its bookkeeping and summary.
+        """Stop the batch early (uploads in flight become ``unknown``) and wait for its bookkeeping.
 
         Raises the exception that ended the batch early (a journal failure) if it was not raised yet.
         """
-        await self._stop()
-        error = self._pipeline.take_error()
+        p = self._pipeline
+        if self._group is not None and p.done is not None:
+            with anyio.CancelScope(shield=True):
+                p.cancel()
+                await p.done.wait()
+        self._closed = True
+        error = p.take_error()
         if error is not None:
             raise error
-
-    def __del__(self) -> None:
-        p = self._pipeline
-        if self._task is not None and p.done is not None and not p.done.is_set():
-            warnings.warn(
-                "a batch was dropped while running; stop it with 'async with' or 'await batch.aclose()'",
-                ResourceWarning,
-                stacklevel=1,
-            )
-            try:
-                p.cancel()
-            except Exception:  # noqa: S110 - the event loop may already be gone
-                pass
 
 
 def submit_many(
@@ -1046,7 +1009,8 @@ def submit_many(
     on_progress: ProgressHook | None = None,
     prepare_workers: int = DEFAULT_PREPARE_WORKERS,
 ) -> Batch:
-    """Submit many requests through ``client``; returns a :class:`Batch` (an async iterator of outcomes).
+    """Submit many requests through ``client``; returns a :class:`Batch`, to be used as
+    ``async with submit_many(...) as batch: async for outcome in batch: ...``.
 
     - ``requests``: any iterable or async iterable of :class:`~netverify_async.NetverifyRequest`, read lazily.
       A plain iterable is advanced on the event loop: read files in an async generator (e.g. with

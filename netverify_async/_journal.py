@@ -264,8 +264,9 @@ class SqliteJournal:
     from a path closes it itself::
 
         async with SqliteJournal("batch.journal") as journal:
-            async for outcome in client.submit_many(requests, journal=journal):
-                ...
+            async with client.submit_many(requests, journal=journal) as batch:
+                async for outcome in batch:
+                    ...
             print(await journal.counts())
     """
 

@@ -1,4 +1,4 @@
-"""Stopping a batch: break + aclose, leaving ``async with``, cancelling the consumer, dropping the object.
+"""Stopping a batch: aclose inside the block, leaving ``async with``, cancelling the consumer, an exception.
 
 Every way must leave no task of the batch running, produce a summary that splits the references into
 receipts / unknown (upload in flight) / not sent, and record the same split in the journal.
@@ -6,7 +6,6 @@ receipts / unknown (upload in flight) / not sent, and record the same split in t
 
 from __future__ import annotations
 
-import gc
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,14 @@ import pytest
 import sniffio
 from _batch_support import client_for, make_request, refs, scans_per_reference
 
-from netverify_async import Batch, BatchStatus, BatchSummary, JournalState, OutcomeStatus, SqliteJournal
+from netverify_async import (
+    BatchStatus,
+    BatchSummary,
+    ConfigurationError,
+    JournalState,
+    OutcomeStatus,
+    SqliteJournal,
+)
 from netverify_async.emulator import run_emulator
 
 ITEMS = 8
@@ -96,13 +102,15 @@ async def check_split(summary: BatchSummary, emu: Any, journal_path: Path | None
 async def test_break_then_aclose(tmp_path: Path) -> None:
     journal_path = tmp_path / "j.sqlite"
     async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
-        batch = client.submit_many(requests(), concurrency=3, journal=journal_path)
-        async for outcome in batch:
-            assert outcome.status is OutcomeStatus.RECEIPT
-            await wait_for_hanging_uploads(emu)
-            break
-        assert batch.summary.status is BatchStatus.RUNNING
-        await batch.aclose()
+        async with client.submit_many(requests(), concurrency=3, journal=journal_path) as batch:
+            async for outcome in batch:
+                assert outcome.status is OutcomeStatus.RECEIPT
+                await wait_for_hanging_uploads(emu)
+                break
+            assert batch.summary.status is BatchStatus.RUNNING
+            await batch.aclose()
+            assert batch.summary.status is BatchStatus.CANCELLED
+            assert [o async for o in batch] == []  # nothing more comes after aclose
         assert live_batch_tasks() == []
         await check_split(batch.summary, emu, journal_path)
 
@@ -126,9 +134,10 @@ async def test_cancelling_the_consuming_task_stops_the_batch(tmp_path: Path) -> 
         batch = client.submit_many(requests(), concurrency=3, journal=journal_path)
 
         async def consume(scope: anyio.CancelScope) -> None:
-            async for _ in batch:
-                await wait_for_hanging_uploads(emu)
-                scope.cancel()  # the consumer's own scope, while it waits for the next outcome
+            async with batch:
+                async for _ in batch:
+                    await wait_for_hanging_uploads(emu)
+                    scope.cancel()  # the consumer's own scope, while it waits for the next outcome
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(consume, tg.cancel_scope)
@@ -149,24 +158,25 @@ async def test_exception_in_the_loop_body_stops_the_batch() -> None:
 
 
 @pytest.mark.anyio
-async def test_a_dropped_batch_is_stopped_when_collected() -> None:
-    async with run_emulator(**FAULTS) as emu, client_for(emu) as client:
-        batch: Batch | None = client.submit_many(requests(), concurrency=3)
-        assert batch is not None
-        pipeline = batch._pipeline  # kept only to observe the end
-        async for _ in batch:
-            await wait_for_hanging_uploads(emu)
-            break
-        with pytest.warns(ResourceWarning, match="aclose"):
-            batch = None
-            gc.collect()
-        assert pipeline.done is not None
-        with anyio.fail_after(20):
-            await pipeline.done.wait()
-        with anyio.fail_after(10):  # the finished background task is reaped within a few loop steps
-            while live_batch_tasks():
-                await anyio.sleep(0.01)
-        await check_split(pipeline.summary(), emu, None)
+async def test_a_batch_iterated_outside_async_with_says_how_to_use_it() -> None:
+    async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=3)
+        with pytest.raises(ConfigurationError, match=r"async with client\.submit_many"):
+            async for _ in batch:
+                pass
+        assert batch.summary.status is BatchStatus.NOT_STARTED
+        assert emu.stats.requests == 0
+
+
+@pytest.mark.anyio
+async def test_a_batch_runs_only_once() -> None:
+    async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
+        batch = client.submit_many(requests(), concurrency=3)
+        async with batch:
+            await batch.aclose()
+        with pytest.raises(ConfigurationError, match="already started"):
+            async with batch:
+                pass
 
 
 @pytest.mark.anyio

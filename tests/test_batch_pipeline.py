@@ -45,7 +45,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 async def collect(batch: Any) -> list[BatchOutcome]:
-    return [outcome async for outcome in batch]
+    async with batch:
+        return [outcome async for outcome in batch]
 
 
 @pytest.mark.anyio
@@ -156,9 +157,9 @@ async def test_huge_lazy_generator_is_read_only_as_far_as_needed() -> None:
 async def test_itertools_input_of_a_million_is_fine_when_stopped_early() -> None:
     requests = (make_request(f"it-{i}") for i in itertools.count())
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
-        batch = client.submit_many(itertools.islice(requests, 1_000_000), concurrency=2)
-        first = await batch.__anext__()
-        await batch.aclose()
+        async with client.submit_many(itertools.islice(requests, 1_000_000), concurrency=2) as batch:
+            first = await batch.__anext__()
+            await batch.aclose()
     assert first.status is OutcomeStatus.RECEIPT
     assert batch.summary.read < 30
 
@@ -325,11 +326,11 @@ async def test_an_input_that_raises_finishes_what_was_read_then_raises() -> None
         raise OSError("disk went away")
 
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
-        batch = client.submit_many(source(), concurrency=2)
         seen: list[BatchOutcome] = []
         with pytest.raises(OSError, match="disk went away"):
-            async for outcome in batch:
-                seen.append(outcome)
+            async with client.submit_many(source(), concurrency=2) as batch:
+                async for outcome in batch:
+                    seen.append(outcome)
     assert sorted(o.merchant_id_scan_reference or "" for o in seen) == ["in-0", "in-1"]
     assert batch.summary.status is BatchStatus.FAILED
     assert batch.summary.error_type == "OSError"

@@ -169,10 +169,10 @@ class BrokenJournal(SqliteJournal):
 async def test_a_journal_that_cannot_record_stops_the_batch_before_sending(tmp_path: Path) -> None:
     journal = BrokenJournal(tmp_path / "broken.sqlite")
     async with run_emulator(processing_delay=0, latency=0.2) as emu, client_for(emu) as client:
-        batch = client.submit_many(requests(), concurrency=1, journal=journal)
         with pytest.raises(JournalError, match="disk I/O"):
-            async for _ in batch:
-                pass
+            async with client.submit_many(requests(), concurrency=1, journal=journal) as batch:
+                async for _ in batch:
+                    pass
         await journal.aclose()
         assert batch.summary.status is BatchStatus.FAILED
         assert batch.summary.error_type == "JournalError"
@@ -190,11 +190,11 @@ class ReceiptLosingJournal(SqliteJournal):
 async def test_a_receipt_the_journal_cannot_record_is_still_reported(tmp_path: Path) -> None:
     journal = ReceiptLosingJournal(tmp_path / "full.sqlite")
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
-        batch = client.submit_many(requests(), concurrency=1, journal=journal)
         seen: list[BatchOutcome] = []
         with pytest.raises(JournalError, match="disk full"):
-            async for outcome in batch:
-                seen.append(outcome)
+            async with client.submit_many(requests(), concurrency=1, journal=journal) as batch:
+                async for outcome in batch:
+                    seen.append(outcome)
         assert [o.status for o in seen] == [OutcomeStatus.RECEIPT]
         ref = seen[0].merchant_id_scan_reference
         assert batch.summary.receipts == (ref,)
