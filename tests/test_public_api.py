@@ -54,9 +54,9 @@ def test_public_classes_and_functions_show_the_public_module() -> None:
     # attrs classes keep their defining module: attrs and cattrs resolve string annotations there
     import inspect
 
-    import netverify_async
-
     import attrs
+
+    import netverify_async
 
     shown = {
         name: getattr(netverify_async, name).__module__
