@@ -951,8 +951,12 @@ class Batch:
         self._closed = True
         assert group is not None
         self._pipeline.cancel()  # a no-op once the pipeline has finished on its own
+        # The pipeline's task never raises (its errors go to the consumer): the group only needs the caller's
+        # exception when it is a cancellation, which it must see; any other one goes on to the caller as it is,
+        # not wrapped in an exception group.
+        cancelled = isinstance(exc, anyio.get_cancelled_exc_class())
         try:
-            await group.__aexit__(exc_type, exc, tb)
+            await group.__aexit__(*((exc_type, exc, tb) if cancelled else (None, None, None)))
         finally:
             if self._pipeline.outcome_receive is not None:
                 self._pipeline.outcome_receive.close()
