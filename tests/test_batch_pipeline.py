@@ -45,8 +45,14 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 
 
 async def collect(batch: Any) -> list[BatchOutcome]:
+    """Every outcome of ``batch``, entering its ``async with`` block."""
     async with batch:
-        return [outcome async for outcome in batch]
+        return await outcomes_of(batch)
+
+
+async def outcomes_of(batch: Any) -> list[BatchOutcome]:
+    """Every outcome of a batch whose block was entered already."""
+    return [outcome async for outcome in batch]
 
 
 @pytest.mark.anyio
@@ -60,7 +66,7 @@ async def test_mixed_batch_gives_one_typed_outcome_per_item_and_sends_only_the_g
     ]
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
         async with client.submit_many(items, concurrency=4) as batch:
-            outcomes = await collect(batch)
+            outcomes = await outcomes_of(batch)
         stats = scans_per_reference(emu)
 
     by_index = {o.index: o for o in outcomes}
@@ -198,7 +204,7 @@ async def test_byte_budget_caps_what_is_in_flight() -> None:
     async with run_emulator(processing_delay=0, latency=0.1) as emu:
         async with client_for(emu, client_class=MeasuringClient) as client:
             async with client.submit_many(requests, concurrency=8, max_bytes_in_flight=budget) as batch:
-                outcomes = await collect(batch)
+                outcomes = await outcomes_of(batch)
     assert all(o.status is OutcomeStatus.RECEIPT for o in outcomes)
     assert batch.peak_bytes_in_flight <= budget
     assert client.peak_body_bytes <= budget
@@ -211,7 +217,7 @@ async def test_item_larger_than_the_budget_goes_through_alone() -> None:
     async with run_emulator(processing_delay=0, latency=0.05) as emu:
         async with client_for(emu, client_class=MeasuringClient) as client:
             async with client.submit_many(requests, concurrency=4, max_bytes_in_flight=1000) as batch:
-                outcomes = await collect(batch)
+                outcomes = await outcomes_of(batch)
     assert all(o.status is OutcomeStatus.RECEIPT for o in outcomes)
     assert client.peak_uploads == 1
     assert batch.largest_item_bytes > 1000
