@@ -12,9 +12,14 @@ MIN_LONGEST_SIDE_PX = 300
 #: Each side of an image must be strictly smaller than this many pixels.
 MAX_SIDE_PX = 8000
 
-#: Longest scan reference accepted in a receipt (the API documents 36, a UUID; some slack for other formats).
+#: Length of Jumio's scan references as the guides document it (``String``, 36; every sample is a UUID). A
+#: callback whose reference breaks it is still read, with an ``unexpected_format`` problem.
+DOCUMENTED_SCAN_REFERENCE_LENGTH = 36
+#: Longest scan reference accepted in a receipt or a retrieval call (slack over the documented 36 for other
+#: formats: refusing a receipt would turn a billed submission into an unknown outcome).
 MAX_SCAN_REFERENCE_LENGTH = 100
-#: A scan reference usable as one segment of a retrieval URL: ASCII letters, digits, '-' and '_'.
+#: The one rule for a scan reference: usable as one segment of a retrieval URL, so ASCII letters, digits, '-'
+#: and '_' (the guides give no character set; a UUID uses a subset), up to MAX_SCAN_REFERENCE_LENGTH.
 SCAN_REFERENCE_PATTERN = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_SCAN_REFERENCE_LENGTH}}}")
 
 PERFORM_NETVERIFY_PATH = "/api/netverify/v2/performNetverify"
@@ -51,6 +56,9 @@ CONSENT_MAX_AGE_DAYS = 3 * 365 + 1
 
 #: Jumio's prescribed polling schedule for the retrieval API, in seconds after submission.
 RETRIEVAL_POLL_SCHEDULE_S = (40, 60, 100, 160, 240, 340, 460, 600, 760, 940)
+#: The schedule used against a loopback base URL (the emulator, a local stub): results there take seconds, and
+#: nothing is rate-limited by Jumio, so waiting 40 s for the first check would only look like a hang.
+LOOPBACK_POLL_SCHEDULE_S = (0.2, 0.5, 1, 2, 3, 5, 8, 13, 21, 34, 55, 89)
 
 #: Addresses Jumio sends callbacks from, per data center: the list in the callback guide plus the addresses
 #: added in Jumio's newer documentation (US 52.8.136.236, 54.177.61.57, 54.183.15.212; APAC 13.238.100.17,

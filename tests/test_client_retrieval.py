@@ -17,6 +17,7 @@ from netverify_async import (
     RetryPolicy,
     ScanState,
 )
+from netverify_async._constants import LOOPBACK_POLL_SCHEDULE_S, RETRIEVAL_POLL_SCHEDULE_S
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -43,7 +44,9 @@ async def test_status_then_details_of_a_finished_scan(
     assert details.document is not None and details.transaction is not None
 
 
-async def test_pending_until_the_processing_delay_has_passed(make_request: Callable[..., NetverifyRequest]) -> None:
+async def test_pending_until_the_processing_delay_has_passed(
+    make_request: Callable[..., NetverifyRequest],
+) -> None:
     from netverify_async.emulator import run_emulator
 
     async with run_emulator(processing_delay=30.0) as emu, client_for(emu) as client:
@@ -92,7 +95,9 @@ async def test_ambiguous_failures_of_gets_are_retried(
     assert len(sleeps.waits) >= 1
 
 
-async def test_wait_for_result_polls_on_the_given_schedule(make_request: Callable[..., NetverifyRequest]) -> None:
+async def test_wait_for_result_polls_on_the_given_schedule(
+    make_request: Callable[..., NetverifyRequest],
+) -> None:
     from netverify_async.emulator import run_emulator
 
     async with run_emulator(processing_delay=0.6) as emu, client_for(emu) as client:
@@ -104,7 +109,9 @@ async def test_wait_for_result_polls_on_the_given_schedule(make_request: Callabl
     assert polls
 
 
-async def test_wait_for_result_gives_up_after_the_schedule(make_request: Callable[..., NetverifyRequest]) -> None:
+async def test_wait_for_result_gives_up_after_the_schedule(
+    make_request: Callable[..., NetverifyRequest],
+) -> None:
     from netverify_async.emulator import run_emulator
 
     recorder = SleepRecorder()
@@ -127,3 +134,44 @@ async def test_retrieval_goes_through_its_own_rate_limiter(
         for _ in range(6):  # back to back these would exceed 3/s; the client waits for free slots instead
             await client.scan_status(receipt.scan_reference)
     assert emulator.stats.status_counts.get(429, 0) == 0
+
+
+async def test_wait_for_result_against_the_emulator_polls_within_a_second(
+    make_request: Callable[..., NetverifyRequest],
+) -> None:
+    from netverify_async.emulator import run_emulator
+
+    recorder = SleepRecorder()
+    async with run_emulator(processing_delay=60.0) as emu, client_for(emu, recorder) as client:
+        receipt = await client.perform_netverify(make_request("poll-3"))
+        with pytest.raises(DeadlineExceeded):
+            await client.wait_for_result(receipt.scan_reference)
+    # a loopback base URL gets the fast schedule: the first check comes well within a second
+    assert recorder.waits[0] < 1.0
+    assert len(recorder.waits) == len(LOOPBACK_POLL_SCHEDULE_S)
+
+
+async def test_a_production_host_keeps_jumios_polling_schedule() -> None:
+    import httpx
+
+    from netverify_async import NetverifyClient
+
+    def pending(request: httpx.Request) -> httpx.Response:  # nothing leaves the machine
+        return httpx.Response(200, json={"scanReference": "scan-1", "status": "PENDING", "timestamp": None})
+
+    recorder = SleepRecorder()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(pending)) as http:
+        client = NetverifyClient(
+            api_token="t",
+            api_secret="s",
+            user_agent="Example Corp Tests/1.0",
+            region="EU",
+            http_client=http,
+            retrieval_rate_limit=None,
+            sleep=recorder,
+        )
+        async with client:
+            with pytest.raises(DeadlineExceeded):
+                await client.wait_for_result("scan-1")
+    assert recorder.waits[0] == pytest.approx(RETRIEVAL_POLL_SCHEDULE_S[0], abs=1)
+    assert len(recorder.waits) == len(RETRIEVAL_POLL_SCHEDULE_S)
