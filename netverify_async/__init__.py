@@ -14,6 +14,7 @@ from ._errors import APIError as APIError
 from ._errors import AuthenticationError as AuthenticationError
 from ._errors import BadRequestError as BadRequestError
 from ._errors import BatchItemError as BatchItemError
+from ._errors import BatchStoppedError as BatchStoppedError
 from ._errors import CallbackOriginError as CallbackOriginError
 from ._errors import CallbackParseError as CallbackParseError
 from ._errors import ConfigurationError as ConfigurationError
@@ -61,6 +62,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import BatchSummary as BatchSummary
     from ._batch import OutcomeStatus as OutcomeStatus
     from ._batch import check_unique_references as check_unique_references
+    from ._enums import ImageRole as ImageRole
     from ._journal import Journal as Journal
     from ._journal import JournalEntry as JournalEntry
     from ._journal import JournalState as JournalState
@@ -91,6 +93,7 @@ __version__ = "0.1.0"
 
 #: Public names whose modules are imported on first use, to keep ``import netverify_async`` fast.
 _LAZY = {
+    "ImageRole": "._enums",
     "CallbackOriginVerifier": ".callbacks",
     "NetverifyCallback": ".callbacks",
     "parse_callback": ".callbacks",
@@ -156,6 +159,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "BatchItemError",
+    "BatchStoppedError",
     "RateLimiterError",
     *_LAZY,
     "APIError",

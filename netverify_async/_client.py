@@ -403,11 +403,13 @@ class NetverifyClient:
         *,
         merchant_id_scan_reference: str,
         on_send: OnSend | None = None,
+        on_body_sent: Callable[[], None] | None = None,
     ) -> ScanReceipt:
         """Send an already prepared and encoded performNetverify body (used by batches).
 
         ``on_send`` is awaited once the call holds a rate-limiter slot, right before the first attempt goes out
-        (a batch records the item as sent there); if it raises, nothing is sent.
+        (a batch records the item as sent there); if it raises, nothing is sent. ``on_body_sent`` is called each
+        time an attempt handed the last byte of the body to the network: until it is, no scan can exist.
         """
         call = Call(
             operation="performNetverify",
@@ -416,6 +418,7 @@ class NetverifyClient:
             body=body,
             idempotent=False,
             merchant_ref=merchant_id_scan_reference,
+            on_body_sent=on_body_sent,
         )
         del body
         answer, attempts = await self._call(call, self.submit_limiter, on_send)

@@ -11,6 +11,8 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     ├── CallbackOriginError           a callback from an address that is not Jumio's
     ├── JournalError                  the batch journal cannot be used or refuses an operation
     ├── BatchItemError                one batch item failed unexpectedly (``__cause__``); the batch went on
+    ├── BatchStoppedError             a batch stopped early (repeated authentication refusals) or was stopped
+    │                                 before an item's body was sent; what was not sent is resent by a re-run
     ├── RateLimiterError              the shared (Redis) rate limiter failed or timed out; nothing was sent
     ├── RequestError                  a call to the API failed; ``.kind`` (a :class:`FailureKind`) says whether
     │   │                             the server may have processed it, ``.safe_to_retry`` whether resending is
@@ -54,6 +56,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BatchItemError",
+    "BatchStoppedError",
     "CallbackOriginError",
     "CallbackParseError",
     "ConfigurationError",
@@ -377,3 +380,11 @@ class BatchItemError(NetverifyError):
         self.stage = stage
         #: nothing is sent while preparing; an unexpected failure during the upload may follow a sent body
         self.kind = FailureKind.NOT_SENT if stage == "prepare" else FailureKind.AMBIGUOUS
+
+
+class BatchStoppedError(NetverifyError):
+    """A batch stopped before it was done: after repeated authentication refusals (401/403 that every item would
+    get too), or it was cancelled before an item's body was sent. Nothing it names was processed: items that
+    were not sent are sent by the next run of the same batch (with a journal)."""
+
+    kind = FailureKind.NOT_SENT

@@ -25,7 +25,7 @@ import base64
 import json
 import logging
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -87,6 +87,9 @@ class Call:
     body: bytes | None
     idempotent: bool
     merchant_ref: str | None = None
+    #: called (synchronously) each time the last byte of the body was handed to the network: from then on the
+    #: server may hold the whole request
+    on_body_sent: Callable[[], None] | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -135,8 +138,9 @@ class _Body(httpx.AsyncByteStream):
     every byte was handed to the network: until then the server cannot hold the whole body.
     """
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes, on_complete: Callable[[], None] | None = None) -> None:
         self._data = data
+        self._on_complete = on_complete
         self.complete = not data
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
@@ -147,6 +151,8 @@ class _Body(httpx.AsyncByteStream):
             yield data[start : start + UPLOAD_SLICE]
         self.complete = True
         self._data = b""  # the request object may outlive the call (httpx keeps it on the response)
+        if self._on_complete is not None:
+            self._on_complete()
 
 
 def _header_dict(headers: httpx.Headers) -> dict[str, str]:
@@ -178,6 +184,29 @@ def _tls_failure(exc: BaseException) -> str | None:
     return None
 
 
+#: What to check after a 401 or 403: Jumio answers 403 for bad Basic credentials, a User-Agent it does not
+#: accept, missing or suspicious headers, and credentials of another data centre.
+_AUTH_HINT = (
+    "; check api_token and api_secret (Customer Portal > Settings > API credentials), that they belong to this "
+    "region's data centre, and that user_agent names your business and app with a version"
+)
+#: The longest server reason quoted in a message.
+_MAX_REASON = 160
+
+
+def _server_reason(body: Mapping[str, Any] | None) -> str | None:
+    """The short reason a JSON error body gives (``message``, ``detail``, ``title`` or ``error``), printable and
+    cut to a line; None without one. Used for 401/403, whose reasons quote no request data."""
+    if not body:
+        return None
+    for key in ("message", "detail", "title", "error"):
+        value = body.get(key)
+        if isinstance(value, str) and value.strip():
+            text = " ".join("".join(c if c.isprintable() else " " for c in value).split())
+            return text if len(text) <= _MAX_REASON else text[: _MAX_REASON - 3] + "..."
+    return None
+
+
 def classify_status(
     call: Call, status: int, headers: Mapping[str, str], body: bytes, *, body_complete: bool = True
 ) -> RequestError:
@@ -201,7 +230,11 @@ def classify_status(
         return RateLimitedError(f"{call.operation}: rate limited{wait}", retry_after=retry_after, **common)
     refusal = PERMANENT_REFUSALS.get(status)
     if refusal is not None:
-        return refusal(f"{call.operation}: {phrase}", kind=FailureKind.PERMANENT, **common)
+        message = f"{call.operation}: {phrase}"
+        if status in (401, 403):
+            reason = _server_reason(common["body"])
+            message += (f": the server says {reason!r}" if reason else "") + _AUTH_HINT
+        return refusal(message, kind=FailureKind.PERMANENT, **common)
     if status == 503 and retry_after is not None:
         return ServerError(
             f"{call.operation}: service unavailable{wait}", kind=FailureKind.REFUSED, retry_after=retry_after, **common
@@ -260,7 +293,7 @@ class Exchange:
     async def send(self, call: Call, *, within: float) -> Answer:
         """Send ``call`` once, bounded by ``within`` seconds in all; a 2xx :class:`Answer` or a raised
         :class:`~netverify_async.RequestError` with its kind."""
-        body = _Body(call.body or b"")
+        body = _Body(call.body or b"", call.on_body_sent if call.body else None)
         failure: RequestError | None = None
         try:
             with anyio.fail_after(within):

@@ -18,9 +18,12 @@ import attrs
 
 from ._bytebudget import ByteBudget
 from ._errors import (
+    AuthenticationError,
     BatchItemError,
+    BatchStoppedError,
     ConfigurationError,
     FailureKind,
+    ForbiddenError,
     JournalError,
     NetverifyError,
     PreflightError,
@@ -47,6 +50,10 @@ logger = logging.getLogger("netverify_async.batch")
 
 #: Seconds between progress calls while nothing else happens.
 PROGRESS_INTERVAL_S = 0.2
+#: A batch stops after this many 401/403 answers in a row (no receipt between them): they would repeat for every
+#: item (bad credentials, a refused User-Agent, another region's credentials), and at 5 per 5 s a large manifest
+#: would otherwise spend hours collecting them.
+AUTH_REFUSALS_BEFORE_STOP = 3
 #: Budget reserved for the non-image part of a body (all text fields together are a few kilobytes).
 _BODY_OVERHEAD_BYTES = 64 * 1024
 
@@ -138,6 +145,11 @@ class Pipeline:
         self.pending: dict[int, str] = {}
         #: Items whose upload started and has no outcome yet.
         self.in_flight: dict[int, str] = {}
+        #: Items of which an attempt handed the whole body to the network: only these can have created a scan.
+        self.arrived: set[int] = set()
+        #: 401/403 answers in a row; the batch stops taking new items at AUTH_REFUSALS_BEFORE_STOP.
+        self.auth_refusals = 0
+        self.stopping = False
         self.input_error: BaseException | None = None
         self.fatal: BaseException | None = None
         self.error_delivered = False
@@ -195,12 +207,18 @@ class Pipeline:
             counts=dict(self.counts),
             receipts=tuple(self.receipts),
             failed=tuple(self.failed),
-            unknown=tuple(self.unknown) + (tuple(self.in_flight.values()) if not still_running else ()),
-            not_sent=tuple(self.pending.values()) if not still_running else (),
+            unknown=tuple(self.unknown) + (self._stopped_in_flight(arrived=True) if not still_running else ()),
+            not_sent=(tuple(self.pending.values()) + self._stopped_in_flight(arrived=False))
+            if not still_running
+            else (),
             elapsed=self.elapsed(),
             peak_bytes_in_flight=self.budget.peak,
             error_type=type(error).__name__ if error is not None else None,
         )
+
+    def _stopped_in_flight(self, *, arrived: bool) -> tuple[str, ...]:
+        """The items in flight when the batch stopped whose body did (or did not) reach the network whole."""
+        return tuple(ref for index, ref in self.in_flight.items() if (index in self.arrived) is arrived)
 
     # -- outcomes --------------------------------------------------------------------------------------------
 
@@ -268,7 +286,7 @@ class Pipeline:
         async with prepare_send, out:
             try:
                 index = 0
-                while True:
+                while not self.stopping:
                     try:
                         more, request = await self._next_request(source, is_async)
                     except Exception as exc:
@@ -373,6 +391,10 @@ class Pipeline:
     ) -> None:
         async with receive, upload_send, out:
             async for item in receive:
+                if self.stopping:  # stays pending: the next run sends it
+                    self.budget.release(item.reserved)
+                    del item
+                    continue
                 ready = await self._prepare(item, out)
                 if ready is not None:
                     await upload_send.send(ready)
@@ -431,6 +453,10 @@ class Pipeline:
     ) -> None:
         async with receive, out:
             async for item in receive:
+                if self.stopping:  # stays pending: the next run sends it
+                    self.budget.release(item.reserved)
+                    del item
+                    continue
                 await self._upload(item, out)
                 del item
 
@@ -445,6 +471,8 @@ class Pipeline:
             # Called by the client once it holds a rate-limiter slot, right before the first HTTP attempt, so an
             # item still waiting for a slot when the batch stops counts as "not sent", not as "unknown".
             nonlocal sent
+            if self.stopping:
+                raise BatchStoppedError("the batch is stopping; not sent")  # raised here, nothing is sent
             if self.journal is not None:
                 await self.journal.mark_sent(ref)
             # From here until its outcome the item is in flight: if the batch stops, its outcome is unknown.
@@ -460,7 +488,10 @@ class Pipeline:
         try:
             try:
                 receipt = await self.client.send_encoded(
-                    body, merchant_id_scan_reference=ref, on_send=mark_in_flight
+                    body,
+                    merchant_id_scan_reference=ref,
+                    on_send=mark_in_flight,
+                    on_body_sent=lambda: self.arrived.add(item.index),
                 )
             except anyio.get_cancelled_exc_class():
                 raise
@@ -472,6 +503,8 @@ class Pipeline:
             del body
             self.budget.release(item.reserved)
             item.reserved = 0
+        if isinstance(error, BatchStoppedError) and not sent:
+            return  # the batch stopped while it waited for a slot: it stays pending
         journal = self.journal
         if receipt is not None:
             failure = await _record(journal.mark_receipt(ref, receipt) if journal else None)
@@ -480,8 +513,9 @@ class Pipeline:
             )
         else:
             assert error is not None
-            # the kind was decided where the failure happened; an item that never got a slot was never sent
-            if sent and failure_kind(error) is FailureKind.AMBIGUOUS:
+            # the kind was decided where the failure happened; only an item whose whole body reached the network
+            # can have created a scan
+            if item.index in self.arrived and failure_kind(error) is FailureKind.AMBIGUOUS:
                 status = OutcomeStatus.UNKNOWN
                 failure = await _record(
                     journal.mark_unknown([ref], type(error).__name__) if journal else None
@@ -492,9 +526,29 @@ class Pipeline:
             outcome = self._outcome(item.index, ref, status, item.started, error=error, attempts=attempts)
         # The caller learns the outcome even when the journal could not record it (the journal then still
         # says "sent", which a re-run treats as unknown); the journal failure then stops the batch.
+        self.arrived.discard(item.index)
         await self._emit(out, outcome)
+        self._count_auth_refusal(error, receipt is not None)
         if failure is not None:
             raise failure
+
+    def _count_auth_refusal(self, error: NetverifyError | None, got_receipt: bool) -> None:
+        """Stop taking new items after AUTH_REFUSALS_BEFORE_STOP 401/403 answers in a row."""
+        if got_receipt:
+            self.auth_refusals = 0
+            return
+        if not isinstance(error, (AuthenticationError, ForbiddenError)):
+            return
+        self.auth_refusals += 1
+        if self.auth_refusals >= AUTH_REFUSALS_BEFORE_STOP and not self.stopping:
+            self.stopping = True
+            if self.fatal is None:
+                self.fatal = BatchStoppedError(
+                    f"batch stopped after {self.auth_refusals} authentication refusals in a row, which every "
+                    f"item would get too; the last one: {error}. Items not sent stay pending: fix the settings "
+                    "and run the same batch again (with its journal) to send them"
+                )
+            logger.error("batch stopping: %d authentication refusals in a row", self.auth_refusals)
 
     @staticmethod
     def _upload_error(item: _Item, exc: BaseException) -> tuple[NetverifyError, int | None]:
@@ -607,13 +661,18 @@ class Pipeline:
             try:
                 if self.journal is not None:
                     try:
-                        if self.in_flight:
-                            await self.journal.mark_unknown(list(self.in_flight.values()), "BatchCancelled")
-                        if journal_started:
-                            await self.journal.finish_run(
-                                status.value,
-                                {s.value: n for s, n in self.counts.items()} | {"read": self.read},
+                        maybe_arrived = self._stopped_in_flight(arrived=True)
+                        if maybe_arrived:
+                            await self.journal.mark_unknown(maybe_arrived, "BatchCancelled")
+                        for ref in self._stopped_in_flight(arrived=False):
+                            # every attempt failed before its body was out: no scan can exist
+                            await self.journal.mark_failed(
+                                ref, BatchStoppedError("the batch stopped before the body was sent")
                             )
+                        if journal_started:
+                            counts = {s.value: n for s, n in self.counts.items()}
+                            counts[OutcomeStatus.UNKNOWN.value] += len(maybe_arrived)
+                            await self.journal.finish_run(status.value, counts | {"read": self.read})
                     except Exception as exc:
                         if self.fatal is None:
                             self.fatal = exc

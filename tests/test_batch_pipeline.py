@@ -181,7 +181,7 @@ class MeasuringClient(NetverifyClient):
         self.peak_uploads = 0
 
     async def send_encoded(
-        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None
+        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None, on_body_sent: Any = None
     ) -> ScanReceipt:
         self.body_bytes += len(body)
         self.uploads += 1
@@ -189,7 +189,7 @@ class MeasuringClient(NetverifyClient):
         self.peak_uploads = max(self.peak_uploads, self.uploads)
         try:
             return await super().send_encoded(
-                body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send
+                body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send, on_body_sent=on_body_sent
             )
         finally:
             self.body_bytes -= len(body)
@@ -285,15 +285,19 @@ class FlakyClient(NetverifyClient):
         return await super().prepare(request)
 
     async def send_encoded(
-        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None
+        self, body: bytes, *, merchant_id_scan_reference: str, on_send: Any = None, on_body_sent: Any = None
     ) -> ScanReceipt:
         if merchant_id_scan_reference == "bug-upload":
-            await on_send()  # the item holds its slot and is recorded as sent: bytes may leave from here
+            await on_send()  # the item holds its slot and is recorded as sent
+            on_body_sent()  # and its whole body went out: a scan may exist
             raise ZeroDivisionError("bug in upload")
+        if merchant_id_scan_reference == "bug-after-slot":
+            await on_send()  # recorded as sent, but no byte of the body left
+            raise ZeroDivisionError("bug before the body was written")
         if merchant_id_scan_reference == "bug-before-send":
             raise ZeroDivisionError("bug before the upload started")
         return await super().send_encoded(
-            body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send
+            body, merchant_id_scan_reference=merchant_id_scan_reference, on_send=on_send, on_body_sent=on_body_sent
         )
 
 
@@ -304,6 +308,7 @@ async def test_unexpected_exceptions_become_typed_item_errors() -> None:
         make_request("fine"),
         make_request("bug-upload"),
         make_request("bug-before-send"),
+        make_request("bug-after-slot"),
     ]
     async with run_emulator(processing_delay=0) as emu, client_for(emu, client_class=FlakyClient) as client:
         outcomes = {
@@ -318,9 +323,9 @@ async def test_unexpected_exceptions_become_typed_item_errors() -> None:
     assert upload_failure.status is OutcomeStatus.UNKNOWN  # it may have left: never call it "not sent"
     assert isinstance(upload_failure.error, BatchItemError)
     assert isinstance(upload_failure.error.__cause__, ZeroDivisionError)
-    early_failure = outcomes["bug-before-send"]
-    assert early_failure.status is OutcomeStatus.FAILED  # it never held a slot, so nothing can have left
-    assert isinstance(early_failure.error, BatchItemError)
+    for ref in ("bug-before-send", "bug-after-slot"):  # no byte of the body left: no scan can exist
+        assert outcomes[ref].status is OutcomeStatus.FAILED
+        assert isinstance(outcomes[ref].error, BatchItemError)
     assert outcomes["fine"].status is OutcomeStatus.RECEIPT
 
 
