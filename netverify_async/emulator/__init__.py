@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from ._app import EmulatorApp as EmulatorApp
 from ._app import create_app as create_app
-from ._callbacks import callback_url_problem as callback_url_problem
 from ._config import EmulatorConfig as EmulatorConfig
 from ._config import Faults as Faults
 from ._config import RateWindow as RateWindow
@@ -36,6 +35,7 @@ from ._server import serve_asgi as serve_asgi
 from ._state import CallbackRecord as CallbackRecord
 from ._state import EmulatorStats as EmulatorStats
 from ._state import SecondStats as SecondStats
+from ._urls import callback_url_problem as callback_url_problem
 
 __all__ = [
     "API_HEADERS",

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from urllib.parse import urlsplit
 
 import anyio
 import anyio.abc
@@ -15,68 +13,13 @@ import httpx
 
 from ._outcomes import callback_form, images_received_form
 from ._state import CallbackRecord, EmulatorState, Scan, format_timestamp
+from ._urls import callback_url_problem, is_loopback_http_url
 
-__all__ = ["CallbackDispatcher", "callback_url_problem", "is_loopback_host", "is_loopback_http_url"]
+__all__ = ["CallbackDispatcher"]
 
 logger = logging.getLogger("netverify_async.emulator")
 
-_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 _USER_AGENT = "netverify-async-emulator callback"
-
-
-def is_loopback_host(host: str | None) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if not host:
-        return False
-    if host.lower() in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def is_loopback_http_url(url: str) -> bool:
-    """True for an http(s) URL whose host is loopback (the kind ``allow_http_callbacks`` admits)."""
-    try:
-        parts = urlsplit(url)
-        return parts.scheme in ("http", "https") and is_loopback_host(parts.hostname)
-    except ValueError:
-        return False
-
-
-def callback_url_problem(url: str, *, allow_http: bool) -> str | None:
-    """Why Jumio would refuse ``url`` as a callback URL (https, no port, no IP address, no query or fragment).
-
-    With ``allow_http``, http(s) URLs on loopback hosts are accepted with a port and a query. Returns None
-    when acceptable.
-    """
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "is not a valid URL"
-    host = parts.hostname
-    if not host:
-        return "has no host"
-    if parts.fragment:
-        return "must not have a fragment"
-    if allow_http and parts.scheme in ("http", "https") and is_loopback_host(host):
-        return None
-    if parts.scheme != "https":
-        hint = "" if allow_http else " (http is accepted for loopback hosts only with allow_http_callbacks)"
-        return f"must use https{hint}"
-    if port is not None:
-        return "must not name a port"
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        pass
-    else:
-        return "must not be an IP address"
-    if parts.query:
-        return "must not have a query"
-    return None
 
 
 class CallbackDispatcher:

@@ -10,6 +10,7 @@ import attrs
 
 from .._errors import ConfigurationError
 from .._ratelimit import RateWindow, parse_rate
+from ._urls import callback_url_problem
 
 __all__ = [
     "ENDPOINT_KINDS",
@@ -280,8 +281,6 @@ class EmulatorConfig:
                 f"EmulatorConfig.default_outcome: unknown outcome (one of {Outcome.names()})"
             ) from None
         if self.callback_url_override is not None:
-            from ._callbacks import callback_url_problem
-
             problem = callback_url_problem(self.callback_url_override, allow_http=self.allow_http_callbacks)
             if problem is not None:
                 raise ConfigurationError(f"EmulatorConfig.callback_url_override: {problem}")

@@ -22,9 +22,9 @@ from typing import Any, Literal
 import attrs
 
 from .._errors import RequestValidationError, ValidationIssue
-from ._callbacks import is_loopback_http_url
 from ._outcomes import choose_outcome
 from ._state import EmulatorState, Scan, format_timestamp
+from ._urls import is_loopback_http_url
 
 __all__ = ["SubmissionHandler", "SubmissionResult", "b64decode_strict", "error_body"]
 
