@@ -42,12 +42,11 @@ from ._outcomes import (
     OutcomeStatus,
     ProgressHook,
 )
-from ._pipeline import Pipeline
+from ._pipeline import Pipeline, Stages
 
 if TYPE_CHECKING:
     import os
 
-    from ._client import NetverifyClient
 
 __all__ = [
     "Batch",
@@ -203,7 +202,7 @@ class Batch:
 
 
 def submit_many(
-    client: NetverifyClient,
+    client: Stages,
     requests: Iterable[NetverifyRequest] | AsyncIterable[NetverifyRequest],
     *,
     concurrency: int,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.lowlevel
@@ -42,14 +42,30 @@ from ._validation import text_issues
 if TYPE_CHECKING:
     from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-    from ._client import NetverifyClient
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "Stages"]
 
 logger = logging.getLogger("netverify_async.batch")
 
 #: Seconds between progress calls while nothing else happens.
 PROGRESS_INTERVAL_S = 0.2
+class Stages(Protocol):
+    """What the pipeline needs from a client: the stages of one submission (``NetverifyClient`` has them)."""
+
+    async def prepare(self, request: NetverifyRequest) -> NetverifyRequest: ...
+
+    async def encode(self, request: NetverifyRequest) -> bytes: ...
+
+    async def send_encoded(
+        self,
+        body: bytes,
+        *,
+        merchant_id_scan_reference: str,
+        on_send: Callable[[], Awaitable[None]] | None = None,
+        on_body_sent: Callable[[], None] | None = None,
+    ) -> ScanReceipt: ...
+
+
 #: A batch stops after this many 401/403 answers in a row (no receipt between them): they would repeat for every
 #: item (bad credentials, a refused User-Agent, another region's credentials), and at 5 per 5 s a large manifest
 #: would otherwise spend hours collecting them.
@@ -110,7 +126,7 @@ class Pipeline:
 
     def __init__(
         self,
-        client: NetverifyClient,
+        client: Stages,
         requests: Iterable[NetverifyRequest] | AsyncIterable[NetverifyRequest],
         *,
         concurrency: int,
