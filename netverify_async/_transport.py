@@ -2,8 +2,8 @@
 
 Both sit behind an ``httpx.AsyncClient`` and neither keeps a connection alive: each request gets a fresh
 connection, so an answer can never be read from a connection that still holds bytes of an earlier exchange.
-At Jumio's rates (a few submissions a second) a new TLS connection per request costs nothing a user would feel,
-and it keeps httpcore's pool small, where it has no throughput cliff (see ``benchmarks/transport.py``).
+At Jumio's rates (a few submissions a second) a new TLS connection per request costs nothing a user would feel;
+what it costs in client CPU at higher loads is measured in ``benchmarks/transport.py``.
 """
 
 from __future__ import annotations
