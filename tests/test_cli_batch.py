@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netverify_async import NetverifyError, NetverifyRequest, RequestValidationError
-from netverify_async._synthetic import generate_documents_sync
+from netverify_async.emulator._synthetic import generate_documents_sync
 from netverify_async.cli._manifest import (
     COLUMNS,
     InvalidRow,

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from netverify_async import check_image_sync
-from netverify_async._synthetic import DEFECTS, generate_documents_sync, pick_defects, render_document
+from netverify_async.emulator._synthetic import DEFECTS, generate_documents_sync, pick_defects, render_document
 
 VERIFICATION_STATUSES = {
     "APPROVED_VERIFIED",
@@ -131,7 +131,7 @@ def test_documents_are_reproducible_from_their_seed() -> None:
 
 @pytest.mark.anyio
 async def test_drawing_in_worker_threads_gives_the_same_documents_in_order() -> None:
-    from netverify_async._synthetic import generate_documents
+    from netverify_async.emulator._synthetic import generate_documents
 
     seen: list[int] = []
     docs = await generate_documents(5, seed=4, bad=2, on_document=lambda d: seen.append(d.index))

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from netverify_async._synthetic import render_document
+from netverify_async.emulator._synthetic import render_document
 
 DOCUMENTED_KEYS = {"path", "ok", "format", "width", "height", "bytes", "errors", "warnings"}
 

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+import typing
 import warnings
 import zlib
 
@@ -33,6 +34,7 @@ from PIL import Image as PILImage
 
 from netverify_async import Image, MimeType, NetverifyError, PreflightError, PreflightWarning
 from netverify_async._constants import MAX_IMAGE_BYTES
+from netverify_async._imagerules import ROLES, Role, image_bytes_issue
 from netverify_async._preflight import (
     DECOMPRESSION_BOMB_PIXELS,
     ERROR_CODES,
@@ -426,7 +428,22 @@ def test_bad_arguments_are_refused(kwargs: dict[str, str], error: type[Exception
         check_image_sync("not bytes")  # type: ignore[arg-type]
 
 
-def test_importing_preflight_does_not_import_pillow() -> None:
-    code = "import sys, netverify_async._preflight; print('PIL' in sys.modules)"
+def test_importing_preflight_does_not_import_pillow_or_the_synthetic_documents() -> None:
+    code = (
+        "import sys, netverify_async, netverify_async._preflight\n"
+        "print(sorted(m for m in sys.modules if m == 'PIL' or m.startswith('netverify_async.emulator')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_role_type_and_the_role_names_agree() -> None:
+    assert typing.get_args(Role) == ROLES
+
+
+def test_preflight_reports_the_byte_rule_as_the_shared_rule_states_it() -> None:
+    too_large = pad_png_to(flat_png(400, 400), MAX_IMAGE_BYTES + 1)
+    issue = image_bytes_issue(len(too_large))
+    assert image_bytes_issue(MAX_IMAGE_BYTES) is None
+    assert issue is not None and issue.code == "file_too_large"
+    assert check(too_large).errors == (issue,)

@@ -20,13 +20,8 @@ from PIL import ImageCms
 
 from netverify_async import Image, MimeType
 from netverify_async._constants import MAX_IMAGE_BYTES
-from netverify_async._preflight import (
-    JPEG_QUALITY_MAX,
-    JPEG_QUALITY_MIN,
-    PreflightReport,
-    _encode_to_fit,
-    check_image_sync,
-)
+from netverify_async._imagefix import JPEG_QUALITY_MAX, JPEG_QUALITY_MIN, encode_to_fit
+from netverify_async._preflight import PreflightReport, check_image_sync
 
 
 def fix(data: bytes, mime: str | None = None, **options: object) -> PreflightReport:
@@ -144,7 +139,7 @@ def test_quality_search_finds_the_highest_quality_that_fits() -> None:
     at_max = len(encode(im, "JPEG", quality=JPEG_QUALITY_MAX))
     at_min = len(encode(im, "JPEG", quality=JPEG_QUALITY_MIN))
     limit = (at_max + at_min) // 2
-    data, fmt, notes = _encode_to_fit(im.copy(), "JPEG", limit, None)
+    data, fmt, notes = encode_to_fit(im.copy(), "JPEG", limit, None)
     assert fmt == "JPEG" and len(data) <= limit
     quality = int(notes[0].split("quality ")[1].split()[0])
     assert JPEG_QUALITY_MIN <= quality < JPEG_QUALITY_MAX
@@ -154,7 +149,7 @@ def test_quality_search_finds_the_highest_quality_that_fits() -> None:
 def test_downscale_when_even_the_lowest_quality_is_too_big() -> None:
     im = noise(480, 360)
     limit = len(encode(im, "JPEG", quality=JPEG_QUALITY_MIN)) // 3
-    data, _, notes = _encode_to_fit(im, "JPEG", limit, None)
+    data, _, notes = encode_to_fit(im, "JPEG", limit, None)
     assert len(data) <= limit
     assert any(n.startswith("downscaled from 480x360") for n in notes)
     assert open_image(data).size[0] < 480
@@ -163,7 +158,7 @@ def test_downscale_when_even_the_lowest_quality_is_too_big() -> None:
 def test_png_that_cannot_fit_becomes_jpeg() -> None:
     im = noise(300, 200)
     limit = len(encode(im, "PNG")) // 2
-    data, fmt, notes = _encode_to_fit(im, "PNG", limit, None)
+    data, fmt, notes = encode_to_fit(im, "PNG", limit, None)
     assert fmt == "JPEG" and len(data) <= limit
     assert notes[0] == "converted PNG to JPEG to fit the byte limit"
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
     from .._batch import BatchOutcome
     from .._models import NetverifyRequest
-    from .._synthetic import SyntheticDocument
+    from ..emulator._synthetic import SyntheticDocument
     from ..emulator import Outcome
 
 __all__ = ["add_parser", "run"]
@@ -345,7 +345,7 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
 
     from .._client import NetverifyClient
     from .._errors import CallbackParseError
-    from .._synthetic import generate_documents
+    from ..emulator._synthetic import generate_documents
     from ..callbacks import parse_callback
     from ..emulator import run_callback_receiver, run_emulator
     from ._progress import BatchProgressHook, make_progress

@@ -16,6 +16,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
+from .._constants import MAX_IMAGE_BYTES, MAX_SIDE_PX, MIN_LONGEST_SIDE_PX
+from .._imagerules import FRONT, ROLES
+from .._preflight_report import INTEGRITY_LEVELS
+
 if TYPE_CHECKING:
     from .._preflight import PreflightReport
 
@@ -31,9 +35,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "preflight",
         help="check image files against Jumio's image limits (and optionally fix them)",
-        description="Check image files as performNetverify would: JPEG or PNG, at most 15,000,000 bytes, "
-        "each side below 8000 pixels, longest side above 300 pixels, and intact. Exit status 0 when every "
-        "file passes.",
+        description=f"Check image files as performNetverify would: JPEG or PNG, at most {MAX_IMAGE_BYTES:,} "
+        f"bytes, each side below {MAX_SIDE_PX} pixels, longest side above {MIN_LONGEST_SIDE_PX} pixels, and "
+        "intact. Exit status 0 when every file passes.",
     )
     parser.add_argument("files", nargs="+", metavar="FILE", help="image files to check")
     parser.add_argument("--json", action="store_true", help="print one JSON object per file and line")
@@ -45,15 +49,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--integrity",
-        choices=("header", "decode"),
+        choices=INTEGRITY_LEVELS,
         default="decode",
         help="'decode' (default) decodes every image to find damaged data; 'header' only reads headers",
     )
     parser.add_argument(
         "--role",
-        choices=("front", "back", "face"),
-        default="front",
-        help="what the images show; sets the resolution below which a warning is given (default: front)",
+        choices=ROLES,
+        default=FRONT,
+        help=f"what the images show; sets the resolution below which a warning is given (default: {FRONT})",
     )
     parser.set_defaults(func=run)
     return parser
@@ -68,20 +72,12 @@ class FileResult:
     output: str | None = None
 
     def to_dict(self, with_fix: bool) -> dict[str, Any]:
-        r = self.report
-        line: dict[str, Any] = {
-            "path": self.path,
-            "ok": r.ok,
-            "format": r.format,
-            "width": r.width,
-            "height": r.height,
-            "bytes": r.bytes,
-            "errors": [e.to_dict() for e in r.errors],
-            "warnings": [w.to_dict() for w in r.warnings],
-        }
+        line: dict[str, Any] = {"path": self.path, **self.report.to_dict()}
+        del line["role"]  # the same for every file: the --role given
         if with_fix:
-            line["changes"] = list(r.changes)
             line["output"] = self.output
+        else:
+            del line["changes"]
         return line
 
 

@@ -31,7 +31,9 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from ._models import IdType, Image, MimeType
+from .._imagerules import BACK, FACE, FRONT
+from .._models import IdType, Image, MimeType
+from .._preflight_report import CORRUPT_IMAGE, MIME_MISMATCH, TOO_SMALL, UNSUPPORTED_FORMAT
 
 if TYPE_CHECKING:
     import anyio
@@ -53,10 +55,10 @@ Defect = Literal["too_small", "png_declared_as_jpeg", "not_an_image", "truncated
 
 #: Each deliberate defect and the preflight error code it provokes.
 DEFECTS: dict[Defect, str] = {
-    "too_small": "too_small",
-    "png_declared_as_jpeg": "mime_mismatch",
-    "not_an_image": "unsupported_format",
-    "truncated": "corrupt_image",
+    "too_small": TOO_SMALL,
+    "png_declared_as_jpeg": MIME_MISMATCH,
+    "not_an_image": UNSUPPORTED_FORMAT,
+    "truncated": CORRUPT_IMAGE,
 }
 
 #: Width / height of an ID-1 card (credit-card size: driving licences, identity cards).
@@ -118,7 +120,7 @@ class SyntheticDocument:
     @property
     def images(self) -> dict[str, SyntheticImage]:
         """The images present, by role (``front``, ``back``, ``face``)."""
-        found = {"front": self.front, "back": self.back, "face": self.face}
+        found = {FRONT: self.front, BACK: self.back, FACE: self.face}
         return {role: img for role, img in found.items() if img is not None}
 
 
@@ -348,18 +350,18 @@ def _defective_front(
 ) -> SyntheticImage:
     if defect == "too_small":
         small = _render_front(id_type, 250, number, rng).resize((250, 180))
-        return _image(f"{stem}-front.jpg", "front", small)
+        return _image(f"{stem}-front.jpg", FRONT, small)
     if defect == "png_declared_as_jpeg":
         picture = _render_front(id_type, 800, number, rng)
         data = _encode(picture, "PNG")
-        return SyntheticImage(f"{stem}-front.jpg", "front", data, MimeType.JPEG, *picture.size)
+        return SyntheticImage(f"{stem}-front.jpg", FRONT, data, MimeType.JPEG, *picture.size)
     if defect == "not_an_image":
         text = b"This file is a text note saved with a .jpg name; it holds no picture.\n" * 4
-        return SyntheticImage(f"{stem}-front.jpg", "front", text, None, None, None)
+        return SyntheticImage(f"{stem}-front.jpg", FRONT, text, None, None, None)
     picture = _render_front(id_type, 900, number, rng)
     whole = _encode(picture, "JPEG")
     return SyntheticImage(
-        f"{stem}-front.jpg", "front", whole[: len(whole) * 6 // 10], MimeType.JPEG, *picture.size
+        f"{stem}-front.jpg", FRONT, whole[: len(whole) * 6 // 10], MimeType.JPEG, *picture.size
     )
 
 
@@ -380,13 +382,13 @@ def render_document(index: int, *, seed: int = 0, defect: Defect | None = None) 
         front = _defective_front(defect, stem, id_type, number, rng)
         return SyntheticDocument(index, id_type, country, front, defect=defect)
     width = rng.randrange(*_WIDTHS)
-    front = _image(f"{stem}-front.jpg", "front", _render_front(id_type, width, number, rng))
+    front = _image(f"{stem}-front.jpg", FRONT, _render_front(id_type, width, number, rng))
     back = None
     if id_type is not IdType.PASSPORT:
-        back = _image(f"{stem}-back.jpg", "back", _render_back(id_type, width, number, rng))
+        back = _image(f"{stem}-back.jpg", BACK, _render_back(id_type, width, number, rng))
     face = None
     if rng.random() < 0.3:
-        face = _image(f"{stem}-face.jpg", "face", _render_face(rng.randrange(360, 600), rng))
+        face = _image(f"{stem}-face.jpg", FACE, _render_face(rng.randrange(360, 600), rng))
     return SyntheticDocument(index, id_type, country, front, back, face)
 
 
