@@ -20,7 +20,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netverify_async import NetverifyError, NetverifyRequest, RequestValidationError
-from netverify_async.emulator._synthetic import generate_documents_sync
 from netverify_async.cli._manifest import (
     COLUMNS,
     InvalidRow,
@@ -30,6 +29,7 @@ from netverify_async.cli._manifest import (
     build_request,
     read_rows,
 )
+from netverify_async.emulator._synthetic import generate_documents_sync
 
 GOOD_ROWS = 4
 

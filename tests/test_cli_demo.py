@@ -12,7 +12,12 @@ from typing import Any
 import pytest
 
 from netverify_async import check_image_sync
-from netverify_async.emulator._synthetic import DEFECTS, generate_documents_sync, pick_defects, render_document
+from netverify_async.emulator._synthetic import (
+    DEFECTS,
+    generate_documents_sync,
+    pick_defects,
+    render_document,
+)
 
 VERIFICATION_STATUSES = {
     "APPROVED_VERIFIED",

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
 
     from .._batch import BatchOutcome
     from .._models import NetverifyRequest
-    from ..emulator._synthetic import SyntheticDocument
     from ..emulator import Outcome
+    from ..emulator._synthetic import SyntheticDocument
 
 __all__ = ["add_parser", "run"]
 
@@ -345,9 +345,9 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
 
     from .._client import NetverifyClient
     from .._errors import CallbackParseError
-    from ..emulator._synthetic import generate_documents
     from ..callbacks import parse_callback
     from ..emulator import run_callback_receiver, run_emulator
+    from ..emulator._synthetic import generate_documents
     from ._progress import BatchProgressHook, make_progress
 
     bad = _default_bad(args.size) if args.bad is None else max(0, min(args.bad, args.size))
