@@ -62,6 +62,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import BatchSummary as BatchSummary
     from ._batch import OutcomeStatus as OutcomeStatus
     from ._batch import check_unique_references as check_unique_references
+    from ._enums import ImageRole as ImageRole
     from ._journal import Journal as Journal
     from ._journal import JournalEntry as JournalEntry
     from ._journal import JournalState as JournalState
@@ -92,6 +93,7 @@ __version__ = "0.1.0"
 
 #: Public names whose modules are imported on first use, to keep ``import netverify_async`` fast.
 _LAZY = {
+    "ImageRole": "._enums",
     "CallbackOriginVerifier": ".callbacks",
     "NetverifyCallback": ".callbacks",
     "parse_callback": ".callbacks",

@@ -44,7 +44,9 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from ._constants import CONSENT_MAX_AGE_DAYS, MAX_IMAGE_BYTES, MAX_LENGTHS
+from ._enums import CallbackGranularity, ConsentObtained, EnabledField, IdType, MimeType
 from ._errors import NetverifyWarning, RequestValidationError, ValidationIssue
+from ._parts import Consent, Image, UserConsent, UserLocation
 
 __all__ = [
     "ADDRESS_EXTRACTION_SUPPORT",
@@ -370,15 +372,7 @@ class _Checker:
             )
 
 
-def _enum_value(value: Any) -> Any:
-    import enum
-
-    return value.value if isinstance(value, enum.Enum) else value
-
-
 def _check_image(c: _Checker, image: Any, path: str, *, required: bool) -> bool:
-    from ._models import Image, MimeType
-
     if image is None:
         if required:
             c.add(path, "required", "is required")
@@ -441,8 +435,6 @@ def _check_date(c: _Checker, value: Any, path: str) -> bool:
 
 
 def _check_enabled_fields(c: _Checker, value: Any) -> set[Any]:
-    from ._models import EnabledField
-
     path = "enabledFields"
     if value is None:
         return set()
@@ -472,8 +464,6 @@ def _check_enabled_fields(c: _Checker, value: Any) -> set[Any]:
 
 
 def _check_us_state(c: _Checker, value: Any, id_type: Any) -> None:
-    from ._models import IdType
-
     path = "usState"
     if not c.string(value, path):
         return
@@ -506,8 +496,6 @@ def _check_timestamp(c: _Checker, value: Any, path: str) -> bool:
 
 
 def _check_user_consent(c: _Checker, value: Any) -> None:
-    from ._models import Consent, ConsentObtained, UserConsent, UserLocation
-
     root = "userConsent"
     if not isinstance(value, UserConsent):
         c.add(root, "type", f"must be a UserConsent, not {type(value).__name__}")
@@ -574,8 +562,6 @@ def request_issues(req: Any, *, now: _dt.datetime | None = None) -> list[Validat
 
     ``now`` (aware) is the reference time for "in the future" and consent age; the current time by default.
     """
-    from ._models import CallbackGranularity, EnabledField, IdType
-
     if now is None:
         now = _dt.datetime.now(_dt.timezone.utc)
     c = _Checker(now)
@@ -622,8 +608,6 @@ def request_issues(req: Any, *, now: _dt.datetime | None = None) -> list[Validat
 
 def request_warnings(req: Any) -> list[str]:
     """Messages for a valid request that is allowed but probably not what the caller meant."""
-    from ._models import EnabledField, IdType
-
     found: list[str] = []
     fields = req.enabled_fields or ()
     if EnabledField.ID_ADDRESS in fields and isinstance(req.id_type, IdType):

@@ -7,16 +7,23 @@ import json
 import urllib.parse
 from typing import Any
 
+import attrs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from netverify_async import CallbackParseError
-from netverify_async.callbacks import _CALLBACK_SPEC as SPEC
 from netverify_async.callbacks import NetverifyCallback, parse_callback
 
 FUZZ = settings(max_examples=150, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 
-REAL_KEYS = [*sorted(SPEC), "jumioIdScanReference"]
+#: Every documented key, read from the model's wire metadata (other spellings included).
+WIRE_KEYS = {
+    name
+    for field in attrs.fields(NetverifyCallback)
+    if "wire" in field.metadata
+    for name in (field.metadata["wire"], *field.metadata.get("also", ()))
+}
+REAL_KEYS = [*sorted(WIRE_KEYS), "jumioIdScanReference"]
 JSON_KEYS = ["rejectReason", "identityVerification", "idAddress", "livenessImages", "dlCategories"]
 
 json_values = st.recursive(

@@ -808,3 +808,19 @@ def test_importing_callbacks_adds_nothing_heavy_to_the_package() -> None:
         "fastapi",
     }
     assert not heavy & added
+
+
+@pytest.mark.parametrize(
+    ("reference", "noted"),
+    [
+        ("0b5f8c3e-1111-4222-8333-944445555666", False),
+        ("ref_with_underscore", False),  # the retrieval URL rule allows '_'; the guides give no character set
+        ("x" * 36, False),
+        ("x" * 37, True),  # longer than the documented 36
+        ("ref.with.dots", True),  # not usable as a retrieval URL segment
+    ],
+)
+def test_the_reference_rule_is_the_one_of_the_constants(reference: str, noted: bool) -> None:
+    cb = parse_callback(form(jumioIdScanReference=reference))
+    assert cb.jumio_id_scan_reference == reference
+    assert (codes(cb) == {"jumioIdScanReference": "unexpected_format"}) is noted

@@ -253,6 +253,19 @@ def test_single_face_search_finding_is_a_one_item_tuple() -> None:
     )
 
 
+def test_both_spellings_of_search_response_keep_the_first_and_note_the_second() -> None:
+    checks = {"addressValidation": {"searchResponse": "FIRST", "searchReason": "SECOND"}}
+    result = parse_scan_details(details(verification={"additionalChecks": checks}))
+    assert result.verification is not None and isinstance(
+        result.verification.additional_checks, AdditionalChecks
+    )
+    check = result.verification.additional_checks.address_validation
+    assert check == CheckResult(search_response="FIRST", extra={"searchReason": "SECOND"})
+    assert [(p.path, p.code) for p in result.problems] == [
+        ("verification.additionalChecks.addressValidation.searchReason", "duplicate_field")
+    ]
+
+
 def test_not_readable_sample_has_a_reject_reason_without_details() -> None:
     result = parse_scan_details(
         details(document={"status": "ERROR_NOT_READABLE_ID"}, verification=VERIFICATION_NOT_READABLE)
@@ -306,6 +319,13 @@ def test_identity_validity_in_every_spelling(validity: Any) -> None:
 def test_transaction_source_in_both_spellings(raw: str, expected: ScanSource) -> None:
     result = parse_scan_details(details(transaction={"source": raw}))
     assert result.transaction is not None and result.transaction.source is expected
+
+
+def test_the_source_enum_itself_knows_both_spellings() -> None:
+    assert ScanSource("WEB-CAM") is ScanSource.WEB_CAM
+    assert ScanSource(" redirect-upload ") is ScanSource.REDIRECT_UPLOAD
+    with pytest.raises(ValueError):
+        ScanSource("WEBCAM")
 
 
 def test_unknown_values_and_keys_are_kept() -> None:
@@ -426,6 +446,31 @@ def test_response_error_messages_carry_no_values() -> None:
     with pytest.raises(ResponseError) as info:
         parse_scan_details({"scanReference": "   ", "document": {"firstName": "SECRETNAME"}})
     assert "SECRETNAME" not in str(info.value)
+
+
+def test_every_answer_model_reprs_and_redacts_by_its_personal_flag() -> None:
+    """One metadata flag per field drives both repr and to_dict(redact=True), in every answer model."""
+    import attrs
+
+    from netverify_async import callbacks
+
+    models = [
+        getattr(module, name)
+        for module in (callbacks, __import__("netverify_async._retrieval", fromlist=["x"]))
+        for name in module.__all__
+        if attrs.has(getattr(module, name))
+    ]
+    assert len(models) >= 15
+    for model in models:
+        fields = attrs.fields(model)
+        personal = [f for f in fields if f.metadata.get("personal")]
+        values = {f.name: f"SECRET{i}" for i, f in enumerate(personal)}
+        required = {f.name: "R" for f in fields if f.default is attrs.NOTHING}
+        instance = model(**{**required, **values})
+        text = repr(instance)
+        redacted = json.dumps(instance.to_dict(redact=True))
+        assert "SECRET" not in text and "SECRET" not in redacted, model
+        assert all(instance.to_dict()[name] == value for name, value in values.items()), model
 
 
 # -- images and delete ------------------------------------------------------------------------------

@@ -554,7 +554,9 @@ def valid_requests(draw: st.DrawFn, countries: list[str]) -> NetverifyRequest:
 
     host = draw(
         # labels start and end with a letter or digit (a host such as "a.-b.com" is rightly refused)
-        st.from_regex(r"[a-z0-9]{1,12}(\.[a-z0-9]([a-z0-9-]{0,9}[a-z0-9])?)?\.(com|example|de)", fullmatch=True)
+        st.from_regex(
+            r"[a-z0-9]{1,12}(\.[a-z0-9]([a-z0-9-]{0,9}[a-z0-9])?)?\.(com|example|de)", fullmatch=True
+        )
     )
     callback = draw(st.none() | st.just(f"https://{host}/cb") | st.just(f"https://bücher-{host}/x"))
     today = dt.datetime.now(UTC).date()
@@ -649,9 +651,9 @@ def test_base64_canonical_padding_is_accepted(text: str, data: bytes) -> None:
     with pytest.raises(RequestValidationError) as info:  # tiny "images", but the base64 itself is fine
         request_from_wire(minimal_body(frontsideImage=text, country="???"))
     assert ("frontsideImage", "invalid_base64") not in [(e.path, e.code) for e in info.value.errors]
-    from netverify_async._wire import _decode_base64
+    from netverify_async._convert import decode_base64
 
-    assert _decode_base64(text) == data
+    assert decode_base64(text) == data
 
 
 @pytest.mark.parametrize("reference", ["x" * 101, "../../etc", "a b", "ref?x=1"])
@@ -660,3 +662,26 @@ def test_a_receipt_with_an_unusable_scan_reference_is_refused(reference: str) ->
 
     with pytest.raises(ResponseError, match="jumioIdScanReference"):
         ScanReceipt.from_wire({"timestamp": "2017-08-16T10:37:44.623Z", "jumioIdScanReference": reference})
+
+
+def test_the_converters_do_not_depend_on_the_defining_module() -> None:
+    """A public class may show ``__module__ = "netverify_async"``; the converters must not resolve its field
+    types through that module (they are resolved where the classes are defined)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import netverify_async as n, netverify_async.callbacks as c, netverify_async._retrieval as r\n"
+        "import datetime as dt, inspect\n"
+        "for module in (n, c, r):\n"
+        "    for name in module.__all__:\n"
+        "        value = getattr(module, name)\n"
+        "        if inspect.isclass(value): value.__module__ = 'netverify_async'\n"
+        f"req = n.NetverifyRequest('r', n.Image({JPEG!r}), 'DEU', 'PASSPORT', dob=dt.date(1990, 1, 2))\n"
+        "assert n.NetverifyRequest.from_wire(req.to_wire()) == req\n"
+        "assert n.ScanReceipt.from_wire({'timestamp': '2017-08-16T10:37:44Z', 'jumioIdScanReference': 'a'})\n"
+        "d = r.parse_scan_details({'scanReference': 'r', 'document': {'dob': '1990-01-02'}})\n"
+        "assert d.document.dob == dt.date(1990, 1, 2) and d.to_dict(redact=True)\n"
+        "assert c.parse_callback(b'jumioIdScanReference=r&idDob=1990-01-02').id_dob == dt.date(1990, 1, 2)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
