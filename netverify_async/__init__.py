@@ -143,10 +143,10 @@ def __getattr__(name: str) -> object:
 def _published(value: object) -> object:
     """``value`` with ``__module__`` set to the package, so reprs, docs and tracebacks show the public path.
 
-    attrs classes keep theirs: attrs and cattrs resolve their string annotations in the defining module.
+    The attrs classes resolve their annotations when their module is imported, before this runs.
     """
     module = getattr(value, "__module__", None)
-    if isinstance(module, str) and module.startswith(__name__ + "._") and not hasattr(value, "__attrs_attrs__"):
+    if isinstance(module, str) and module.startswith(__name__ + "._"):
         try:
             value.__module__ = __name__
         except (AttributeError, TypeError):  # pragma: no cover - an object that does not allow it

@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Literal
 
 from ._constants import MAX_IMAGE_BYTES, MAX_SIDE_PX, MIN_LONGEST_SIDE_PX
+from ._enums import ImageRole
 from ._preflight_report import (
     DECOMPRESSION_BOMB,
     FILE_TOO_LARGE,
@@ -39,10 +40,9 @@ __all__ = [
     "image_bytes_issue",
 ]
 
-#: The images of a request, by role. The one home of the role names in the image modules: everything else
-#: refers to these (when an ``ImageRole`` enum exists, this line becomes ``ROLES = tuple(ImageRole)``).
-ROLES: tuple[str, ...] = ("front", "back", "face")
-FRONT, BACK, FACE = ROLES
+#: The images of a request, by role (:class:`~netverify_async.ImageRole`, whose members equal the plain strings).
+ROLES: tuple[ImageRole, ...] = tuple(ImageRole)
+FRONT, BACK, FACE = ImageRole.FRONT, ImageRole.BACK, ImageRole.FACE
 #: The roles that show the document itself (not the person).
 DOCUMENT_ROLES = frozenset({FRONT, BACK})
 #: The type of a role argument; the same names as :data:`ROLES` (a test holds them equal).

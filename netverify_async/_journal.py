@@ -49,6 +49,7 @@ from typing import IO, Any, Protocol, TypeVar, runtime_checkable
 import anyio.to_thread
 import attrs
 
+from ._convert import format_timestamp, parse_timestamp
 from ._errors import FailureKind, JournalError, PreflightError, RequestValidationError, failure_kind
 from ._models import ScanReceipt
 
@@ -82,11 +83,11 @@ def _utcnow() -> _dt.datetime:
 
 
 def _iso(moment: _dt.datetime | None) -> str | None:
-    return None if moment is None else moment.astimezone(_dt.timezone.utc).isoformat(timespec="milliseconds")
+    return None if moment is None else format_timestamp(moment)
 
 
 def _parse_iso(text: str | None) -> _dt.datetime | None:
-    return None if text is None else _dt.datetime.fromisoformat(text)
+    return None if text is None else parse_timestamp(text)
 
 
 @attrs.frozen

@@ -43,9 +43,10 @@ import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from ._constants import CONSENT_MAX_AGE_DAYS, MAX_IMAGE_BYTES, MAX_LENGTHS
+from ._constants import CONSENT_MAX_AGE_DAYS, MAX_LENGTHS
 from ._enums import CallbackGranularity, ConsentObtained, EnabledField, IdType, MimeType
 from ._errors import NetverifyWarning, RequestValidationError, ValidationIssue
+from ._imagerules import image_bytes_issue
 from ._parts import Consent, Image, UserConsent, UserLocation
 
 __all__ = [
@@ -389,8 +390,8 @@ def _check_image(c: _Checker, image: Any, path: str, *, required: bool) -> bool:
     elif not data:
         c.add(path, "empty", "must not be empty")
         ok = False
-    elif len(data) > MAX_IMAGE_BYTES:
-        c.add(path, "file_too_large", f"must be at most {MAX_IMAGE_BYTES} bytes (got {len(data)})")
+    elif (too_large := image_bytes_issue(len(data))) is not None:
+        c.add(path, too_large.code, too_large.message)
         ok = False
     if mime_type is not None and not isinstance(mime_type, MimeType):
         allowed = ", ".join(m.value for m in MimeType)
