@@ -34,7 +34,7 @@ from ._errors import PreflightError, PreflightWarning
 if TYPE_CHECKING:
     from PIL import Image as PILImage
 
-    from ._models import Image
+    from ._parts import Image
 
 __all__ = [
     "ERROR_CODES",
