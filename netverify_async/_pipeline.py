@@ -2,6 +2,9 @@
 small memory streams, with a byte budget over what the stages hold and the journal written at each step.
 
 See :mod:`netverify_async._batch` for the public side (``submit_many``, :class:`~netverify_async.Batch`).
+
+Why one module of about 700 lines: the three stages share the pipeline's state (pending, in flight, arrived,
+counts) and its bookkeeping on stop; splitting them would pass that state around instead of reading it.
 """
 
 from __future__ import annotations

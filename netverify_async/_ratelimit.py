@@ -26,6 +26,10 @@ All of them follow the :class:`RateLimiter` protocol, which is all the client re
 
 The in-process limiters use anyio only, so they work under asyncio and trio. They are not thread-safe: use
 one limiter per event loop.
+
+Why one module of about 900 lines: it holds one job, in sections read top to bottom (protocol, the rate-spec
+grammar, the sans-I/O pacing blocks, the waiting queue, the two limiters, the factory); splitting it would
+scatter the invariant above across files.
 """
 
 from __future__ import annotations
