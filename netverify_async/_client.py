@@ -542,7 +542,8 @@ class NetverifyClient:
         object) makes the batch resumable: a re-run sends only items without a receipt and never resends an
         item whose outcome is unknown unless ``resend_unknown=True``. ``max_bytes_in_flight`` caps the image and
         body bytes the pipeline holds. ``on_progress`` receives a :class:`~netverify_async.BatchProgress`.
-        See :func:`netverify_async._batch.submit_many` for the details.
+        Use it as ``async with client.submit_many(...) as batch: async for outcome in batch: ...``; see
+        :class:`~netverify_async.Batch` and :class:`~netverify_async.BatchOutcome`.
         """
         from ._batch import submit_many
 
@@ -561,10 +562,15 @@ class NetverifyClient:
 class ClientStats:
     """Counters of what the client did (for demos, dashboards and tests)."""
 
+    #: HTTP attempts made (each holds a limiter slot)
     attempts: int = 0
+    #: attempts that were retries of an earlier one
     retries: int = 0
+    #: submissions that ended in a receipt
     receipts: int = 0
+    #: submissions that ended in ``SubmissionOutcomeUnknown``
     outcome_unknown: int = 0
+    #: answers by HTTP status
     status_counts: dict[int, int] = attrs.field(factory=dict)
 
     def count_status(self, status: int) -> None:
