@@ -13,6 +13,7 @@ The nesting is retry(admission + send): every attempt takes its own limiter slot
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import ssl
@@ -51,7 +52,7 @@ from ._transport import TransportName, build_http_client, check_transport_name
 if TYPE_CHECKING:
     from ._batch import Batch, ProgressHook
     from ._journal import Journal
-    from ._ratelimit import RateLimiter
+    from ._ratelimit import RateLimiter, Slot
     from ._retrieval import ScanDetails, ScanStatus
 
 __all__ = ["ClientStats", "NetverifyClient", "Region"]
@@ -284,7 +285,8 @@ class NetverifyClient:
         self, call: Call, limiter: RateLimiter, number: int, history: AttemptHistory, on_send: OnSend | None
     ) -> Answer:
         exchange = self._get_exchange()
-        async with limiter.slot() as slot:
+        async with contextlib.AsyncExitStack() as stack:
+            slot = await self._admit(call, limiter, number, history, stack)
             remaining = history.deadline_at - anyio.current_time()
             if on_send is not None and remaining > 0:
                 await on_send()
@@ -317,6 +319,43 @@ class NetverifyClient:
             slot.record(answer.status_code, None)
             self.stats.count_status(answer.status_code)
             return answer
+
+    async def _admit(
+        self,
+        call: Call,
+        limiter: RateLimiter,
+        number: int,
+        history: AttemptHistory,
+        stack: contextlib.AsyncExitStack,
+    ) -> Slot:
+        """A limiter slot for attempt ``number``, waited for no longer than the call's deadline allows.
+
+        A call whose deadline ends before the limiter can let it start fails at once, or when its deadline
+        comes, with :class:`~netverify_async.DeadlineExceeded` (``NOT_SENT``): a ``Retry-After`` pause or a long
+        queue never holds a caller past its own deadline.
+        """
+        remaining = history.deadline_at - anyio.current_time()
+        pause = getattr(limiter, "pause_remaining", None)
+        paused_for = pause() if callable(pause) else 0.0
+        if remaining <= 0 or (isinstance(paused_for, (int, float)) and paused_for >= remaining):
+            raise self._no_slot(call, number, f"the limiter is paused for {paused_for:.1f}s by a Retry-After")
+        context = limiter.slot()
+        slot: Slot | None = None
+        with anyio.move_on_after(remaining):
+            slot = await context.__aenter__()
+        if slot is None:
+            raise self._no_slot(call, number, "no rate-limit slot came free before the deadline")
+        stack.push_async_exit(context)
+        return slot
+
+    @staticmethod
+    def _no_slot(call: Call, number: int, why: str) -> DeadlineExceeded:
+        return DeadlineExceeded(
+            f"{call.operation}: deadline reached before attempt {number} could start ({why}); nothing was sent",
+            operation=call.operation,
+            merchant_id_scan_reference=call.merchant_ref,
+            attempts=number - 1,
+        )
 
     async def _before_sleep(self, call: Call, number: int, error: RequestError, delay: float) -> None:
         status = getattr(error, "status_code", None)
