@@ -5,6 +5,7 @@ The public API is what ``__all__`` lists; everything else is private.
 
 from __future__ import annotations
 
+import logging as _stdlib_logging
 from typing import TYPE_CHECKING
 
 from ._client import ClientStats as ClientStats
@@ -40,6 +41,7 @@ from ._errors import ServerError as ServerError
 from ._errors import SubmissionOutcomeUnknown as SubmissionOutcomeUnknown
 from ._errors import TransportError as TransportError
 from ._errors import ValidationIssue as ValidationIssue
+from ._logging import configure_from_environment as _configure_logging_from_environment
 from ._models import CallbackGranularity as CallbackGranularity
 from ._models import Consent as Consent
 from ._models import ConsentObtained as ConsentObtained
@@ -53,6 +55,10 @@ from ._models import UserConsent as UserConsent
 from ._models import UserLocation as UserLocation
 from ._retry import RetryEvent as RetryEvent
 from ._retry import RetryPolicy as RetryPolicy
+
+# the application decides where records go; NETVERIFY_LOG=debug (or info...) sends them to stderr
+_stdlib_logging.getLogger(__name__).addHandler(_stdlib_logging.NullHandler())
+_configure_logging_from_environment()
 
 if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import Batch as Batch

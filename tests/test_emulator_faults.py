@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
+import anyio
 import httpx
 import pytest
 
@@ -217,6 +218,65 @@ async def test_latency_delays_every_affected_request() -> None:
             await submit(c)
         # retrieval is not among the affected endpoints by default
         assert (await c.get(f"{SCANS}/unknown")).status_code == 404
+
+
+async def test_latency_creates_the_scan_even_when_the_client_gave_up() -> None:
+    """The fault table: latency delays the answer, but a submission that arrived whole is processed anyway."""
+    from netverify_async import (
+        Image,
+        NetverifyClient,
+        NetverifyRequest,
+        RetryPolicy,
+        SubmissionOutcomeUnknown,
+    )
+    from netverify_async.emulator import sample_image
+
+    async with run_emulator(processing_delay=0, latency=1.0) as emu:
+        client = NetverifyClient(
+            api_token=emu.api_token,
+            api_secret=emu.api_secret,
+            user_agent="Example Corp LatencyTest/1.0",
+            base_url=emu.base_url,
+            retry=RetryPolicy(attempt_timeout=0.3),
+            rate_limit=None,
+        )
+        request = NetverifyRequest(
+            merchant_id_scan_reference="lat-1",
+            frontside_image=Image(sample_image()),
+            country="AUT",
+            id_type="PASSPORT",
+        )
+        async with client:
+            with pytest.raises(SubmissionOutcomeUnknown):
+                await client.perform_netverify(request)
+        with anyio.fail_after(10):
+            while not emu.stats.scans_by_merchant_reference.get("lat-1"):
+                await anyio.sleep(0.05)
+        await anyio.sleep(0.2)
+        stats = emu.stats
+    assert len(stats.scans_by_merchant_reference["lat-1"]) == 1  # created once: the client did not resend
+    assert "499" not in {str(status) for status in stats.status_counts}
+
+
+async def test_latency_creates_no_scan_when_the_body_never_arrived_whole() -> None:
+    """A client that stops half-way through the upload sent no submission: nothing to process."""
+    body = json.dumps(submission_body("cut-1")).encode()
+    async with run_emulator(processing_delay=0, latency=0.5) as emu:
+        host, port = emu.base_url.removeprefix("http://").split(":")
+        stream = await anyio.connect_tcp(host, int(port))
+        auth = httpx.BasicAuth(*emu.auth).auth_flow(httpx.Request("POST", emu.base_url))
+        authorization = next(auth).headers["Authorization"]
+        head = (
+            f"POST {PERFORM} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+            f"Accept: application/json\r\nUser-Agent: Example Corp CutTest/1.0\r\n"
+            f"Authorization: {authorization}\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        await stream.send(head + body[: len(body) // 2])
+        await anyio.sleep(0.2)
+        await stream.aclose()
+        await anyio.sleep(1.0)
+        stats = emu.stats
+    assert stats.scans_created == 0
 
 
 async def test_faults_reach_retrieval_only_when_asked(

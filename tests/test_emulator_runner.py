@@ -163,3 +163,109 @@ def test_public_names_are_what_all_says() -> None:
     for name in package.__all__:
         module = getattr(getattr(package, name), "__module__", "netverify_async.emulator")
         assert not module.startswith("netverify_async.emulator._"), name
+
+
+ENTRIES = pytest.mark.parametrize(
+    "entry",
+    [["-m", "netverify_async.emulator"], ["-m", "netverify_async", "emulator"]],
+    ids=["python -m netverify_async.emulator", "netverify-async emulator"],
+)
+
+
+@ENTRIES
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_start_up_prints_one_line_and_a_signal_is_a_clean_shutdown(entry: list[str], sig: str) -> None:
+    """As the README says: one line on stdout (``listening on URL``), and exit status 0 on shutdown."""
+    import signal
+
+    proc, base_url = _start([*entry, "--port", "0", "--processing-delay", "0"])
+    try:
+        with httpx.Client(base_url=base_url, headers=API_HEADERS, timeout=10) as client:
+            assert client.get("/__emulator/health").json() == {"ok": True}
+    finally:
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert out == ""  # nothing after the first line
+    assert err == ""
+
+
+def _run(args: list[str], *, block_uvicorn: bool = False) -> subprocess.CompletedProcess[str]:
+    if block_uvicorn:  # as in an installation without the emulator extra
+        code = "import sys, runpy; sys.modules['uvicorn'] = None; sys.argv = ['x', *sys.argv[1:]]; "
+        code += "runpy.run_module(sys.argv.pop(1), run_name='__main__')"
+        args = ["-c", code, *args[1:]] if args[0] == "-m" else args
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL
+    )
+
+
+@ENTRIES
+def test_a_port_out_of_range_is_a_usage_error(entry: list[str]) -> None:
+    result = _run([*entry, "--port", "99999"])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith(
+        "error: argument --port: must be from 0 to 65535 (0 picks a free port)"
+    )
+    assert len(result.stderr.strip().splitlines()) == 2  # a short usage line and the error
+    assert result.stdout == ""
+
+
+@ENTRIES
+def test_a_port_in_use_is_one_line_naming_it(entry: list[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = _run([*entry, "--port", str(port)])
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip() == (
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(choose another --port, or --port 0 for a free one)"
+    )
+
+
+@ENTRIES
+def test_without_the_emulator_extra_one_line_says_what_to_install(entry: list[str]) -> None:
+    result = _run([*entry, "--port", "0"], block_uvicorn=True)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ")
+    assert "pip install 'netverify-async[emulator]'" in line
+
+
+def test_a_shutdown_with_a_request_in_flight_is_quiet() -> None:
+    """A latency fault still running when the grace period ends: one line from uvicorn, no traceback."""
+    import signal
+    import threading
+    import time
+
+    proc, base_url = _start(["-m", "netverify_async.emulator", "--port", "0", "--latency", "5"])
+    seen: list[object] = []
+
+    def submit() -> None:
+        try:
+            answer = httpx.post(
+                base_url + PERFORM, json=submission_body(), headers=API_HEADERS, timeout=30,
+                auth=("emulator-api-token", "emulator-api-secret"),
+            )  # fmt: skip
+            seen.append(answer.status_code)
+        except httpx.HTTPError as exc:
+            seen.append(type(exc).__name__)
+
+    client = threading.Thread(target=submit)
+    client.start()
+    try:
+        time.sleep(1.0)  # the request is in its 5 s of latency
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        client.join(30)
+    assert proc.returncode == 0
+    assert "Traceback" not in err
+    assert seen and seen != [200]  # the client saw its request cut off

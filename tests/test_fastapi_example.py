@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -123,3 +128,178 @@ async def test_example_refuses_callbacks_from_elsewhere_by_default(monkeypatch: 
             )
     assert answer.status_code == 403
     assert example.RESULTS == {}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Every typed error of the library gets its status code, and a log line (the example served by uvicorn as
+# the README runs it: a separate process, configured by its environment)
+# ----------------------------------------------------------------------------------------------------------
+
+ROOT = EXAMPLE.parent.parent
+WRONG_SECRET = "wrong-sentinel-secret-7"
+
+
+@contextlib.contextmanager
+def example_process(base_url: str, secret: str) -> Iterator[tuple[str, list[str]]]:
+    """``uvicorn examples.fastapi_app:app`` in a subprocess on a socket made here; yields its URL and, once
+    the block ends, the lines it wrote to stderr (its log)."""
+    sock = loopback_socket()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NETVERIFY_", "CALLBACK_"))}
+    env.update(
+        NETVERIFY_API_TOKEN="emulator-api-token",
+        NETVERIFY_API_SECRET=secret,
+        NETVERIFY_USER_AGENT=USER_AGENT,
+        NETVERIFY_BASE_URL=base_url,
+        CALLBACK_ALLOWED_IPS="127.0.0.1,::1",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "examples.fastapi_app:app", "--fd", str(sock.fileno())],
+        cwd=ROOT,
+        env=env,
+        pass_fds=(sock.fileno(),),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = url_of(sock)
+    log: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(url + "/openapi.json", timeout=1, trust_env=False).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"the example did not start: {proc.communicate(timeout=5)[1]}")
+            time.sleep(0.05)
+        yield url, log
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+        sock.close()
+        log.extend(err.splitlines())
+
+
+def post_photo(url: str, photo: bytes, **data: str) -> httpx.Response:
+    return httpx.post(
+        url + "/verify",
+        files={"photo": ("id.jpg", photo, "image/jpeg")},
+        data={"country": "AUT", "id_type": "PASSPORT", **data},
+        timeout=60,
+        trust_env=False,
+    )
+
+
+def closed_port() -> int:
+    sock = loopback_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+def test_a_wrong_secret_is_a_logged_502_on_every_route() -> None:
+    from netverify_async.emulator import run_emulator_in_thread
+
+    with (
+        run_emulator_in_thread(processing_delay=0) as emu,
+        example_process(emu.base_url, WRONG_SECRET) as (url, log),
+    ):
+        posted = post_photo(url, make_jpeg())
+        fetched = httpx.get(url + "/verify/00000000-0000-0000-0000-000000000000", timeout=60, trust_env=False)
+    assert posted.status_code == 502, posted.text
+    assert fetched.status_code == 502, fetched.text
+    assert "refused this service's request" in posted.json()["detail"]
+    text = "\n".join(log)
+    assert "Traceback" not in text
+    # the operator learns which call failed, why (the server's own reason) and the tracking id to quote
+    assert "POST /verify -> 502: ForbiddenError" in text
+    assert "GET /verify/00000000-0000-0000-0000-000000000000 -> 502: ForbiddenError" in text
+    assert "invalid Basic authentication" in text
+    assert "tracking id" in text
+    assert WRONG_SECRET not in text + posted.text + fetched.text
+    assert emu.stats.scans_created == 0
+
+
+def test_an_unreachable_api_is_a_503_with_retry_after() -> None:
+    with example_process(f"http://127.0.0.1:{closed_port()}", "emulator-api-secret") as (url, log):
+        posted = post_photo(url, make_jpeg())
+        fetched = httpx.get(url + "/verify/abc-123", timeout=60, trust_env=False)
+    for answer in (posted, fetched):
+        assert answer.status_code == 503, answer.text
+        assert int(answer.headers["Retry-After"]) >= 1
+        assert "try again later" in answer.json()["detail"]
+    text = "\n".join(log)
+    assert "Traceback" not in text
+    assert "POST /verify -> 503: ConnectError" in text
+    assert "could not connect to http://127.0.0.1:" in text  # where, in the log only
+
+
+def test_bad_uploads_are_422_naming_the_form_field() -> None:
+    from netverify_async.emulator import run_emulator_in_thread, sample_image
+
+    with (
+        run_emulator_in_thread(processing_delay=0) as emu,
+        example_process(emu.base_url, "emulator-api-secret") as (url, _log),
+    ):
+        empty = post_photo(url, b"")
+        webp = post_photo(url, sample_image(800, 600, "WEBP"))
+        country = post_photo(url, make_jpeg(), country="ZZZ")
+    assert (empty.status_code, webp.status_code, country.status_code) == (422, 422, 422)
+    assert {d["field"] for d in empty.json()["detail"]} == {"photo"}
+    assert [(d["field"], d["code"]) for d in webp.json()["detail"]] == [("photo", "unsupported_format")]
+    assert "fix=True" not in webp.text  # the library's own option means nothing to the service's users
+    assert {d["field"] for d in country.json()["detail"]} == {"country"}
+    assert emu.stats.scans_created == 0
+
+
+def test_every_library_error_has_a_status_and_a_log_level() -> None:
+    """The mapping in one table: nothing falls through to a 500 with a traceback."""
+    import logging
+
+    from netverify_async import (
+        AuthenticationError,
+        BadRequestError,
+        ConnectError,
+        DeadlineExceeded,
+        FailureKind,
+        ForbiddenError,
+        NotFoundError,
+        PoolTimeoutError,
+        RateLimitedError,
+        RateLimiterError,
+        ReadError,
+        ResponseError,
+        RetryBudgetExhausted,
+        ServerError,
+        SubmissionOutcomeUnknown,
+    )
+
+    example = load_example()
+    cases: list[tuple[Exception, int]] = [
+        (ForbiddenError("x", status_code=403), 502),
+        (AuthenticationError("x", status_code=401), 502),
+        (BadRequestError("x", status_code=400), 422),
+        (NotFoundError("x", status_code=404), 404),
+        (RateLimitedError("x", status_code=429, retry_after=7.2), 503),
+        (ServerError("x", status_code=503, retry_after=1, kind=FailureKind.REFUSED), 503),
+        (ServerError("x", status_code=500), 502),
+        (ConnectError("x"), 503),
+        (PoolTimeoutError("x"), 503),
+        (RateLimiterError("x"), 503),
+        (DeadlineExceeded("x"), 503),
+        (DeadlineExceeded("x", kind=FailureKind.AMBIGUOUS), 502),
+        (RetryBudgetExhausted("x", kind=FailureKind.NOT_SENT), 503),
+        (ReadError("x"), 504),
+        (ResponseError("x"), 502),
+        (SubmissionOutcomeUnknown("ref-1", "lost"), 502),
+    ]
+    for error, expected in cases:
+        status, _detail, headers, level = example.describe_failure(error)
+        assert status == expected, (error, status)
+        assert level >= logging.INFO
+        if status == 503:
+            assert int(headers["Retry-After"]) >= 1
+    assert example.describe_failure(cases[4][0])[2] == {"Retry-After": "7"}
+    assert example.describe_failure(cases[-1][0])[1]["merchant_reference"] == "ref-1"

@@ -1,16 +1,25 @@
 """Progress bars and tables shared by the ``demo`` and ``batch`` subcommands (needs ``rich``, the cli extra).
 
 Live bars are drawn only on a terminal. When the output is a file or a pipe they are switched off, and tables
-are drawn with plain ASCII characters and no colour, so the output stays readable in logs.
+are drawn with plain ASCII characters and no colour, so the output stays readable in logs: every command that
+draws a table should get it from :func:`make_table` and its console from :func:`make_console`.
+
+On a terminal, text is wrapped between words at its width (``soft_wrap=not console.is_terminal``): nothing is
+left for the terminal to break mid-word; in a file or a pipe each message stays on one line. Rates and ETAs
+are shown once they mean something (:func:`task_speed`), and below :data:`WIDE_LAYOUT_COLUMNS` columns the
+counts of a task go on a line of their own.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import errno
+import math
+import os
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from rich import box
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -21,7 +30,6 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
@@ -31,54 +39,124 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BatchProgressHook",
+    "EtaColumn",
     "RateColumn",
     "describe_counts",
     "make_console",
     "make_progress",
     "make_table",
+    "task_speed",
 ]
+
+
+class _Console(Console):
+    """A rich console that reports a closed output pipe as ``BrokenPipeError``, for the command to stop cleanly
+    and print its summary elsewhere (rich's own handling exits the process with status 1)."""
+
+    def on_broken_pipe(self) -> None:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
 
 
 def make_console(*, stderr: bool = False) -> Console:
     """A console on stdout (or stderr); no syntax highlighting of numbers and paths in our own text."""
-    return Console(stderr=stderr, highlight=False)
+    return _Console(stderr=stderr, highlight=False)
+
+
+#: Seconds a task runs before a rate and an ETA are shown: the first burst (a sliding window admits a whole
+#: window's worth at once, preflight refusals are instant) says nothing about the pace that follows.
+RATE_WARM_UP_S = 1.0
+#: Below this terminal width the counts of a task go on a line of their own under the bars.
+WIDE_LAYOUT_COLUMNS = 100
+
+
+def task_speed(task: Task) -> float | None:
+    """Items per second: the overall average once finished; while running, rich's moving estimate after a
+    warm-up second, never above the task's ``rate_cap`` field (the rate limit, when the caller knows it)."""
+    if task.finished:
+        elapsed = task.finished_time or task.elapsed
+        return task.completed / elapsed if elapsed else None
+    elapsed = task.elapsed
+    if elapsed is None or elapsed < RATE_WARM_UP_S or not task.completed:
+        return None
+    speed = task.speed or task.completed / elapsed
+    cap = task.fields.get("rate_cap")
+    if isinstance(cap, (int, float)) and cap > 0:
+        speed = min(speed, float(cap))
+    return speed
 
 
 class RateColumn(ProgressColumn):
-    """Items per second: rich's moving estimate while running, the overall average once finished."""
+    """Items per second (see :func:`task_speed`); ``-.-/s`` until it means something."""
 
     def render(self, task: Task) -> Text:
-        if task.finished and task.finished_time:
-            speed: float | None = task.completed / task.finished_time
-        else:
-            speed = task.speed
+        speed = task_speed(task)
         if speed is None:
             return Text("  -.-/s", style="progress.data.speed")
         return Text(f"{speed:5.1f}/s", style="progress.data.speed")
 
 
-class _FieldColumn(ProgressColumn):
-    """The task's ``counts`` field (free text set by the caller)."""
+class EtaColumn(ProgressColumn):
+    """``ETA mm:ss`` from :func:`task_speed` and what is left; ``ETA --:--`` until known, nothing once done."""
+
+    max_refresh = 0.5
 
     def render(self, task: Task) -> Text:
+        if task.finished or task.total is None:
+            return Text("")
+        speed = task_speed(task)
+        if not speed:
+            return Text("ETA --:--", style="progress.remaining")
+        seconds = math.ceil(max(0.0, task.total - task.completed) / speed)  # 00:00 only once done
+        minutes, secs = divmod(seconds, 60)
+        hours, minutes = divmod(minutes, 60)
+        clock = f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
+        return Text(f"ETA {clock}", style="progress.remaining")
+
+
+class _FieldColumn(ProgressColumn):
+    """The task's ``counts`` field (free text set by the caller), on wide terminals only."""
+
+    def __init__(self, wide: Callable[[], bool]) -> None:
+        super().__init__()
+        self._wide = wide
+
+    def render(self, task: Task) -> Text:
+        if not self._wide():
+            return Text("")
         text = Text(str(task.fields.get("counts", "")), style="progress.description")
         text.no_wrap = True
         text.overflow = "ellipsis"
         return text
 
 
+class _Progress(Progress):
+    """On a narrow terminal, each task's counts go on a line of their own under the bars."""
+
+    def get_renderables(self) -> Iterable[RenderableType]:
+        yield self.make_tasks_table(self.tasks)
+        live = getattr(self, "live", None)  # not there yet while Progress.__init__ runs
+        if live is None or live.console.width >= WIDE_LAYOUT_COLUMNS:
+            return
+        for task in self.tasks:
+            counts = str(task.fields.get("counts", ""))
+            if counts and task.visible:
+                line = Text(f"  {task.description}: {counts}", style="progress.description")
+                line.no_wrap = True
+                line.overflow = "ellipsis"
+                yield line
+
+
 def make_progress(console: Console) -> Progress:
     """A progress display with counts, rate, elapsed time and ETA; disabled when ``console`` is no terminal."""
-    return Progress(
+    return _Progress(
         SpinnerColumn(finished_text="[green]✓[/]" if console.is_terminal else "+"),
         TextColumn("[progress.description]{task.description}"),
         BarColumn(bar_width=20),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(compact=True),
-        _FieldColumn(),
+        EtaColumn(),
+        _FieldColumn(lambda: console.width >= WIDE_LAYOUT_COLUMNS),
         console=console,
         disable=not console.is_terminal,
         refresh_per_second=8,

@@ -29,16 +29,19 @@ import attrs
 import rich  # noqa: F401  # fail at import when the cli extra is missing, so the CLI can say so
 
 from .._errors import NetverifyError
-from ._common import add_connection_arguments, build_client, print_json
+from .._outcomes import OutcomeStatus
+from ._common import add_connection_arguments, build_client, cli_text, describe_error, print_json
+from ._interrupt import OUTPUT_CLOSED
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from rich.console import Console
 
     from .._batch import BatchOutcome
     from .._journal import SqliteJournal
     from .._models import NetverifyRequest
+    from ._interrupt import Interruption
     from ._manifest import InvalidRow, ManifestReader
 
 __all__ = ["add_parser", "run"]
@@ -125,13 +128,10 @@ class _State:
     rows: list[int] = attrs.Factory(list)
     #: invalid rows found by the reader, not yet reported
     pending_invalid: list[InvalidRow] = attrs.Factory(list)
+    #: invalid rows found by the reader (never part of the batch)
     invalid_rows: int = 0
-    counts: dict[str, int] = attrs.Factory(dict)
     #: (row, reference, status, error type, message) of the rows that did not get a receipt
     problems: list[tuple[int | None, str | None, str, str | None, str]] = attrs.Factory(list)
-
-    def count(self, status: str) -> None:
-        self.counts[status] = self.counts.get(status, 0) + 1
 
 
 async def _requests(reader: ManifestReader, state: _State) -> AsyncIterator[NetverifyRequest]:
@@ -158,6 +158,24 @@ async def _requests(reader: ManifestReader, state: _State) -> AsyncIterator[Netv
         yield built
 
 
+def _error_text(error: BaseException | None, status: str) -> str:
+    """What went wrong, in command-line terms; a validation error as its issues by manifest column."""
+    from .._errors import RequestValidationError
+    from ._manifest import column_of
+
+    if error is None:
+        return status
+    if isinstance(error, RequestValidationError):
+        return "; ".join(f"{column_of(i.path)}: {cli_text(i.message)} [{i.code}]" for i in error.errors)
+    return cli_text(str(error))
+
+
+def _problem_line(status: str, row: int | None, reference: str | None, text: str) -> str:
+    """One line per row without a receipt, the same shape for every status: ``STATUS row N REF: what``."""
+    where = f"row {row}" if row is not None else "row ?"
+    return f"{status} {where}{' ' + reference if reference else ''}: {text}"
+
+
 def _outcome_line(outcome: BatchOutcome, row: int | None) -> dict[str, Any]:
     error = outcome.error
     line: dict[str, Any] = {
@@ -167,7 +185,7 @@ def _outcome_line(outcome: BatchOutcome, row: int | None) -> dict[str, Any]:
         "status": outcome.status.value,
         "scanReference": outcome.receipt.scan_reference if outcome.receipt is not None else None,
         "errorType": type(error).__name__ if error is not None else None,
-        "error": str(error) if error is not None else None,
+        "error": cli_text(str(error)) if error is not None else None,
     }
     issues = _issues_of(error)
     if issues:
@@ -181,12 +199,14 @@ def _issues_of(error: BaseException | None) -> list[dict[str, str]]:
     from ._manifest import column_of
 
     if isinstance(error, RequestValidationError):
-        return [{"field": column_of(i.path), "code": i.code, "message": i.message} for i in error.errors]
+        return [
+            {"field": column_of(i.path), "code": i.code, "message": cli_text(i.message)} for i in error.errors
+        ]
     if isinstance(error, PreflightError):
         report = getattr(error, "report", None)
         role = str(getattr(error, "role", None) or getattr(report, "role", "") or "front")
         return [
-            {"field": role, "code": str(i.code), "message": str(i.message)}
+            {"field": role, "code": str(i.code), "message": cli_text(str(i.message))}
             for i in getattr(report, "errors", ()) or ()
         ]
     return []
@@ -205,6 +225,12 @@ def _invalid_line(invalid: InvalidRow) -> dict[str, Any]:
     }
 
 
+def _invalid_text(invalid: InvalidRow) -> str:
+    return "; ".join(
+        f"{issue.message} [{issue.code}]" if issue.path == "row" else str(issue) for issue in invalid.issues
+    )
+
+
 def _journal_path(args: argparse.Namespace) -> Path:
     return Path(args.journal) if args.journal else Path(args.manifest + JOURNAL_SUFFIX)
 
@@ -213,12 +239,13 @@ async def _recorded_items(journal: SqliteJournal) -> int:
     return sum((await journal.counts()).values())
 
 
-async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: Console) -> int:
+async def _run_batch(
+    args: argparse.Namespace, reader: ManifestReader, console: Console, interruption: Interruption
+) -> int:
     import anyio.to_thread
-    from rich.markup import escape
 
     from .._journal import SqliteJournal
-    from ._progress import BatchProgressHook, make_progress
+    from ._progress import BatchProgressHook, make_console, make_progress
 
     journal_path = _journal_path(args)
     started = time.perf_counter()
@@ -237,27 +264,31 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
         state = _State()
         fatal: NetverifyError | None = None
         progress = make_progress(console)
+
+        def emit(write: Callable[..., object], *what: Any) -> None:
+            """Write one piece of output; a closed stdout (``| head``) stops the batch instead of failing."""
+            if interruption.output_closed:
+                return
+            try:
+                write(*what)
+            except BrokenPipeError:
+                interruption.lost_output()
+
         with progress:
-            task = progress.add_task("submitting", total=total)
+            task = progress.add_task("submitting", total=total, rate_cap=_sustained_rate(client))
             hook = BatchProgressHook(progress, task, extra=lambda: state.invalid_rows)
 
             def report_invalid() -> None:
                 while state.pending_invalid:
                     invalid = state.pending_invalid.pop(0)
-                    state.count("invalid")
                     state.problems.append(
-                        (
-                            invalid.row,
-                            invalid.reference,
-                            "invalid",
-                            "RequestValidationError",
-                            invalid.message,
-                        )
+                        (invalid.row, invalid.reference, "invalid", "RequestValidationError", invalid.message)
                     )
                     if args.json:
-                        print_json(_invalid_line(invalid))
+                        emit(print_json, _invalid_line(invalid))
                     else:
-                        progress.console.print(f"[red]invalid[/] {escape(invalid.message)}", soft_wrap=True)
+                        line = _problem_line("invalid", invalid.row, invalid.reference, _invalid_text(invalid))
+                        emit(_print_line, progress.console, line, "red")
                 hook.refresh()
 
             batch = client.submit_many(
@@ -269,69 +300,111 @@ async def _run_batch(args: argparse.Namespace, reader: ManifestReader, console: 
             )
             try:
                 async with batch:
-                    async for outcome in batch:
-                        report_invalid()
-                        status = outcome.status.value
-                        state.count(status)
-                        row = state.rows[outcome.index] if outcome.index < len(state.rows) else None
-                        if args.json:
-                            print_json(_outcome_line(outcome, row))
-                        if status not in _OK_STATUSES:
-                            error = outcome.error
-                            message = str(error) if error is not None else status
-                            state.problems.append(
-                                (
-                                    row,
-                                    outcome.merchant_id_scan_reference,
-                                    status,
-                                    type(error).__name__ if error is not None else None,
-                                    message,
+                    with interruption.stoppable():  # Ctrl-C or a closed stdout ends the loop; the batch stops
+                        async for outcome in batch:
+                            report_invalid()
+                            status = outcome.status.value
+                            row = state.rows[outcome.index] if outcome.index < len(state.rows) else None
+                            if args.json:
+                                emit(print_json, _outcome_line(outcome, row))
+                            if status not in _OK_STATUSES:
+                                error = outcome.error
+                                text = _error_text(error, status)
+                                reference = outcome.merchant_id_scan_reference
+                                state.problems.append(
+                                    (row, reference, status, type(error).__name__ if error else None, text)
                                 )
-                            )
-                            if not args.json:
-                                where = f"row {row}" if row is not None else "row ?"
-                                progress.console.print(
-                                    f"[yellow]{status}[/] {where} "
-                                    f"{escape(outcome.merchant_id_scan_reference or '-')}: {escape(message)}",
-                                    soft_wrap=True,
-                                    markup=True,
-                                    highlight=False,
-                                )
+                                if not args.json:
+                                    line = _problem_line(status, row, reference, text)
+                                    emit(_print_line, progress.console, line, "yellow")
             except NetverifyError as exc:  # the manifest broke mid-way, or the journal failed
                 fatal = exc
-            report_invalid()
+            if interruption.reason is None:
+                report_invalid()  # the rest of the invalid rows read before the end
         summary = batch.summary
         stats = client.stats
         journal_counts = await journal.counts()
         unknown_in_journal = sum(n for state_, n in journal_counts.items() if state_.outcome_unknown)
     elapsed = time.perf_counter() - started
-    rows_done = sum(state.counts.values())
-    ok = fatal is None and summary.complete and all(s in _OK_STATUSES for s in state.counts)
-    exit_status = 0 if ok else 1
+    counts = {status: 0 for status in _STATUS_LABELS}
+    for outcome_status, n in summary.counts.items():
+        counts[outcome_status.value] = counts.get(outcome_status.value, 0) + n
+    counts["invalid"] += state.invalid_rows - len(state.pending_invalid)
+    rows_done = sum(counts.values())
+    # stopped early: uploads cut off (their outcome is unknown) and rows read but never sent (pending)
+    stopped_in_flight = max(0, len(summary.unknown) - summary.counts.get(OutcomeStatus.UNKNOWN, 0))
+    not_sent = len(summary.not_sent)
+    not_reached = max(0, total - rows_done - stopped_in_flight - not_sent) if total is not None else None
+    interrupted = interruption.reason
+    ok = (
+        fatal is None
+        and interrupted is None
+        and summary.complete
+        and all(counts[s] == 0 for s in counts if s not in _OK_STATUSES)
+    )
+    exit_status = interruption.exit_status or (0 if ok else 1)
     sent = summary.submitted
     figures: dict[str, Any] = {
         "type": "summary",
         "manifest": args.manifest,
         "journal": str(journal_path),
         "rows": rows_done,
-        "counts": {status: state.counts.get(status, 0) for status in _STATUS_LABELS},
+        "counts": counts,
         "sent": sent,
         "retries": stats.retries,
         "throttled": stats.throttled,
         "elapsedSeconds": round(elapsed, 3),
         "rate": round(sent / summary.elapsed, 3) if summary.elapsed > 0 else 0.0,
         "unknownInJournal": unknown_in_journal,
-        "complete": summary.complete and fatal is None,
-        "error": f"{type(fatal).__name__}: {fatal}" if fatal is not None else None,
+        "complete": summary.complete and fatal is None and interrupted is None,
+        "interrupted": interrupted,
+        "stoppedInFlight": stopped_in_flight,
+        "notSent": not_sent,
+        "notReached": not_reached,
+        "error": f"{type(fatal).__name__}: {cli_text(str(fatal))}" if fatal is not None else None,
         "exitStatus": exit_status,
     }
-    if args.json:
+    if args.json and not interruption.output_closed:
         print_json(figures)
     else:
-        _print_summary(console, figures, state)
+        _print_summary(console if not interruption.output_closed else make_console(stderr=True), figures, state)
+    if interrupted is not None:
+        print(_stopped_note(figures), file=sys.stderr, flush=True)
     if fatal is not None:
-        print(f"error: {type(fatal).__name__}: {fatal}", file=sys.stderr)
+        for line in describe_error(fatal, emulator=args.emulator):
+            print(line, file=sys.stderr)
     return exit_status
+
+
+def _sustained_rate(client: Any) -> float | None:
+    """Submissions per second the client's limiter allows in the long run (None: unlimited or unknown)."""
+    windows = getattr(getattr(client, "submit_limiter", None), "windows", None)
+    try:
+        return min(float(w.rate) for w in windows) if windows else None
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
+def _print_line(console: Console, text: str, style: str) -> None:
+    from rich.text import Text
+
+    status, _, rest = text.partition(" ")
+    console.print(Text.assemble((status, style), " ", rest), soft_wrap=not console.is_terminal)
+
+
+def _stopped_note(figures: dict[str, Any]) -> str:
+    """The line after an interrupted run: what happened to the rows, and how to go on."""
+    why = "the output was closed" if figures["interrupted"] == OUTPUT_CLOSED else "interrupted"
+    counts: dict[str, int] = figures["counts"]
+    parts = [f"{counts['receipt']} receipt(s) this run"]
+    if figures["stoppedInFlight"]:
+        parts.append(f"{figures['stoppedInFlight']} upload(s) cut off (outcome unknown)")
+    if figures["notSent"] or figures["notReached"]:
+        parts.append(f"{figures['notSent'] + (figures['notReached'] or 0)} row(s) not sent")
+    resume = "run the same command to resume (rows with a receipt are skipped)"
+    if figures["unknownInJournal"]:
+        resume += "; check the unknown ones before --resend-unknown"
+    return f"{why}: {', '.join(parts)}; {resume}"
 
 
 def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> None:
@@ -348,8 +421,17 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
         if counts.get(status):
             style = "green" if status in _OK_STATUSES else "red"
             table.add_row(f"[{style}]{label}[/]", str(counts[status]))
+    if not figures["complete"]:  # stopped early: by Ctrl-C, a closed output, or an error that ends the batch
+        for label, value in (
+            ("cut off while uploading (unknown)", figures["stoppedInFlight"]),
+            ("not sent (pending; sent by a re-run)", figures["notSent"]),
+            ("not reached", figures["notReached"]),
+        ):
+            if value:
+                table.add_row(f"[yellow]{label}[/]", str(value))
     table.add_section()
-    table.add_row("total", str(figures["rows"]), style="bold")
+    total = figures["rows"] + figures["stoppedInFlight"] + figures["notSent"] + (figures["notReached"] or 0)
+    table.add_row("total", str(total), style="bold")
     console.print(table)
 
     if state.problems:
@@ -367,16 +449,17 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
         if hidden > 0:
             console.print(f"... and {hidden} more (use --json for every row)")
 
+    wrap = not console.is_terminal
     console.print(
         f"sent {figures['sent']} in {figures['elapsedSeconds']:.1f} s ({figures['rate']:.2f}/s), "
         f"{figures['retries']} retries, {figures['throttled']} answered 429; journal {escape(figures['journal'])}",
-        soft_wrap=True,
+        soft_wrap=wrap,
     )
     if figures["unknownInJournal"]:
         console.print(
             f"[yellow]{figures['unknownInJournal']} reference(s) have an unknown outcome[/]: check them "
             "(Customer Portal, callbacks) before re-running with --resend-unknown",
-            soft_wrap=True,
+            soft_wrap=wrap,
         )
 
 
@@ -384,6 +467,7 @@ def run(args: argparse.Namespace) -> int:
     """Submit the manifest; return the exit status."""
     import anyio
 
+    from ._interrupt import run_interruptible
     from ._manifest import ManifestError, ManifestReader
     from ._progress import make_console
 
@@ -394,6 +478,13 @@ def run(args: argparse.Namespace) -> int:
         return 1
     try:
         console = make_console(stderr=args.json)
-        return anyio.run(_run_batch, args, reader, console)
+
+        async def body(interruption: Interruption) -> int:
+            return await _run_batch(args, reader, console, interruption)
+
+        status, _ = anyio.run(
+            lambda: run_interruptible(body, note="stopping the batch... (Ctrl-C again to quit at once)")
+        )
+        return status
     finally:
         reader.close()

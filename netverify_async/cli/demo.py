@@ -29,7 +29,7 @@ import rich  # noqa: F401  # fail at import when the cli extra is missing, so th
 import uvicorn  # noqa: F401  # the emulator extra, likewise
 
 from .._errors import ConfigurationError, PreflightError
-from ._common import enum_value, print_json
+from ._common import cli_text, enum_value, print_json
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .._models import NetverifyRequest
     from ..emulator import Outcome
     from ..emulator._synthetic import SyntheticDocument
+    from ._interrupt import Interruption
 
 __all__ = ["add_parser", "run"]
 
@@ -176,6 +177,13 @@ class _Run:
     callbacks_s: float = 0.0
     elapsed_s: float = 0.0
     callbacks_timed_out: bool = False
+    #: what the demo was doing (drawing, submitting, callbacks); after a stop, where it stopped
+    phase: str = "starting"
+    #: None, or why the demo stopped early ("interrupted", "output closed")
+    interrupted: str | None = None
+    #: uploads cut off by the stop (their outcome is unknown) and documents not sent because of it
+    stopped_in_flight: int = 0
+    not_sent: int = 0
 
     # -- derived -------------------------------------------------------------------------------------------
 
@@ -200,7 +208,7 @@ class _Run:
                     "reference": o.merchant_id_scan_reference,
                     "image": getattr(error, "role", None) if isinstance(error, PreflightError) else None,
                     "codes": [issue.code for issue in issues],
-                    "reasons": [issue.message for issue in issues] or [str(error)],
+                    "reasons": [cli_text(issue.message) for issue in issues] or [cli_text(str(error))],
                 }
             )
         return sorted(found, key=lambda item: str(item["reference"]))
@@ -215,6 +223,11 @@ class _Run:
     def problems(self) -> list[str]:
         """What did not go as the demo expects; empty when all is well."""
         found: list[str] = []
+        if self.interrupted is not None:
+            found.append(f"{self.interrupted} while {self.phase}: the demo did not finish")
+            if self.duplicate_scans:
+                found.append(f"{self.duplicate_scans} reference(s) created more than one scan")
+            return found
         by_ref = {o.merchant_id_scan_reference: o for o in self.outcomes}
         missing = [ref for ref in self.requested if by_ref.get(ref) is None or not by_ref[ref].ok]
         if missing:
@@ -241,6 +254,12 @@ class _Run:
         return found
 
     @property
+    def sent(self) -> int:
+        """Good documents whose upload started (an answer came, or it was cut off by a stop)."""
+        uploaded = sum(o.status.value in ("receipt", "failed", "unknown") for o in self.outcomes)
+        return uploaded + self.stopped_in_flight
+
+    @property
     def achieved_rate(self) -> float:
         return len(self.receipts) / self.submission_s if self.submission_s > 0 else 0.0
 
@@ -250,7 +269,7 @@ class _Run:
             "problems": self.problems(),
             "documents": self.size,
             "defective": self.defective,
-            "sent": len(self.requested),
+            "sent": self.sent,
             "receipts": len(self.receipts),
             "preflightRejected": self.rejections(),
             "outcomes": {
@@ -276,6 +295,10 @@ class _Run:
             "submissionSeconds": round(self.submission_s, 3),
             "callbackWaitSeconds": round(self.callbacks_s, 3),
             "achievedRate": round(self.achieved_rate, 3),
+            "interrupted": self.interrupted,
+            "stoppedIn": self.phase if self.interrupted is not None else None,
+            "stoppedInFlight": self.stopped_in_flight,
+            "notSent": self.not_sent,
         }
 
 
@@ -340,11 +363,12 @@ def _requests(run: _Run, documents: list[SyntheticDocument]) -> list[NetverifyRe
     return requests
 
 
-async def _demo(args: argparse.Namespace, console: Console) -> _Run:
+async def _demo(args: argparse.Namespace, console: Console, interruption: Interruption) -> _Run:
     import anyio
 
     from .._client import NetverifyClient
     from .._errors import CallbackParseError
+    from .._ratelimit import parse_rate
     from ..callbacks import parse_callback
     from ..emulator import run_callback_receiver, run_emulator
     from ..emulator._synthetic import generate_documents
@@ -356,8 +380,12 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
     quiet = args.json or not console.is_terminal
 
     def say(text: str) -> None:
-        if not args.json:
-            console.print(text, soft_wrap=True)
+        if args.json or interruption.output_closed:
+            return
+        try:  # words wrapped on a terminal; one line per message in a file or a pipe
+            console.print(text, soft_wrap=not console.is_terminal)
+        except BrokenPipeError:
+            interruption.lost_output()
 
     good = args.size - bad
     async with (
@@ -380,7 +408,9 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
         )
         say(f"  emulator at {emulator.base_url}, callbacks to {receiver.url}")
         progress = make_progress(console)
-        with progress:
+        batch = None
+        with progress, interruption.stoppable():
+            run.phase = "drawing"
             drawing = progress.add_task("drawing", total=args.size)
             documents = await generate_documents(
                 args.size, seed=args.seed, bad=bad, on_document=lambda _: progress.advance(drawing)
@@ -391,7 +421,9 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
             if quiet:
                 say(f"  drew {args.size} documents in {run.generation_s:.1f} s; submitting")
 
-            submitting = progress.add_task("submitting", total=len(requests))
+            run.phase = "submitting"
+            limit = min(w.rate for w in parse_rate(args.rate))
+            submitting = progress.add_task("submitting", total=len(requests), rate_cap=limit)
             hook = BatchProgressHook(progress, submitting)
             client = NetverifyClient(
                 api_token=emulator.api_token,
@@ -403,50 +435,53 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
                 max_concurrency=args.concurrency,
             )
             async with client:
-                batch = client.submit_many(requests, concurrency=args.concurrency, on_progress=hook)
-                del requests
-                async with batch:
-                    async for outcome in batch:
-                        run.outcomes.append(outcome)
-                hook.refresh()
-                run.submission_s = batch.summary.elapsed
-                run.retries = client.stats.retries
-                run.throttled = client.stats.throttled
-                run.unavailable = client.stats.status_counts.get(503, 0)
-                run.outcome_unknown = client.stats.outcome_unknown + run.count("unknown")
+                try:
+                    batch = client.submit_many(requests, concurrency=args.concurrency, on_progress=hook)
+                    del requests
+                    async with batch:
+                        async for outcome in batch:
+                            run.outcomes.append(outcome)
+                    hook.refresh()
+                finally:
+                    _submission_figures(run, client, batch)
             if quiet:
                 say(
                     f"  submitted in {run.submission_s:.1f} s: {len(run.receipts)} receipts, "
                     f"{run.count('preflight_rejected')} refused by preflight; waiting for callbacks"
                 )
 
+            run.phase = "waiting for callbacks"
             expected = set(run.receipts)
             waiting = progress.add_task("callbacks", total=len(expected))
             wait_started = time.perf_counter()
             deadline = wait_started + PROCESSING_DELAY_S + args.callback_timeout
             seen = 0
-            while True:
-                accepted = receiver.accepted
-                for delivery in accepted[seen:]:
-                    try:
-                        callback = parse_callback(delivery.form)
-                    except CallbackParseError:
-                        run.unparseable_callbacks += 1
-                        continue
-                    reference = callback.merchant_id_scan_reference
-                    if reference not in expected:
-                        run.stray_callbacks += 1
-                        continue
-                    run.received[reference] = enum_value(callback.verification_status)
-                seen = len(accepted)
-                progress.update(waiting, completed=len(expected & set(run.received)))
-                if expected <= set(run.received):
-                    break
-                if time.perf_counter() > deadline:
-                    run.callbacks_timed_out = True
-                    break
-                await anyio.sleep(0.05)
-            run.callbacks_s = time.perf_counter() - wait_started
+            try:
+                while True:
+                    accepted = receiver.accepted
+                    for delivery in accepted[seen:]:
+                        try:
+                            callback = parse_callback(delivery.form)
+                        except CallbackParseError:
+                            run.unparseable_callbacks += 1
+                            continue
+                        reference = callback.merchant_id_scan_reference
+                        if reference not in expected:
+                            run.stray_callbacks += 1
+                            continue
+                        run.received[reference] = enum_value(callback.verification_status)
+                    seen = len(accepted)
+                    progress.update(waiting, completed=len(expected & set(run.received)))
+                    if expected <= set(run.received):
+                        break
+                    if time.perf_counter() > deadline:
+                        run.callbacks_timed_out = True
+                        break
+                    await anyio.sleep(0.05)
+            finally:
+                run.callbacks_s = time.perf_counter() - wait_started
+            run.phase = "done"
+        run.interrupted = interruption.reason
         stats = emulator.stats
         run.scans_created = stats.scans_created
         run.duplicate_scans = len(stats.duplicates)
@@ -455,7 +490,24 @@ async def _demo(args: argparse.Namespace, console: Console) -> _Run:
     return run
 
 
+def _submission_figures(run: _Run, client: Any, batch: Any) -> None:
+    """The client's and the batch's figures, also when the batch was stopped early."""
+    stats = client.stats
+    run.retries = stats.retries
+    run.throttled = stats.throttled
+    run.unavailable = stats.status_counts.get(503, 0)
+    run.outcome_unknown = stats.outcome_unknown + run.count("unknown")
+    if batch is None:
+        return
+    summary = batch.summary
+    run.submission_s = summary.elapsed
+    counted = {o.merchant_id_scan_reference for o in run.outcomes}
+    run.stopped_in_flight = sum(ref not in counted for ref in summary.unknown)
+    run.not_sent = len(summary.not_sent)
+
+
 def _print_summary(run: _Run, console: Console) -> None:
+    from rich.padding import Padding
     from rich.text import Text
 
     from ._progress import make_table
@@ -495,12 +547,16 @@ def _print_summary(run: _Run, console: Console) -> None:
     )
     for what, value in (
         ("documents", f"{run.size} ({run.defective} defective)"),
-        ("sent / receipts", f"{len(run.requested)} / {receipts}"),
+        ("sent / receipts", f"{run.sent} / {receipts}"),
         ("preflight rejections", str(run.count("preflight_rejected"))),
         ("retries", str(run.retries)),
         ("429 answers (rate limited)", f"{run.throttled} ({run.faults_injected.get('429', 0)} injected)"),
         ("503 answers", f"{run.unavailable} ({run.faults_injected.get('503', 0)} injected)"),
-        ("outcome unknown", str(run.outcome_unknown)),
+        (
+            "outcome unknown",
+            f"{run.outcome_unknown + run.stopped_in_flight}"
+            + (f" ({run.stopped_in_flight} cut off by the stop)" if run.stopped_in_flight else ""),
+        ),
         ("scans created / duplicates", f"{run.scans_created} / {run.duplicate_scans}"),
         (
             "callbacks",
@@ -511,37 +567,59 @@ def _print_summary(run: _Run, console: Console) -> None:
             "  drawing / submitting / callbacks",
             f"{run.generation_s:.1f} / {run.submission_s:.1f} / {run.callbacks_s:.1f} s",
         ),
-        ("achieved rate", f"{run.achieved_rate:.2f} receipts/s (limit {run.rate})"),
+        (
+            "achieved rate",
+            f"{run.achieved_rate:.2f} receipts/s (limit {run.rate})" if receipts else f"- (limit {run.rate})",
+        ),
     ):
         figures.add_row(what, value)
+    if run.interrupted is not None:
+        figures.add_row("stopped", f"{run.interrupted} while {run.phase}")
+        if run.not_sent:
+            figures.add_row("  not sent because of the stop", str(run.not_sent))
     console.print(figures)
+    wrap = not console.is_terminal  # words wrapped on a terminal; one line per message in a file or a pipe
     if run.throttled or run.unavailable:
-        console.print(
-            "  after a 429 or a 503 with Retry-After the client waits as told, and after a 429 it also lowers "
+        footer = Text(
+            "after a 429 or a 503 with Retry-After the client waits as told, and after a 429 it also lowers "
             "its own rate, then climbs back: that is why the achieved rate stays below the limit",
-            soft_wrap=True,
             style="dim",
         )
+        console.print(Padding(footer, (0, 0, 0, 2)) if not wrap else Text("  ") + footer, soft_wrap=wrap)
     problems = run.problems()
     if problems:
         for problem in problems:
-            console.print(f"[bold red]problem:[/] {problem}")
+            console.print(f"[bold red]problem:[/] {problem}", soft_wrap=wrap)
+    elif run.requested:
+        console.print(
+            "[bold green]demo OK[/]: every good document got a receipt and the outcome it asked for",
+            soft_wrap=wrap,
+        )
     else:
         console.print(
-            "[bold green]demo OK[/]: every good document got a receipt and the outcome it asked for"
+            "[bold green]demo OK[/]: every defective document was refused by preflight (there were no good "
+            "documents to send; lower --bad or raise --size)",
+            soft_wrap=wrap,
         )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; return 0 when everything went as expected."""
+    """Run the demo; return 0 when everything went as expected (130 after Ctrl-C, 141 after a closed pipe)."""
     import anyio
 
+    from ._interrupt import run_interruptible
     from ._progress import make_console
 
     console = make_console(stderr=args.json)
-    result = anyio.run(_demo, args, console)
-    if args.json:
+
+    async def body(interruption: Interruption) -> _Run:
+        return await _demo(args, console, interruption)
+
+    result, interruption = anyio.run(
+        lambda: run_interruptible(body, note="stopping the demo... (Ctrl-C again to quit at once)")
+    )
+    if args.json and not interruption.output_closed:
         print_json(result.to_dict())
     else:
-        _print_summary(result, make_console())
-    return 0 if not result.problems() else 1
+        _print_summary(result, make_console(stderr=interruption.output_closed))
+    return interruption.exit_status or (0 if not result.problems() else 1)

@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("reference", metavar="REF", help="Jumio's scan reference")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    add_connection_arguments(parser)
+    add_connection_arguments(parser, submission_rate_limit=False)  # status submits nothing
     parser.set_defaults(func=run)
     return parser
 

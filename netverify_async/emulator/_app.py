@@ -88,7 +88,7 @@ def _media_types(value: bytes | None) -> list[str]:
 class _Exchange:
     """One request being answered."""
 
-    __slots__ = ("headers", "kind", "receive", "request_uri", "scope", "send")
+    __slots__ = ("body", "body_read", "headers", "kind", "receive", "request_uri", "scope", "send")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope = scope
@@ -97,6 +97,9 @@ class _Exchange:
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         self.kind = ""
         self.request_uri = self.base_url + scope["path"]
+        #: the request body once read ahead (see ``EmulatorApp._api``); None if the client left before its end
+        self.body: bytes | None = None
+        self.body_read = False
 
     @property
     def base_url(self) -> str:
@@ -218,6 +221,12 @@ class EmulatorApp:
         faults = state.faults
         affected = ex.kind in faults.apply_to
         if affected and faults.latency[1] > 0:
+            declared = ex.headers.get(b"content-length", b"")
+            if ex.kind == "submit" and declared.isdigit() and int(declared) <= self.config.max_body_bytes:
+                # The whole body arrives first, then the server takes its time: a client that gives up during
+                # the wait does not undo the submission, which is processed (and the scan created) all the same.
+                ex.body = await self._read_body(ex)
+                ex.body_read = True
             await anyio.sleep(state.latency())
         problem = self._forbidden(ex, image=image)
         if problem is not None:
@@ -445,6 +454,8 @@ class EmulatorApp:
 
     async def _read_body(self, ex: _Exchange, *, drain: bool = False) -> bytes | None:
         """The whole request body (None if the client left, or when only draining)."""
+        if ex.body_read:  # read ahead already
+            return None if drain else ex.body
         chunks: list[bytes] = []
         size = 0
         limit = self.config.max_body_bytes

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import errno
+import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -10,6 +14,16 @@ from typing import Any
 from .._errors import ConfigurationError
 
 __all__ = ["add_arguments", "build_parser", "config_from_args", "main", "serve"]
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a port number from 0 to 65535") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError("must be from 0 to 65535 (0 picks a free port)")
+    return port
 
 
 def _latency(text: str) -> tuple[float, float]:
@@ -41,7 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     server = parser.add_argument_group("server")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     server.add_argument(
-        "--port", type=int, default=8080, help="port to listen on; 0 picks a free one (default 8080)"
+        "--port", type=_port, default=8080, help="port to listen on; 0 picks a free one (default 8080)"
     )
     server.add_argument("--http", choices=("auto", "h11", "httptools"), default="auto", help="HTTP parser")
     server.add_argument("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop")
@@ -167,19 +181,28 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 def serve(args: argparse.Namespace) -> int:
-    """Serve until interrupted; prints ``listening on URL`` (one line) once the port is open."""
+    """Serve until Ctrl-C or SIGTERM. Prints ``listening on URL`` (one line on stdout) once the port is open;
+    returns 0 after a shutdown by signal, 1 when the port cannot be opened, 2 for bad settings or a missing
+    ``emulator`` extra (one ``error:`` line on stderr each)."""
     from ._app import EmulatorApp
     from ._server import base_url_of, bind_socket, import_uvicorn
 
-    uvicorn = import_uvicorn()
-
+    try:
+        uvicorn = import_uvicorn()
+    except ImportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         config = config_from_args(args)
     except ConfigurationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     app = EmulatorApp(config)
-    sock = bind_socket(args.host, args.port)
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        print(f"error: {_bind_problem(args.host, args.port, exc)}", file=sys.stderr)
+        return 1
     server_config = uvicorn.Config(
         app,
         http=args.http,
@@ -191,20 +214,59 @@ def serve(args: argparse.Namespace) -> int:
         proxy_headers=False,
         timeout_graceful_shutdown=1,
     )
-    server = uvicorn.Server(server_config)
+    # a request still running when the shutdown's grace period ends (a latency or slow fault) is cancelled:
+    # uvicorn reports that in one line; the traceback of the cancellation it also logs says nothing more
+    logging.getLogger("uvicorn.error").addFilter(_drop_cancelled_requests)
+    server = _server_class(uvicorn)(server_config)
     print(f"listening on {base_url_of(sock)}", flush=True)
-    print(f"api token: {config.api_token} (secret as configured)", file=sys.stderr, flush=True)
+    interrupted = False
     try:
         server.run(sockets=[sock])
+    except KeyboardInterrupt:  # a Ctrl-C outside uvicorn's own handlers (during its startup): a shutdown too
+        interrupted = True
     finally:
         sock.close()
-    return 0
+    if server.started or interrupted or getattr(server, "stopped_by_signal", False):
+        return 0
+    print("error: the emulator did not start (see the messages above)", file=sys.stderr)
+    return 1
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    reason = (exc.strerror or str(exc)).lower()
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot listen on {where}: {reason} (choose another --port, or --port 0 for a free one)"
+    if exc.errno == errno.EACCES:
+        return f"cannot listen on {where}: {reason} (ports below 1024 need privileges; use --port 0)"
+    return f"cannot listen on {where}: {reason} (check --host and --port)"
+
+
+def _drop_cancelled_requests(record: logging.LogRecord) -> bool:
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, asyncio.CancelledError)
+
+
+def _server_class(uvicorn: Any) -> Any:
+    """A uvicorn server that shuts down gracefully on SIGINT / SIGTERM and then returns, instead of raising
+    the signal again once it has stopped (uvicorn's default, which turns a clean shutdown into exit 130 or a
+    death by SIGTERM)."""
+
+    def handle_exit(self: Any, sig: int, frame: Any) -> None:
+        self.stopped_by_signal = True
+        if self.should_exit and sig == signal.SIGINT:
+            self.force_exit = True  # a second Ctrl-C: do not wait for open connections
+        else:
+            self.should_exit = True
+
+    return type("Server", (uvicorn.Server,), {"handle_exit": handle_exit})
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The parser of ``python -m netverify_async.emulator``."""
     parser = argparse.ArgumentParser(
         prog="python -m netverify_async.emulator",
+        usage="%(prog)s [options]  (--help lists them)",
         description="Serve a local emulator of Jumio's Netverify API (performNetverify, retrieval, delete).",
     )
     add_arguments(parser)
@@ -212,6 +274,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m netverify_async.emulator``."""
+    """Entry point of ``python -m netverify_async.emulator``; returns the exit status (see :func:`serve`)."""
     args = build_parser().parse_args(argv)
     return serve(args)
