@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
@@ -387,8 +388,10 @@ def _describe(exc: BaseException) -> str:
     for _ in range(6):
         if current is None:
             break
-        if isinstance(current, OSError) and current.strerror:
-            return f"{type(exc).__name__}: {current.strerror.lower()}"
+        if isinstance(current, OSError) and (current.errno or current.strerror):
+            # the errno's own text ("connection refused"), not asyncio's wording of it, which quotes addresses
+            reason = os.strerror(current.errno) if current.errno else str(current.strerror)
+            return f"{type(exc).__name__}: {reason.lower()}"
         current = current.__cause__ or current.__context__
     return type(exc).__name__
 

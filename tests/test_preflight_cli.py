@@ -144,3 +144,12 @@ def test_command_runs_as_a_program(files: dict[str, Path]) -> None:
     lines = json_lines(done.stdout)
     assert [line["ok"] for line in lines] == [True, False]
     assert "Traceback" not in done.stderr
+
+
+def test_the_table_in_a_pipe_is_ascii_and_names_the_flag(files: dict[str, Path]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "netverify_async", "preflight", str(files["webp"]), str(files["good"])],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.stdout.isascii(), result.stdout  # no box-drawing characters into a pipe
+    assert "--fix" in result.stdout and "fix=True" not in result.stdout

@@ -23,6 +23,8 @@ from .._preflight_report import INTEGRITY_LEVELS
 if TYPE_CHECKING:
     from .._preflight import PreflightReport
 
+from ._common import cli_text
+
 __all__ = ["add_parser", "run"]
 
 #: Files read and checked at the same time; bounds memory while keeping every CPU busy.
@@ -181,14 +183,15 @@ def _write_line(stream: TextIO, obj: dict[str, Any]) -> None:
 
 def _print_table(results: Sequence[FileResult], *, with_fix: bool) -> None:
     try:
-        from rich.console import Console
-        from rich.table import Table
         from rich.text import Text
+
+        from ._progress import make_console, make_table
     except ImportError:  # the cli extra is not installed: plain text
         _print_plain(results, with_fix=with_fix)
         return
 
-    table = Table(show_lines=False)
+    console = make_console()
+    table = make_table(console, show_lines=False)
     table.add_column("file", overflow="fold")
     table.add_column("result")
     table.add_column("format")
@@ -202,9 +205,9 @@ def _print_table(results: Sequence[FileResult], *, with_fix: bool) -> None:
         verdict = Text("ok", style="green") if r.ok else Text("refused", style="bold red")
         problems = Text()
         for issue in r.errors:
-            problems.append(f"{issue.code}: {issue.message}\n", style="red")
+            problems.append(f"{issue.code}: {cli_text(issue.message)}\n", style="red")
         for issue in r.warnings:
-            problems.append(f"{issue.code}: {issue.message}\n", style="yellow")
+            problems.append(f"{issue.code}: {cli_text(issue.message)}\n", style="yellow")
         problems.rstrip()
         row: list[Any] = [
             result.path,
@@ -217,8 +220,7 @@ def _print_table(results: Sequence[FileResult], *, with_fix: bool) -> None:
         if with_fix:
             row.append("\n".join(filter(None, [result.output, *r.changes])) or "-")
         table.add_row(*row)
-    console = Console()
-    console.print(table)
+    console.print(table, soft_wrap=not console.is_terminal)
     refused = sum(not r.report.ok for r in results)
     console.print(f"{len(results) - refused} of {len(results)} file(s) acceptable")
 
@@ -229,9 +231,9 @@ def _print_plain(results: Sequence[FileResult], *, with_fix: bool) -> None:
         size = f"{r.width}x{r.height}" if r.width is not None else "-"
         print(f"{result.path}: {'ok' if r.ok else 'REFUSED'} {r.format or '-'} {size} {r.bytes:,} bytes")
         for issue in r.errors:
-            print(f"  error   {issue.code}: {issue.message}")
+            print(f"  error   {issue.code}: {cli_text(issue.message)}")
         for issue in r.warnings:
-            print(f"  warning {issue.code}: {issue.message}")
+            print(f"  warning {issue.code}: {cli_text(issue.message)}")
         if with_fix:
             for change in r.changes:
                 print(f"  changed {change}")
