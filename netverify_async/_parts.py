@@ -72,7 +72,10 @@ class Image:
     """
 
     data: bytes = attrs.field(converter=_to_bytes)
-    mime_type: MimeType | None = attrs.field(default=None, converter=_to_mime_type)
+    #: When not given, detected from the bytes (JPEG or PNG); None when they are neither.
+    mime_type: MimeType | None = attrs.field(
+        default=attrs.Factory(lambda self: sniff_mime_type(self.data), takes_self=True), converter=_to_mime_type
+    )
 
     @classmethod
     def from_bytes(cls, data: bytes, mime_type: MimeType | str | None = None) -> Image:

@@ -21,8 +21,10 @@ from ._convert import parse_date as parse_date
 from ._convert import parse_timestamp as parse_timestamp
 from ._convert import request_metadata
 from ._convert import request_to_wire as request_to_wire
-from ._enums import ImageRole
+from ._enums import ImageRole, MimeType
+from ._errors import RequestValidationError, ValidationIssue
 from ._models import NetverifyRequest, ScanReceipt
+from ._parts import sniff_mime_type
 
 __all__ = [
     "encode_request_body",
@@ -49,6 +51,7 @@ def encode_request_body(req: NetverifyRequest) -> bytes:
     Each image is base64-encoded once, straight to bytes, and spliced into the JSON text (base64 needs no JSON
     escaping), so a 15 MB image costs one base64 buffer and one copy into the final body.
     """
+    _check_declared_types(req)
     head = json.dumps(request_metadata(req), separators=(",", ":")).encode("ascii")
     parts: list[bytes] = [head[:-1]]
     need_comma = len(head) > 2
@@ -64,6 +67,33 @@ def encode_request_body(req: NetverifyRequest) -> bytes:
         need_comma = True
     parts.append(b"}")
     return b"".join(parts)
+
+
+def _check_declared_types(req: NetverifyRequest) -> None:
+    """Refuse to send an image whose bytes are not what its declared type says. Jumio reads an image without a
+    declared type as ``image/jpeg``, so the declared or defaulted type must match the bytes (preflight checks the
+    same, but may be switched off)."""
+    issues = []
+    for role in ImageRole:
+        image = getattr(req, role.attribute)
+        if image is None:
+            continue
+        declared = image.mime_type or MimeType.JPEG
+        actual = sniff_mime_type(image.data)
+        if actual is None:
+            issues.append(
+                ValidationIssue(role.wire_key, "unsupported_format", "must be a JPEG or PNG image to be sent")
+            )
+        elif actual is not declared:
+            issues.append(
+                ValidationIssue(
+                    role.wire_key + "MimeType",
+                    "mime_mismatch",
+                    f"declares {declared.value} but the bytes are {actual.value}",
+                )
+            )
+    if issues:
+        raise RequestValidationError(issues)
 
 
 def request_from_wire(body: Any) -> NetverifyRequest:

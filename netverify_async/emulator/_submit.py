@@ -59,6 +59,8 @@ IMAGE_FIELDS: tuple[tuple[str, Role], ...] = (
     ("faceImage", "face"),
 )
 _MIME_TYPES = frozenset({"image/jpeg", "image/png"})
+#: The type Jumio assumes for an image sent without ``<image>MimeType``.
+_DEFAULT_MIME_TYPE = "image/jpeg"
 # Stands in for an image in what the field parser sees (one byte, valid strict base64).
 _STAND_IN = "AA=="
 # Request values that the synthetic result echoes back as if read from the document.
@@ -123,7 +125,7 @@ class SubmissionHandler:
                 raw = b64decode_strict(text)
             except ValueError:
                 continue
-            mime = data.get(f"{field}MimeType")
+            mime = data.get(f"{field}MimeType", _DEFAULT_MIME_TYPE)  # Jumio reads an absent type as JPEG
             images[field] = (raw, mime if mime in _MIME_TYPES else None)
             wire[field] = _STAND_IN
 
