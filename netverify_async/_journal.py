@@ -1,4 +1,5 @@
-"""The submission journal: a crash-safe record of what a batch sent, so that a re-run never sends twice.
+"""The submission journal: a crash-safe record of what a batch sent, so that a re-run never sends twice, and
+of what Jumio's callbacks said about it, so that lost answers settle themselves.
 
 Each ``merchantIdScanReference`` of a batch has one row and moves through these states:
 
@@ -8,7 +9,8 @@ state         meaning                                                           
 ``pending``   read from the input, not sent yet (or reconciled as "no scan was created")  sent
 ``sent``      the upload was about to start; written and synced *before* the first byte   skipped (unknown)
               leaves, so after a crash it means "may have created a scan"
-``receipt``   Jumio answered with a scan reference (kept, with Jumio's timestamp)          skipped (done)
+``receipt``   a scan is known: Jumio answered with its reference (kept, with Jumio's      skipped (done)
+              timestamp), or a callback named it (``reconciled_at`` set)
 ``failed``    definitely no scan was created: refused before sending (preflight), or      sent again
               answered with an error that proves the request was not processed
 ``unknown``   sent, but the answer was lost (timeout, dropped connection, 5xx, or the     skipped (unknown)
@@ -19,105 +21,98 @@ Every ``failed`` item is resent on a re-run, permanent errors included: the batc
 failures that cannot have created a scan (ambiguous failures are ``unknown``), so resending never makes a
 duplicate; a request that Jumio refused for good (a 400 or 403) fails again at the cost of one request.
 ``sent`` and ``unknown`` items are resent only with ``resend_unknown=True``; otherwise they are reported as
-``SKIPPED_UNKNOWN`` and listed by :meth:`SqliteJournal.unknown`, for you to reconcile (the Customer Portal,
-the callbacks, your own records) and record with :meth:`SqliteJournal.mark_reconciled`.
+``SKIPPED_UNKNOWN`` and listed by :meth:`SqliteJournal.unknown`, for you to reconcile.
 
-The journal stores only references, states, Jumio scan references, error type names and codes, counts and
-timestamps: never request bodies, images, names, numbers or addresses.
+**Callbacks settle them.** :meth:`SqliteJournal.record_callback` (fed by
+``netverify_async.fastapi.callback_router(journal=...)``) matches a callback to its item by
+``merchantIdScanReference``: an item with no known scan becomes ``receipt`` with the callback's scan
+reference, and the verification result is stored with the scan. The rules (callbacks before the answer,
+twice, for another scan, for a reference not in the journal) are pure functions in
+:mod:`netverify_async._reconcile`. Once an item has a known scan it stays ``receipt``: a later ``sent``,
+``failed`` or ``unknown`` from the batch (an attempt that raced the callback) does not make it sendable again.
+Whatever is left can be settled by hand with :meth:`SqliteJournal.mark_reconciled`.
+
+**What is stored**: references, states, Jumio scan references, error type names and codes, counts,
+timestamps, and per scan the verification *decision* (status, reject reason code, description and detail
+codes, selfie similarity and validity, the callback's date). Never request bodies, images or image URLs,
+names, document numbers, dates of birth or addresses. The files are created readable by their owner only
+(``0600``, see :mod:`netverify_async._journalfile`).
 
 :class:`SqliteJournal` keeps it in a SQLite file (WAL mode, ``synchronous=FULL``). Every sqlite call runs in a
 worker thread on one connection guarded by a lock, so the event loop never waits on the disk. ``FULL`` makes
 each commit reach the disk before the call returns: a ``sent`` row survives a power cut, not only a killed
 process (with ``NORMAL`` in WAL mode the last commits can be lost in a power cut, and a lost ``sent`` row
 would let a re-run create a duplicate, billed scan). The cost is one fsync per upload, small beside it.
-Rows of new ``pending`` items are not synced on their own: a lost ``pending`` row means the same as no row.
+Rows of new ``pending`` items are committed at once but not synced on their own (a lost ``pending`` row
+means the same as no row): so no write transaction stays open between calls, and another process (a
+callback receiver) can write to the same file while a batch runs.
+
+The table layout is versioned with ``PRAGMA user_version`` (:data:`SCHEMA_VERSION`); opening a journal of an
+older layout upgrades it in place, in one transaction, once (any number of processes may race to open it).
+
+The tables and their upgrades live in :mod:`netverify_async._journaltables`; the files' modes and the batch
+lock in :mod:`netverify_async._journalfile`. Why this module is still over 600 lines: :class:`SqliteJournal` is one
+class whose every transition (a short SQL statement or a call of :mod:`netverify_async._reconcile`) sits next to
+the others, so that the rule "an item with a known scan stays ``receipt``" can be checked in one read.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import json
 import os
 import sqlite3
-import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import IO, Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
-import attrs
 
-from ._convert import format_timestamp, parse_timestamp
 from ._errors import FailureKind, JournalError, PreflightError, RequestValidationError, failure_kind
+from ._journalfile import FileLock, create_private_file
+from ._journaltables import SCHEMA_VERSION as SCHEMA_VERSION
+from ._journaltables import iso as _iso
+from ._journaltables import load_entries as _load_entries
+from ._journaltables import load_entry as _load_entry
+from ._journaltables import migrate as _migrate
+from ._journaltables import parse_iso as _parse_iso
+from ._journaltables import utcnow as _utcnow
+from ._journaltables import write_entry as _write_entry
 from ._models import ScanReceipt
+from ._reconcile import (
+    CallbackEffect,
+    CallbackFacts,
+    CallbackReconciliation,
+    JournalEntry,
+    JournalScan,
+    JournalState,
+    ScanResult,
+    reconcile_callback,
+    reconcile_found,
+    reconcile_receipt,
+)
 
-__all__ = ["Journal", "JournalEntry", "JournalState", "SqliteJournal", "open_journal"]
+if TYPE_CHECKING:
+    from .callbacks import NetverifyCallback
+
+__all__ = [
+    "CallbackEffect",
+    "CallbackJournal",
+    "CallbackReconciliation",
+    "Journal",
+    "JournalEntry",
+    "JournalScan",
+    "JournalState",
+    "ScanResult",
+    "SqliteJournal",
+    "open_journal",
+]
 
 _T = TypeVar("_T")
 
-#: Version of the table layout, kept in ``PRAGMA user_version``.
-SCHEMA_VERSION = 1
 #: Seconds a connection waits for a lock held by another connection before failing.
 _BUSY_TIMEOUT_S = 10.0
-
-
-class JournalState(str, enum.Enum):
-    """Where one merchant reference stands (see the module docstring)."""
-
-    PENDING = "pending"
-    SENT = "sent"
-    RECEIPT = "receipt"
-    FAILED = "failed"
-    UNKNOWN = "unknown"
-
-    @property
-    def outcome_unknown(self) -> bool:
-        """True for ``sent`` and ``unknown``: a scan may or may not exist."""
-        return self in (JournalState.SENT, JournalState.UNKNOWN)
-
-
-def _utcnow() -> _dt.datetime:
-    return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _iso(moment: _dt.datetime | None) -> str | None:
-    return None if moment is None else format_timestamp(moment)
-
-
-def _parse_iso(text: str | None) -> _dt.datetime | None:
-    return None if text is None else parse_timestamp(text)
-
-
-@attrs.frozen
-class JournalEntry:
-    """The journal's row for one merchant reference. Holds no personal data."""
-
-    merchant_id_scan_reference: str
-    state: JournalState
-    #: Jumio's scan reference, once known (from a receipt or from reconciliation).
-    scan_reference: str | None = None
-    #: Jumio's timestamp from the receipt (None when the scan reference came from reconciliation).
-    receipt_timestamp: _dt.datetime | None = None
-    #: Class name of the error of a ``failed`` or ``unknown`` item, e.g. ``BadRequestError``.
-    error_type: str | None = None
-    #: A short machine code for that error: the HTTP status, or the broken rules (``too_small``).
-    error_code: str | None = None
-    #: Whether the error proves that nothing was processed (for ``failed`` items).
-    safe_to_retry: bool | None = None
-    #: How many times the item was handed to the API over all runs.
-    sends: int = 0
-    updated_at: _dt.datetime | None = None
-    #: When :meth:`SqliteJournal.mark_reconciled` settled an unknown outcome.
-    reconciled_at: _dt.datetime | None = None
-
-    @property
-    def receipt(self) -> ScanReceipt | None:
-        """The receipt, when the journal has both Jumio's scan reference and its timestamp."""
-        if self.scan_reference is None or self.receipt_timestamp is None:
-            return None
-        return ScanReceipt(scan_reference=self.scan_reference, timestamp=self.receipt_timestamp)
 
 
 def error_code_of(error: BaseException) -> str | None:
@@ -142,7 +137,12 @@ def _safe_to_retry(error: BaseException) -> bool:
 @runtime_checkable
 class Journal(Protocol):
     """What a batch needs from a journal. :class:`SqliteJournal` is the implementation shipped with the
-    library; another store (a database table, say) can be used by implementing these coroutines."""
+    library; another store (a database table, say) can be used by implementing these coroutines.
+
+    Optional: a journal that also has ``record_callback`` (see :class:`CallbackJournal`) can be fed by
+    ``callback_router(journal=...)``, which checks for the method when it is built. A journal without it
+    works for batches as before.
+    """
 
     async def start_run(self) -> None:
         """Called once when a batch starts; may refuse (:class:`~netverify_async.JournalError`) when another
@@ -167,93 +167,20 @@ class Journal(Protocol):
         """Record that these uploads may or may not have created a scan."""
 
 
-def _row_to_entry(row: tuple[Any, ...]) -> JournalEntry:
-    ref, state, scan_ref, receipt_ts, error_type, error_code, safe, sends, updated, reconciled = row
-    return JournalEntry(
-        merchant_id_scan_reference=ref,
-        state=JournalState(state),
-        scan_reference=scan_ref,
-        receipt_timestamp=_parse_iso(receipt_ts),
-        error_type=error_type,
-        error_code=error_code,
-        safe_to_retry=None if safe is None else bool(safe),
-        sends=sends,
-        updated_at=_parse_iso(updated),
-        reconciled_at=_parse_iso(reconciled),
-    )
+@runtime_checkable
+class CallbackJournal(Protocol):
+    """A journal that learns from Jumio's callbacks (optional for custom journals; :class:`SqliteJournal`
+    has it). ``callback_router(journal=...)`` accepts any object with this coroutine."""
+
+    async def record_callback(self, callback: NetverifyCallback) -> CallbackReconciliation:
+        """Record what ``callback`` says about the item with its ``merchantIdScanReference`` (see
+        :meth:`SqliteJournal.record_callback` for the rules). Must be idempotent: callbacks come at least
+        once. Raises :class:`~netverify_async.JournalError` when the record could not be stored."""
+        ...
 
 
-_SELECT_ENTRIES = (
-    "SELECT ref, state, scan_reference, receipt_timestamp, error_type, error_code, safe_to_retry, sends, "
-    "updated_at, reconciled_at FROM items"
-)
-
-_SCHEMA = f"""
-CREATE TABLE IF NOT EXISTS items (
-    ref TEXT PRIMARY KEY NOT NULL,
-    state TEXT NOT NULL CHECK (state IN ({", ".join(repr(s.value) for s in JournalState)})),
-    scan_reference TEXT,
-    receipt_timestamp TEXT,
-    error_type TEXT,
-    error_code TEXT,
-    safe_to_retry INTEGER,
-    sends INTEGER NOT NULL DEFAULT 0,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    reconciled_at TEXT
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS items_by_state ON items (state);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    started_at TEXT NOT NULL,
-    finished_at TEXT,
-    status TEXT NOT NULL,
-    counts TEXT
-);
-"""
-
-
-class _FileLock:
-    """An exclusive, non-blocking advisory lock on ``path`` that the OS drops when the process dies."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fh: IO[bytes] | None = None
-
-    def acquire(self) -> bool:
-        fh = open(self.path, "a+b")  # kept open while the lock is held
-        try:
-            if sys.platform == "win32":
-                import msvcrt
-
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_NBLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            fh.close()
-            return False
-        self._fh = fh
-        return True
-
-    def release(self) -> None:
-        fh, self._fh = self._fh, None
-        if fh is None:
-            return
-        try:
-            if sys.platform == "win32":
-                import msvcrt
-
-                fh.seek(0)
-                msvcrt.locking(fh.fileno(), msvcrt.LK_UNLCK, 1)
-            else:
-                import fcntl
-
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-        finally:
-            fh.close()
+# ----------------------------------------------------------------------------------------------------
+# The journal
 
 
 class SqliteJournal:
@@ -261,21 +188,25 @@ class SqliteJournal:
 
     Use one journal file per batch of references; only one batch at a time may use it (a second one gets
     :class:`~netverify_async.JournalError`; the lock is an OS file lock on ``<path>.lock``, released even when
-    the process is killed). Close it with :meth:`aclose` or ``async with``; a batch that opened the journal
-    from a path closes it itself::
+    the process is killed). A callback receiver may write to the same file at the same time, from this
+    process or another one (:meth:`record_callback`). Close it with :meth:`aclose` or ``async with``; a batch
+    that opened the journal from a path closes it itself::
 
         async with SqliteJournal("batch.journal") as journal:
             async with client.submit_many(requests, journal=journal) as batch:
                 async for outcome in batch:
                     ...
             print(await journal.counts())
+
+    A new file is created with mode ``0600`` (owner only), and so are its ``-wal``, ``-shm`` and ``.lock``
+    files; an existing file keeps its mode.
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
         self._conn: sqlite3.Connection | None = None
         self._lock = threading.Lock()
-        self._file_lock = _FileLock(self.path + ".lock")
+        self._file_lock = FileLock(self.path + ".lock")
         self._run_id: int | None = None
         self._closed = False
 
@@ -290,6 +221,10 @@ class SqliteJournal:
         if self._conn is not None:
             return self._conn
         try:
+            create_private_file(self.path)
+        except OSError as exc:
+            raise JournalError(f"cannot create the journal {self.path!r}: {exc.strerror or exc}") from exc
+        try:
             conn = sqlite3.connect(
                 self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
             )
@@ -300,14 +235,7 @@ class SqliteJournal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"the journal {self.path!r} cannot use WAL mode (got {mode!r})")
             conn.execute("PRAGMA synchronous=FULL")
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version not in (0, SCHEMA_VERSION):
-                raise JournalError(
-                    f"the journal {self.path!r} has layout version {version}; "
-                    f"this library reads {SCHEMA_VERSION}"
-                )
-            conn.executescript(_SCHEMA)
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            _migrate(conn, self.path)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise JournalError(f"{self.path!r} is not a usable journal: {exc}") from exc
@@ -322,13 +250,15 @@ class SqliteJournal:
             conn = self._connect()
             try:
                 return fn(conn)
-            except sqlite3.Error as exc:
+            except BaseException as exc:
                 if conn.in_transaction:
                     try:
                         conn.execute("ROLLBACK")
                     except sqlite3.Error:
                         pass
-                raise JournalError(f"journal {self.path!r}: {type(exc).__name__}: {exc}") from exc
+                if isinstance(exc, sqlite3.Error):
+                    raise JournalError(f"journal {self.path!r}: {type(exc).__name__}: {exc}") from exc
+                raise
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
         # Not abandoned on cancellation: a write that started always finishes before the caller moves on.
@@ -347,7 +277,7 @@ class SqliteJournal:
     # -- lifecycle -------------------------------------------------------------------------------------------
 
     async def open(self) -> SqliteJournal:
-        """Open (and create if needed) the file now instead of at the first use."""
+        """Open (and create if needed, or upgrade an older layout) the file now instead of at the first use."""
         await self._run(lambda conn: None)
         return self
 
@@ -423,65 +353,85 @@ class SqliteJournal:
     async def begin_item(self, merchant_id_scan_reference: str) -> JournalEntry | None:
         """The entry left by earlier runs, or None; a new reference is recorded as ``pending``.
 
-        The insert of a new reference joins an open transaction that the next durable write commits: losing
-        it in a crash loses nothing (no row and ``pending`` mean the same).
+        The insert of a new reference is committed at once but not synced on its own (the next durable
+        write syncs it): losing it in a power cut loses nothing (no row and ``pending`` mean the same), and
+        no write transaction stays open while the batch waits, which would block a callback receiver.
         """
         ref = merchant_id_scan_reference
 
         def begin(conn: sqlite3.Connection) -> JournalEntry | None:
-            row = conn.execute(_SELECT_ENTRIES + " WHERE ref = ?", (ref,)).fetchone()
-            if row is not None:
-                return _row_to_entry(row)
+            entry = _load_entry(conn, ref)
+            if entry is not None:
+                return entry
             now = _iso(_utcnow())
-            self._ensure_transaction(conn)
-            conn.execute(
-                "INSERT INTO items (ref, state, created_at, updated_at) VALUES (?, 'pending', ?, ?)",
-                (ref, now, now),
-            )
+            insert = "INSERT INTO items (ref, state, created_at, updated_at) VALUES (?, 'pending', ?, ?)"
+            if conn.in_transaction:  # (not left open by this class) joins it: its commit syncs the row
+                conn.execute(insert, (ref, now, now))
+                return None
+            # In WAL mode, NORMAL commits without waiting for the disk; the level cannot change inside a
+            # transaction, so the transaction ends (committed or rolled back) before FULL is restored.
+            conn.execute("PRAGMA synchronous=NORMAL")
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(insert, (ref, now, now))
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            finally:
+                conn.execute("PRAGMA synchronous=FULL")
             return None
 
         return await self._run(begin)
 
     async def mark_sent(self, merchant_id_scan_reference: str) -> None:
-        """Record, durably, that the upload is about to start (committed and synced before returning)."""
+        """Record, durably, that the upload is about to start (committed and synced before returning).
+
+        An item that already has a known scan (a callback settled it meanwhile) stays ``receipt``: only its
+        count of sends and its ``last_sent_at`` change.
+        """
         ref = merchant_id_scan_reference
 
         def sent(conn: sqlite3.Connection) -> None:
             now = _iso(_utcnow())
             self._ensure_transaction(conn)
             conn.execute(
-                "INSERT INTO items (ref, state, sends, created_at, updated_at) VALUES (?, 'sent', 1, ?, ?) "
-                "ON CONFLICT (ref) DO UPDATE SET state = 'sent', sends = sends + 1, "
-                "updated_at = excluded.updated_at, error_type = NULL, error_code = NULL, "
-                "safe_to_retry = NULL",
-                (ref, now, now),
+                "INSERT INTO items (ref, state, sends, created_at, updated_at, last_sent_at) "
+                "VALUES (?, 'sent', 1, ?, ?, ?) "
+                "ON CONFLICT (ref) DO UPDATE SET sends = sends + 1, updated_at = excluded.updated_at, "
+                "last_sent_at = excluded.last_sent_at, "
+                "state = CASE WHEN items.state = 'receipt' THEN 'receipt' ELSE 'sent' END, "
+                "error_type = NULL, error_code = NULL, safe_to_retry = NULL",
+                (ref, now, now, now),
             )
             self._commit(conn)
 
         await self._run(sent)
 
     async def mark_receipt(self, merchant_id_scan_reference: str, receipt: ScanReceipt) -> None:
-        """Record Jumio's receipt (scan reference and timestamp)."""
+        """Record Jumio's receipt (scan reference and timestamp).
+
+        If a callback already named a scan for this item (it raced the answer), the two must agree: the same
+        scan gets the receipt's timestamp; another scan is kept too and the item is flagged ``duplicate_scan``
+        (see :func:`~netverify_async._reconcile.reconcile_receipt`).
+        """
         ref = merchant_id_scan_reference
-        scan_ref, timestamp = receipt.scan_reference, _iso(receipt.timestamp)
 
         def done(conn: sqlite3.Connection) -> None:
-            now = _iso(_utcnow())
             self._ensure_transaction(conn)
-            conn.execute(
-                "INSERT INTO items (ref, state, scan_reference, receipt_timestamp, created_at, updated_at) "
-                "VALUES (?, 'receipt', ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET state = 'receipt', "
-                "scan_reference = excluded.scan_reference, receipt_timestamp = excluded.receipt_timestamp, "
-                "error_type = NULL, error_code = NULL, safe_to_retry = NULL, "
-                "updated_at = excluded.updated_at",
-                (ref, scan_ref, timestamp, now, now),
-            )
+            old = _load_entry(conn, ref)
+            _write_entry(conn, old, reconcile_receipt(old, ref, receipt, _utcnow()))
             self._commit(conn)
 
         await self._run(done)
 
     async def mark_failed(self, merchant_id_scan_reference: str, error: BaseException) -> None:
-        """Record a failure that created no scan: the error's class name, code and ``safe_to_retry``."""
+        """Record a failure that created no scan: the error's class name, code and ``safe_to_retry``.
+
+        An item with a known scan (from a callback or an earlier answer) stays ``receipt``.
+        """
         ref = merchant_id_scan_reference
         values = (type(error).__name__, error_code_of(error), int(_safe_to_retry(error)))
 
@@ -493,7 +443,8 @@ class SqliteJournal:
                 "(ref, state, error_type, error_code, safe_to_retry, created_at, updated_at) "
                 "VALUES (?, 'failed', ?, ?, ?, ?, ?) ON CONFLICT (ref) DO UPDATE SET state = 'failed', "
                 "error_type = excluded.error_type, error_code = excluded.error_code, "
-                "safe_to_retry = excluded.safe_to_retry, updated_at = excluded.updated_at",
+                "safe_to_retry = excluded.safe_to_retry, updated_at = excluded.updated_at "
+                "WHERE items.state <> 'receipt'",
                 (ref, *values, now, now),
             )
             self._commit(conn)
@@ -501,7 +452,11 @@ class SqliteJournal:
         await self._run(failed)
 
     async def mark_unknown(self, merchant_id_scan_references: Iterable[str], error_type: str) -> None:
-        """Record that these uploads may have created a scan (one transaction for all of them)."""
+        """Record that these uploads may have created a scan (one transaction for all of them).
+
+        An item whose scan is already known (a callback arrived before the batch gave up on the answer) stays
+        ``receipt``.
+        """
         refs = list(merchant_id_scan_references)
         if not refs:
             return
@@ -513,33 +468,70 @@ class SqliteJournal:
                 "INSERT INTO items (ref, state, error_type, created_at, updated_at) "
                 "VALUES (?, 'unknown', ?, ?, ?) "
                 "ON CONFLICT (ref) DO UPDATE SET state = 'unknown', error_type = excluded.error_type, "
-                "error_code = NULL, safe_to_retry = 0, updated_at = excluded.updated_at",
+                "error_code = NULL, safe_to_retry = 0, updated_at = excluded.updated_at "
+                "WHERE items.state <> 'receipt'",
                 [(ref, error_type, now, now) for ref in refs],
             )
             self._commit(conn)
 
         await self._run(unknown)
 
+    # -- the callbacks' side ---------------------------------------------------------------------------------
+
+    async def record_callback(self, callback: NetverifyCallback) -> CallbackReconciliation:
+        """Learn from one of Jumio's callbacks (a :class:`~netverify_async.callbacks.NetverifyCallback`).
+
+        The callback is matched to the item with its ``merchantIdScanReference`` (a callback without one, to
+        the item that already knows its ``jumioIdScanReference``), and then:
+
+        - an item with no known scan (``sent`` or ``unknown``; also ``pending`` or ``failed``) is settled:
+          the scan reference is recorded, the state becomes ``receipt``, ``reconciled_at`` is set
+          (:attr:`~CallbackEffect.SETTLED`). This also covers a callback that beats the HTTP answer: the
+          answer, recorded afterwards, must name the same scan or the item is flagged ``duplicate_scan``;
+        - the verification result is stored with the scan (:class:`ScanResult`: status, reject reason,
+          similarity and validity, callback date; nothing personal), for a known scan too
+          (:attr:`~CallbackEffect.RECORDED`);
+        - a scan other than the known one(s) is added and the item flagged ``duplicate_scan``
+          (:attr:`~CallbackEffect.DUPLICATE_SCAN`);
+        - the same callback again changes nothing (:attr:`~CallbackEffect.UNCHANGED`), and a callback for a
+          reference the journal does not hold is ignored (:attr:`~CallbackEffect.NOT_IN_JOURNAL`).
+
+        The record is committed and synced before this returns. Raises ``TypeError`` for something that is
+        not a parsed callback, :class:`~netverify_async.JournalError` when the file cannot be written.
+        """
+        facts = CallbackFacts.from_callback(callback)
+
+        def record(conn: sqlite3.Connection) -> CallbackReconciliation:
+            self._ensure_transaction(conn)  # read and write under the one write lock
+            ref = facts.merchant_id_scan_reference
+            if ref is None:
+                found = conn.execute(
+                    "SELECT ref FROM scans WHERE scan_reference = ? ORDER BY ref LIMIT 1",
+                    (facts.scan_reference,),
+                ).fetchone()
+                ref = None if found is None else found[0]
+            old = None if ref is None else _load_entry(conn, ref)
+            decision = reconcile_callback(old, facts, _utcnow())
+            if decision.changed and decision.entry is not None:
+                _write_entry(conn, old, decision.entry)
+            self._commit(conn)
+            return decision
+
+        return await self._run(record)
+
     # -- inspection and reconciliation -----------------------------------------------------------------------
 
     async def get(self, merchant_id_scan_reference: str) -> JournalEntry | None:
-        """The entry of one reference, or None."""
+        """The entry of one reference (with its scans), or None."""
         ref = merchant_id_scan_reference
-        row = await self._run(
-            lambda conn: conn.execute(_SELECT_ENTRIES + " WHERE ref = ?", (ref,)).fetchone()
-        )
-        return None if row is None else _row_to_entry(row)
+        return await self._run(lambda conn: _load_entry(conn, ref))
 
     async def entries(self, state: JournalState | str | None = None) -> list[JournalEntry]:
-        """Every entry (or those in ``state``), ordered by reference."""
-        args: tuple[str, ...]
+        """Every entry (or those in ``state``) with its scans, ordered by reference."""
         if state is None:
-            query, args = _SELECT_ENTRIES + " ORDER BY ref", ()
-        else:
-            query = _SELECT_ENTRIES + " WHERE state = ? ORDER BY ref"
-            args = (JournalState(state).value,)
-        rows = await self._run(lambda conn: conn.execute(query, args).fetchall())
-        return [_row_to_entry(row) for row in rows]
+            return await self._run(lambda conn: _load_entries(conn, "", (), "ref"))
+        value = JournalState(state).value
+        return await self._run(lambda conn: _load_entries(conn, "WHERE state = ?", (value,), "ref"))
 
     async def states(self) -> dict[str, JournalState]:
         """``{merchant reference: state}`` for every reference in the journal."""
@@ -562,6 +554,29 @@ class SqliteJournal:
             ).fetchall()
         )
         return [ref for (ref,) in rows]
+
+    async def unresolved(self, older_than: _dt.timedelta | None = None) -> list[JournalEntry]:
+        """Entries whose outcome is unknown (``sent`` or ``unknown``), the longest-waiting first.
+
+        With ``older_than``, only those last sent at least that long ago (by ``last_sent_at``; for an item
+        of a layout-1 journal, its ``updated_at``): the candidates for a "no callback came" horizon, to be
+        compared with :meth:`last_callback_at` before being declared scan-less with :meth:`mark_reconciled`.
+        """
+        where = "WHERE state IN ('sent', 'unknown')"
+        args: tuple[Any, ...] = ()
+        if older_than is not None:
+            if older_than < _dt.timedelta(0):
+                raise JournalError("unresolved: older_than must not be negative")
+            where += " AND coalesce(last_sent_at, updated_at) <= ?"
+            args = (_iso(_utcnow() - older_than),)
+        order = "coalesce(last_sent_at, updated_at), ref"
+        return await self._run(lambda conn: _load_entries(conn, where, args, order))
+
+    async def last_callback_at(self) -> _dt.datetime | None:
+        """When the journal last recorded a callback for one of its scans (None if it never did): the proof
+        that callbacks reach the receiver feeding this journal."""
+        row = await self._run(lambda conn: conn.execute("SELECT max(callback_at) FROM scans").fetchone())
+        return _parse_iso(row[0])
 
     async def runs(self) -> list[dict[str, Any]]:
         """The batches recorded so far, oldest first: ``started_at``, ``finished_at``, ``status``, ``counts``.
@@ -596,7 +611,8 @@ class SqliteJournal:
         ``scan_reference`` is the scan that the lost request created: the item becomes ``receipt`` and is
         never sent again (pass Jumio's ``timestamp`` too if you have it). ``None`` says that no scan was
         created: the item goes back to ``pending`` and the next run sends it. Only ``sent`` and ``unknown``
-        items can be reconciled (:class:`~netverify_async.JournalError` otherwise).
+        items can be reconciled (:class:`~netverify_async.JournalError` otherwise); an item a callback
+        already settled is ``receipt``, so a late "no scan" can never make it sendable again.
         """
         ref = merchant_id_scan_reference
         if scan_reference is not None and (not isinstance(scan_reference, str) or not scan_reference.strip()):
@@ -605,35 +621,30 @@ class SqliteJournal:
             raise JournalError("mark_reconciled: timestamp must be timezone-aware")
 
         def reconcile(conn: sqlite3.Connection) -> JournalEntry:
-            row = conn.execute("SELECT state FROM items WHERE ref = ?", (ref,)).fetchone()
-            if row is None:
+            self._ensure_transaction(conn)
+            old = _load_entry(conn, ref)
+            if old is None:
                 raise JournalError("mark_reconciled: the journal has no such merchant reference")
-            if not JournalState(row[0]).outcome_unknown:
+            if not old.state.outcome_unknown:
                 raise JournalError(
                     "mark_reconciled: only 'sent' or 'unknown' items can be reconciled, "
-                    f"this one is {row[0]!r}"
+                    f"this one is {old.state.value!r}"
                 )
-            now = _iso(_utcnow())
-            self._ensure_transaction(conn)
+            now = _utcnow()
             if scan_reference is None:
                 conn.execute(
                     "UPDATE items SET state = 'pending', scan_reference = NULL, receipt_timestamp = NULL, "
                     "error_type = NULL, error_code = NULL, safe_to_retry = NULL, "
                     "updated_at = ?, reconciled_at = ? "
                     "WHERE ref = ?",
-                    (now, now, ref),
+                    (_iso(now), _iso(now), ref),
                 )
             else:
-                conn.execute(
-                    "UPDATE items SET state = 'receipt', scan_reference = ?, receipt_timestamp = ?, "
-                    "error_type = NULL, error_code = NULL, safe_to_retry = NULL, "
-                    "updated_at = ?, reconciled_at = ? "
-                    "WHERE ref = ?",
-                    (scan_reference, _iso(timestamp), now, now, ref),
-                )
+                _write_entry(conn, old, reconcile_found(old, ref, scan_reference, timestamp, now))
             self._commit(conn)
-            row = conn.execute(_SELECT_ENTRIES + " WHERE ref = ?", (ref,)).fetchone()
-            return _row_to_entry(row)
+            entry = _load_entry(conn, ref)
+            assert entry is not None
+            return entry
 
         return await self._run(reconcile)
 

@@ -25,6 +25,14 @@ at once and leaves the work (your ``handler``) until after the answer. Bodies th
 accepted is answered 200 without running the handler again. Callbacks may still come twice with different
 bodies (a later ``callbackDate``), or never: keep the handler idempotent on ``jumio_id_scan_reference`` and
 poll with :meth:`NetverifyClient.wait_for_result` for scans whose callback does not come.
+
+With ``journal=`` (a :class:`~netverify_async.SqliteJournal`, or any object with an async
+``record_callback``) the endpoint also feeds a batch's journal: each callback is recorded (committed and
+synced) *before* the 200, so a callback is never acknowledged without being stored; unknown outcomes of the
+batch settle themselves. The handler is then optional::
+
+    journal = SqliteJournal("uploads.journal")
+    app.include_router(callback_router(journal=journal))
 """
 
 from __future__ import annotations
@@ -34,11 +42,12 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
 import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Annotated, Any, Final, TypeVar, overload
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, overload
 
 try:
     from fastapi import APIRouter, Depends
@@ -58,6 +67,9 @@ from ._client import NetverifyClient
 from ._constants import CALLBACK_MAX_BODY_BYTES
 from ._errors import CallbackOriginError, CallbackParseError, ConfigurationError
 from .callbacks import CallbackOriginVerifier, NetverifyCallback, parse_callback
+
+if TYPE_CHECKING:
+    from ._journal import CallbackJournal
 
 __all__ = [
     "CLIENT_STATE_ATTRIBUTE",
@@ -262,8 +274,9 @@ def _handler_name(handler: object) -> str:
 
 
 def callback_router(
-    handler: CallbackHandler,
+    handler: CallbackHandler | None = None,
     *,
+    journal: CallbackJournal | None = None,
     path: str = "/netverify/callback",
     verifier: CallbackOriginVerifier | _Default | None = DEFAULT_VERIFIER,
     dedupe_size: int = 10_000,
@@ -285,8 +298,19 @@ def callback_router(
        memory). The memory is per process: with several workers, a repeat may reach another one;
     4. the body is parsed with :func:`~netverify_async.callbacks.parse_callback`: **400** with a JSON
        ``detail`` when it is not an ID Verification callback;
-    5. the answer **200** ``{"status": "accepted"}`` is sent, and only then ``await handler(callback)``
+    5. with a ``journal``, ``await journal.record_callback(callback)`` stores it (committed and synced):
+       **503** when the journal cannot, so that the sender knows the delivery failed and the body is not
+       remembered as seen (a redelivery is recorded);
+    6. the answer **200** ``{"status": "accepted"}`` is sent, and only then ``await handler(callback)``
        runs (a Starlette background task of the response).
+
+    ``journal`` is a :class:`~netverify_async.SqliteJournal` (open it yourself, e.g. in the app's lifespan,
+    and close it at shutdown; it may be the journal file of a batch running in another process) or any
+    object with an async ``record_callback(callback)`` (:class:`~netverify_async._journal.CallbackJournal`;
+    a custom :class:`~netverify_async.Journal` without it is refused here). With a journal the ``handler``
+    is optional; without one it is required. What recording a callback does (settle an unknown outcome,
+    store the result, flag a second scan, ignore a reference the journal does not hold) is described in
+    :meth:`SqliteJournal.record_callback <netverify_async.SqliteJournal.record_callback>`.
 
     An exception from the handler is logged on the ``netverify_async.fastapi`` logger with its type and
     stack, but not its message, which might quote personal data. The body's digest is then forgotten, so a
@@ -294,9 +318,20 @@ def callback_router(
     work is yours to retry; for long work, put the callback on a queue in the handler. A handler still
     running when the server shuts down is subject to the server's graceful-shutdown timeout.
     """
-    if not _is_async_callable(handler):
+    if handler is None and journal is None:
+        raise ConfigurationError("callback_router: give a handler, a journal (journal=...), or both")
+    if handler is not None and not _is_async_callable(handler):
         raise ConfigurationError(
             "handler: must be an async function (or object with an async __call__) taking a NetverifyCallback"
+        )
+    if isinstance(journal, (str, bytes, os.PathLike)):
+        raise ConfigurationError(
+            "journal: pass a journal object, e.g. SqliteJournal(path), opened and closed by your app"
+        )
+    if journal is not None and not _is_async_callable(getattr(journal, "record_callback", None)):
+        raise ConfigurationError(
+            f"journal: {type(journal).__name__} cannot learn from callbacks: it needs an async "
+            "record_callback(callback) method (SqliteJournal has one)"
         )
     if not isinstance(path, str) or not path.startswith("/"):
         raise ConfigurationError("path: must start with '/'")
@@ -323,7 +358,31 @@ def callback_router(
     recent = _RecentBodies(dedupe_size)
     handler_name = _handler_name(handler)
 
+    async def record(callback: NetverifyCallback) -> bool:
+        """Store the callback in the journal; False (logged) when the journal could not."""
+        assert journal is not None
+        try:
+            outcome = await journal.record_callback(callback)
+        except Exception as exc:
+            logger.error(
+                "callback for scan %s not recorded in the journal (%s); answered 503 so that it is sent again",
+                callback.jumio_id_scan_reference,
+                type(exc).__qualname__,
+            )
+            return False
+        effect = str(getattr(getattr(outcome, "effect", None), "value", "recorded"))
+        if effect == "duplicate_scan":
+            logger.warning(
+                "callback for scan %s: a second scan for a merchant reference of the journal "
+                "(both are recorded, the item is flagged duplicate_scan)",
+                callback.jumio_id_scan_reference,
+            )
+        else:
+            logger.info("callback for scan %s: journal %s", callback.jumio_id_scan_reference, effect)
+        return True
+
     async def run_handler(callback: NetverifyCallback, digest: bytes) -> None:
+        assert handler is not None
         try:
             await handler(callback)
         except Exception as exc:
@@ -364,12 +423,16 @@ def callback_router(
         except CallbackParseError as exc:
             logger.warning("callback refused on %s: %s", path, exc)
             return _json(400, {"detail": str(exc)})
+        if journal is not None and not await record(callback):
+            return _json(503, {"detail": "the callback could not be stored; send it again"})
         recent.add(digest)
         logger.info(
             "callback accepted: scan %s, verification status %s",
             callback.jumio_id_scan_reference,
             getattr(callback.verification_status, "value", callback.verification_status),
         )
+        if handler is None:
+            return _json(200, {"status": "accepted"})
         return _json(200, {"status": "accepted"}, BackgroundTask(run_handler, callback, digest))
 
     router = APIRouter()
@@ -386,6 +449,7 @@ def callback_router(
             400: {"description": "Not an ID Verification callback"},
             403: {"description": "The sender is not on the callback allowlist"},
             413: {"description": "The body is larger than the cap"},
+            503: {"description": "The journal could not store the callback; send it again"},
         },
     )
     return router

@@ -10,6 +10,7 @@ import functools
 import logging
 import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -19,8 +20,9 @@ from _fastapi_support import FORM, serve
 from _support import SAMPLE_APPROVED, SAMPLE_FRAUD
 from fastapi import FastAPI
 
-from netverify_async import ConfigurationError
+from netverify_async import ConfigurationError, JournalError, SqliteJournal
 from netverify_async._constants import CALLBACK_MAX_BODY_BYTES
+from netverify_async._journal import CallbackReconciliation, JournalState
 from netverify_async.callbacks import (
     CallbackOriginVerifier,
     NetverifyCallback,
@@ -378,3 +380,118 @@ async def test_async_callable_objects_and_partials_are_handlers() -> None:
     assert response.status_code == 200
     assert sink == ["xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"]
     callback_router(Recorder())  # an object with an async __call__
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Feeding a journal
+
+APPROVED_REF = "YOURIDSCANREFERENCE"  # the merchant reference of SAMPLE_APPROVED
+SAMPLE_SCAN = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+
+
+@pytest.fixture
+async def journal(tmp_path: Path) -> AsyncIterator[SqliteJournal]:
+    async with SqliteJournal(tmp_path / "uploads.journal") as opened:
+        await opened.mark_sent(APPROVED_REF)
+        await opened.mark_unknown([APPROVED_REF], "RemoteProtocolError")
+        yield opened
+
+
+async def test_a_journal_alone_is_fed_and_the_answer_waits_for_it(journal: SqliteJournal) -> None:
+    app = FastAPI()
+    app.include_router(callback_router(journal=journal, verifier=LOOPBACK))
+    async with serve(app) as url:
+        [response] = await post_all(url, SAMPLE_APPROVED)
+        entry = await journal.get(APPROVED_REF)  # stored before the 200, not in a background task
+    assert response.status_code == 200 and response.json() == {"status": "accepted"}
+    assert entry is not None and entry.state is JournalState.RECEIPT
+    assert entry.scan_reference == SAMPLE_SCAN and entry.reconciled_at is not None
+    assert entry.result is not None and entry.result.approved
+
+
+async def test_a_journal_and_a_handler_both_get_the_callback(
+    journal: SqliteJournal, recorder: Recorder
+) -> None:
+    async with serve(app_with(recorder, journal=journal)) as url:
+        responses = await post_all(url, SAMPLE_APPROVED, SAMPLE_APPROVED, SAMPLE_FRAUD)
+    assert [r.json()["status"] for r in responses] == ["accepted", "duplicate", "accepted"]
+    assert (
+        len(recorder.calls) == 2
+    )  # the fraud sample is for a reference not in the journal: still handed over
+    entry = await journal.get(APPROVED_REF)
+    assert entry is not None and entry.state is JournalState.RECEIPT
+    assert await journal.get("YOURSCANREFERENCE") is None
+
+
+class FlakyJournal:
+    """A journal whose first ``failures`` records fail (a locked or full disk), then work."""
+
+    def __init__(self, inner: SqliteJournal, failures: int) -> None:
+        self.inner = inner
+        self.failures = failures
+
+    async def record_callback(self, callback: NetverifyCallback) -> CallbackReconciliation:
+        if self.failures:
+            self.failures -= 1
+            raise JournalError("database is locked")
+        return await self.inner.record_callback(callback)
+
+
+async def test_a_callback_the_journal_cannot_store_is_answered_503_and_the_redelivery_is_stored(
+    journal: SqliteJournal, recorder: Recorder, caplog: pytest.LogCaptureFixture
+) -> None:
+    flaky = FlakyJournal(journal, failures=1)
+    with caplog.at_level(logging.INFO, logger="netverify_async.fastapi"):
+        async with serve(app_with(recorder, journal=flaky)) as url:
+            failed, redelivered = await post_all(url, SAMPLE_APPROVED, SAMPLE_APPROVED)
+    assert failed.status_code == 503 and "send it again" in failed.json()["detail"]
+    assert redelivered.status_code == 200 and redelivered.json() == {"status": "accepted"}
+    assert len(recorder.calls) == 1  # the handler runs only for the callback that was stored
+    entry = await journal.get(APPROVED_REF)
+    assert entry is not None and entry.state is JournalState.RECEIPT
+    assert "JournalError" in caplog.text and "journal settled" in caplog.text
+    assert APPROVED_REF not in caplog.text and "FIRSTNAME" not in caplog.text  # no merchant reference, no PII
+
+
+async def test_a_second_scan_is_logged_as_a_warning(
+    journal: SqliteJournal, caplog: pytest.LogCaptureFixture
+) -> None:
+    await journal.mark_reconciled(APPROVED_REF, "another-scan-of-the-same-reference")
+    app = FastAPI()
+    app.include_router(callback_router(journal=journal, verifier=LOOPBACK))
+    with caplog.at_level(logging.INFO, logger="netverify_async.fastapi"):
+        async with serve(app) as url:
+            [response] = await post_all(url, SAMPLE_APPROVED)
+    assert response.status_code == 200
+    entry = await journal.get(APPROVED_REF)
+    assert entry is not None and entry.duplicate_scan
+    assert entry.scan_references == ("another-scan-of-the-same-reference", SAMPLE_SCAN)
+    [warning] = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "duplicate_scan" in warning.getMessage()
+
+
+class BatchOnlyJournal:
+    """A custom journal with the batch's methods only (Journal), not record_callback."""
+
+    async def start_run(self) -> None: ...
+
+
+class SyncRecordJournal:
+    def record_callback(self, callback: NetverifyCallback) -> None: ...
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({}, "give a handler, a journal"),
+        ({"journal": BatchOnlyJournal()}, "BatchOnlyJournal cannot learn from callbacks"),
+        ({"journal": SyncRecordJournal()}, "async record_callback"),
+        ({"journal": "uploads.journal"}, "SqliteJournal"),
+    ],
+    ids=["neither", "no-record-callback", "sync-record-callback", "a-path"],
+)
+async def test_journal_settings_are_checked_when_the_router_is_built(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        callback_router(**options)

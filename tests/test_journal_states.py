@@ -6,11 +6,13 @@ import datetime as dt
 import os
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
+import anyio
 import pytest
 
 from netverify_async import (
@@ -21,7 +23,8 @@ from netverify_async import (
     ScanReceipt,
     ValidationIssue,
 )
-from netverify_async._journal import JournalState, SqliteJournal, open_journal
+from netverify_async._journal import SCHEMA_VERSION, JournalState, SqliteJournal, open_journal
+from netverify_async.callbacks import parse_callback
 
 RECEIPT = ScanReceipt(
     scan_reference="scan-1", timestamp=dt.datetime(2024, 5, 1, 12, 0, 0, 123000, dt.timezone.utc)
@@ -140,6 +143,9 @@ async def test_wal_mode_and_full_sync(tmp_path: Path) -> None:
     async with SqliteJournal(path) as journal:
         assert journal._conn is not None
         assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        await journal.begin_item("a")  # committed without its own sync...
+        assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # ...and FULL again after it
+        assert not journal._conn.in_transaction  # nothing left open for a receiver to wait on
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"  # persistent in the file
 
@@ -223,3 +229,176 @@ async def test_a_killed_writer_leaves_sent_rows_and_releases_its_lock(tmp_path: 
         await journal.start_run()  # the OS dropped the dead process's lock
         await journal.finish_run("completed", {})
     assert os.path.exists(str(path) + ".lock")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Owner-only files
+
+PRIVATE_FILES = ("j.sqlite", "j.sqlite-wal", "j.sqlite-shm", "j.sqlite.lock")
+
+
+def file_modes(directory: Path) -> dict[str, int]:
+    return {
+        p.name: stat.S_IMODE(p.stat().st_mode) for p in directory.iterdir() if p.name.startswith("j.sqlite")
+    }
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+async def test_new_journal_files_are_readable_by_their_owner_only(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # the usual default, which would give 0644
+    try:
+        async with SqliteJournal(tmp_path / "j.sqlite") as journal:
+            await journal.start_run()
+            await journal.begin_item("a")
+            await journal.mark_sent("a")
+            modes = file_modes(tmp_path)  # while the -wal and -shm files exist
+            await journal.finish_run("completed", {})
+    finally:
+        os.umask(old_umask)
+    assert set(modes) == set(PRIVATE_FILES)
+    assert modes == dict.fromkeys(PRIVATE_FILES, 0o600)
+
+
+@pytest.mark.anyio
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX file modes")
+async def test_an_existing_journal_keeps_its_mode(tmp_path: Path) -> None:
+    """A journal shared on purpose (a receiver running as another user of the group) is not changed."""
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal(path) as journal:
+        await journal.begin_item("a")
+    path.chmod(0o640)
+    async with SqliteJournal(path) as journal:
+        await journal.mark_sent("a")
+        modes = file_modes(tmp_path)
+    assert modes["j.sqlite"] == 0o640 and modes["j.sqlite-wal"] == 0o640
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Layout upgrades
+
+LAYOUT_1 = """
+CREATE TABLE items (
+    ref TEXT PRIMARY KEY NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'receipt', 'failed', 'unknown')),
+    scan_reference TEXT, receipt_timestamp TEXT, error_type TEXT, error_code TEXT, safe_to_retry INTEGER,
+    sends INTEGER NOT NULL DEFAULT 0, created_at TEXT NOT NULL, updated_at TEXT NOT NULL, reconciled_at TEXT
+) WITHOUT ROWID;
+CREATE INDEX items_by_state ON items (state);
+CREATE TABLE runs (id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL,
+                   counts TEXT);
+INSERT INTO items VALUES ('done', 'receipt', 'scan-1', '2024-05-01T12:00:00.123Z', NULL, NULL, NULL, 1,
+                          '2024-05-01T11:59:00.000Z', '2024-05-01T12:00:01.000Z', NULL);
+INSERT INTO items VALUES ('lost', 'unknown', NULL, NULL, 'ReadError', NULL, 0, 1,
+                          '2024-05-01T11:59:00.000Z', '2024-05-01T12:00:02.000Z', NULL);
+INSERT INTO items VALUES ('found', 'receipt', 'scan-9', NULL, NULL, NULL, NULL, 1,
+                          '2024-05-01T11:59:00.000Z', '2024-05-01T12:00:03.000Z', '2024-05-01T12:00:03.000Z');
+INSERT INTO items VALUES ('later', 'pending', NULL, NULL, NULL, NULL, NULL, 0,
+                          '2024-05-01T11:59:00.000Z', '2024-05-01T11:59:00.000Z', NULL);
+INSERT INTO runs VALUES (1, '2024-05-01T11:58:00.000Z', '2024-05-01T12:01:00.000Z', 'completed', '{"receipt": 2}');
+"""
+
+
+def make_layout_1(path: Path, version: int = 1) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(LAYOUT_1)
+        conn.execute(f"PRAGMA user_version={version}")
+    conn.close()
+
+
+def user_version(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    conn.close()
+    return version
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("version", [1, 0], ids=["layout-1", "layout-1-unversioned"])
+async def test_a_layout_1_journal_is_upgraded_in_place(tmp_path: Path, version: int) -> None:
+    path = tmp_path / "old.sqlite"
+    make_layout_1(path, version)
+    async with SqliteJournal(path) as journal:
+        states = await journal.states()
+        done, lost, found = [await journal.get(ref) for ref in ("done", "lost", "found")]
+        runs = await journal.runs()
+        # the upgraded journal learns from callbacks like a new one
+        learnt = await journal.record_callback(
+            parse_callback(
+                "jumioIdScanReference=scan-2&merchantIdScanReference=lost&verificationStatus=NO_ID_UPLOADED"
+            )
+        )
+    assert user_version(path) == SCHEMA_VERSION == 2
+    assert states == {
+        "done": JournalState.RECEIPT,
+        "lost": JournalState.UNKNOWN,
+        "found": JournalState.RECEIPT,
+        "later": JournalState.PENDING,
+    }
+    assert done is not None and done.receipt == RECEIPT and done.scan_references == ("scan-1",)
+    assert done.sends == 1 and not done.duplicate_scan and done.last_sent_at is None
+    assert found is not None and found.scan_references == ("scan-9",) and found.reconciled_at is not None
+    assert lost is not None and lost.scans == () and lost.error_type == "ReadError"
+    assert runs[0]["counts"] == {"receipt": 2}
+    assert learnt.effect.value == "settled"
+
+
+@pytest.mark.anyio
+async def test_upgrading_is_idempotent_and_safe_when_several_open_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    make_layout_1(path)
+    journals = [SqliteJournal(path) for _ in range(4)]
+    try:
+        async with anyio.create_task_group() as tg:
+            for journal in journals:
+                tg.start_soon(journal.open)  # four connections race to upgrade the same file
+        entries = [await journal.entries() for journal in journals]
+    finally:
+        for journal in journals:
+            await journal.aclose()
+    async with SqliteJournal(path) as journal:  # opening an upgraded journal again changes nothing
+        again = await journal.entries()
+    assert all(e == entries[0] for e in entries) and again == entries[0]
+    assert [e.scan_references for e in again] == [("scan-1",), ("scan-9",), (), ()]
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT count(*) FROM scans").fetchone()[0] == 2
+    conn.close()
+
+
+@pytest.mark.anyio
+async def test_a_journal_of_a_newer_layout_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version=99")
+    conn.close()
+    journal = SqliteJournal(path)
+    with pytest.raises(JournalError, match="layout version 99"):
+        await journal.open()
+    await journal.aclose()
+    assert user_version(path) == 99
+
+
+@pytest.mark.anyio
+async def test_a_pending_row_that_cannot_be_written_leaves_full_sync_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """begin_item commits without a sync of its own; if that write fails, later writes must still sync."""
+    import netverify_async._journal as journal_module
+
+    monkeypatch.setattr(journal_module, "_BUSY_TIMEOUT_S", 0.1)
+    path = tmp_path / "j.sqlite"
+    async with SqliteJournal(path) as journal:
+        await journal.open()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        try:
+            with pytest.raises(JournalError, match="locked"):
+                await journal.begin_item("a")
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert journal._conn is not None and not journal._conn.in_transaction
+        assert journal._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert await journal.begin_item("a") is None  # and the journal works on
+    assert raw_rows(path) == {"a": ("pending", 0)}
