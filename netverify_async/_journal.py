@@ -377,8 +377,7 @@ class SqliteJournal:
                     conn.execute(insert, (ref, now, now))
                     conn.execute("COMMIT")
                 except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
+                    conn.rollback()  # a no-op when the transaction is already gone
                     raise
             finally:
                 conn.execute("PRAGMA synchronous=FULL")
