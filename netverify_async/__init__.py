@@ -69,7 +69,12 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import OutcomeStatus as OutcomeStatus
     from ._batch import check_unique_references as check_unique_references
     from ._enums import ImageRole as ImageRole
+    from ._journal import CallbackEffect as CallbackEffect
+    from ._journal import CallbackJournal as CallbackJournal
+    from ._journal import CallbackReconciliation as CallbackReconciliation
     from ._journal import Journal as Journal
+    from ._journal import JournalScan as JournalScan
+    from ._journal import ScanResult as ScanResult
     from ._journal import JournalEntry as JournalEntry
     from ._journal import JournalState as JournalState
     from ._journal import SqliteJournal as SqliteJournal
@@ -123,6 +128,11 @@ _LAZY = {
     "BatchStatus": "._batch",
     "check_unique_references": "._batch",
     "Journal": "._journal",
+    "CallbackEffect": "._journal",
+    "CallbackJournal": "._journal",
+    "CallbackReconciliation": "._journal",
+    "JournalScan": "._journal",
+    "ScanResult": "._journal",
     "JournalEntry": "._journal",
     "JournalState": "._journal",
     "AdaptiveLimiter": "._ratelimit",
