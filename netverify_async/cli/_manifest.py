@@ -48,6 +48,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 import attrs
 
 from .._constants import MAX_IMAGE_BYTES
+from .._convert import json_type
 from .._errors import NetverifyError, RequestValidationError, ValidationIssue
 
 if TYPE_CHECKING:
@@ -372,19 +373,9 @@ def _jsonl_value(column: str, value: Any) -> str | tuple[str, ...] | ValidationI
             return _issue(column, "bad_text", "holds undecodable text or control characters")
         return items or None
     kind = "a string or a list of strings" if column == "enabled_fields" else "a string"
-    return _issue(column, "type", f"must be {kind}, not a JSON {_json_type(value)}")
+    return _issue(column, "type", f"must be {kind}, not a JSON {json_type(value)}")
 
 
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return type(value).__name__
 
 
 def _jsonl_object(row: int, obj: dict[Any, Any]) -> ManifestRow | InvalidRow:
@@ -420,7 +411,7 @@ def _parse_json_line(line: str) -> tuple[dict[Any, Any] | None, str | None]:
     except ValueError:
         return None, "is not valid JSON"
     if not isinstance(obj, dict):
-        return None, f"must be a JSON object, not a JSON {_json_type(obj)}"
+        return None, f"must be a JSON object, not a JSON {json_type(obj)}"
     return obj, None
 
 
