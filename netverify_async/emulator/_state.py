@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from .. import _convert as convert
 from ._config import EmulatorConfig, Faults, RateWindow
 from ._outcomes import Outcome
 
@@ -42,8 +43,7 @@ def format_timestamp(moment: _dt.datetime | None = None) -> str:
     """``YYYY-MM-DDThh:mm:ss.SSSZ`` in UTC (now, by default), the API's timestamp format."""
     global _second_text
     if moment is not None:
-        moment = moment.astimezone(_dt.timezone.utc)
-        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        return convert.format_timestamp(moment)
     now = time.time()
     second = int(now)
     if _second_text[0] != second:  # strftime once per second, not once per request
