@@ -15,11 +15,10 @@ from collections.abc import Iterator
 
 import anyio
 
-from netverify_async import NetverifyClient, NetverifyRequest, RetryPolicy
-from netverify_async._batch import submit_many
+from netverify_async import NetverifyRequest
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from _batch_support import USER_AGENT, make_request
+from _batch_support import client_for, make_request
 
 
 def requests(prefix: str, count: int) -> Iterator[NetverifyRequest]:
@@ -33,16 +32,8 @@ def emit(payload: dict[str, object]) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    async with NetverifyClient(
-        api_token=args.api_token,
-        api_secret=args.api_secret,
-        user_agent=USER_AGENT,
-        base_url=args.base_url,
-        rate_limit=None,
-        retry=RetryPolicy(max_attempts=2, backoff_base=0.01, backoff_max=0.05),
-    ) as client:
-        async with submit_many(
-            client,
+    async with client_for(args) as client:  # args has the emulator's base_url, api_token and api_secret
+        async with client.submit_many(
             requests(args.prefix, args.count),
             concurrency=args.concurrency,
             journal=args.journal,

@@ -30,8 +30,9 @@ import anyio
 import anyio.abc
 import attrs
 
+from netverify_async._constants import PERFORM_NETVERIFY_PATH, SCANS_PATH
+
 __all__ = [
-    "PERFORM_PATH",
     "Behaviour",
     "Exchange",
     "MisbehavingServer",
@@ -52,8 +53,7 @@ __all__ = [
     "unbufferable_size",
 ]
 
-PERFORM_PATH = "/api/netverify/v2/performNetverify"
-SCANS_PATH = "/api/netverify/v2/scans/"
+SCANS_PREFIX = SCANS_PATH + "/"
 TIMESTAMP = "2024-05-01T09:30:00.000Z"
 _NAMESPACE = uuid.UUID("6f1c1d1e-3b1a-4c55-9d57-0c1f2a3b4c5d")
 _MAX_HEAD = 64 * 1024
@@ -84,6 +84,8 @@ class Received:
     headers: dict[str, str]
     body: bytes = attrs.field(repr=False)
     connection: int
+    #: when the body was complete (``anyio.current_time()``: virtual time in tests that run on it)
+    at: float = attrs.field(factory=anyio.current_time, eq=False, kw_only=True)
     #: the ``merchantIdScanReference`` of a submission (None for anything else)
     reference: str | None = attrs.field(
         default=attrs.Factory(lambda self: _reference_of(self.body), takes_self=True)
@@ -154,13 +156,13 @@ class MisbehavingServer:
         return sum(
             1
             for r in self.requests
-            if r.target == PERFORM_PATH and (reference is None or r.reference == reference)
+            if r.target == PERFORM_NETVERIFY_PATH and (reference is None or r.reference == reference)
         )
 
     def bodies_by_reference(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for r in self.requests:
-            if r.target == PERFORM_PATH and r.reference is not None:
+            if r.target == PERFORM_NETVERIFY_PATH and r.reference is not None:
                 counts[r.reference] = counts.get(r.reference, 0) + 1
         return counts
 
@@ -290,13 +292,13 @@ class Exchange:
 
     def right_answer(self) -> bytes:
         """The receipt (submission) or scan status (retrieval) that belongs to this very request."""
-        if self.target.startswith(SCANS_PATH):
-            return status_body(self.target[len(SCANS_PATH) :].split("/")[0])
+        if self.target.startswith(SCANS_PREFIX):
+            return status_body(self.target[len(SCANS_PREFIX) :].split("/")[0])
         return receipt_body(scan_for(_reference_of(self.body or b"") or "?"))
 
     def wrong_answer(self) -> bytes:
         """An answer of the right shape that names another scan."""
-        if self.target.startswith(SCANS_PATH):
+        if self.target.startswith(SCANS_PREFIX):
             return status_body(scan_for("stray:" + self.target))
         return receipt_body(scan_for(f"stray:{_reference_of(self.body or b'')}"))
 
@@ -376,8 +378,9 @@ async def serve(
 # -- behaviours ------------------------------------------------------------------------------------------------
 
 
-def answer(*plan: Reply | int) -> Behaviour:
-    """Answer the n-th request with ``plan[n]`` (the last entry repeats), then close the connection.
+def answer(*plan: Reply | int, after: float = 0.0) -> Behaviour:
+    """Answer the n-th request with ``plan[n]`` (the last entry repeats), ``after`` seconds after its body
+    arrived, then close the connection.
 
     1xx answers are sent alone and the connection is closed after them (no final answer ever comes).
     """
@@ -387,6 +390,8 @@ def answer(*plan: Reply | int) -> Behaviour:
     async def behaviour(ex: Exchange) -> None:
         if await ex.read_body() is None:
             return
+        if after:
+            await anyio.sleep(after)
         reply = replies[min(seen[0], len(replies) - 1)]
         seen[0] += 1
         await ex.reply(reply)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import attrs
 import pytest
+from _support import free_port
 
 __all__ = ["AccessLogEntry", "NginxProxy", "find_nginx", "free_port", "nginx_proxy"]
 
@@ -71,13 +72,6 @@ def find_nginx() -> str:
             pytest.fail(f"{message}, and CI is set: the proxy tests must run in CI")
         pytest.skip(message)
     return path
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago (also a port nobody listens on, for 'upstream down')."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @attrs.frozen

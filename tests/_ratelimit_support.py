@@ -1,9 +1,11 @@
-"""Support for the rate limiter tests: virtual time on both anyio backends, and the sliding-window check.
+"""Virtual time on both anyio backends (tests marked ``virtual_time``, see conftest), and the sliding-window check.
 
 Virtual time: on trio, ``trio.testing.MockClock(autojump_threshold=0)``; on asyncio, an event loop whose clock
 jumps straight to the next timer whenever every task is blocked. Both make ``anyio.sleep(3600)`` return at
 once while ``anyio.current_time()`` advances by an hour, so the tests can assert exact virtual times without
-depending on the speed of the machine. Only for code that does no real I/O while waiting.
+depending on the speed of the machine. Loopback sockets are fine when their server runs in the same event loop
+(``tests/_misbehaving.py``, ``tests/_hostile.py``): the clock jumps only when no task can run and no socket is
+ready. A worker thread or a server in another thread is not: the clock would jump while it works.
 """
 
 from __future__ import annotations

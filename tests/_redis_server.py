@@ -17,14 +17,9 @@ from collections.abc import Iterator
 from typing import IO
 
 import pytest
+from _support import free_port, stop_process
 
 _START_TIMEOUT_S = 10.0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _ping(port: int) -> bool:
@@ -37,7 +32,7 @@ def _ping(port: int) -> bool:
 
 
 def _start(executable: str, workdir: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [
             executable,
@@ -102,9 +97,4 @@ def redis_server() -> Iterator[str]:
         try:
             yield f"redis://127.0.0.1:{port}/0"
         finally:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            stop_process(process)

@@ -30,9 +30,7 @@ ITEMS = 8
 FAULTS: dict[str, Any] = {"processing_delay": 0, "sequence": ["ok", "slow", "slow"], "slow_seconds": 30.0}
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = pytest.mark.both_loops
 
 
 def live_batch_tasks() -> list[str]:

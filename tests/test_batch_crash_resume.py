@@ -22,6 +22,7 @@ from typing import IO, Any
 import anyio
 import httpx
 import pytest
+from _support import stop_process
 
 from netverify_async import JournalState, SqliteJournal
 
@@ -79,12 +80,7 @@ def emulator() -> Iterator[str]:
         assert first is not None and first.startswith("listening on "), first
         yield first.split()[-1].strip()
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=10)
 
 
 def admin(base_url: str, method: str, name: str, body: dict[str, Any] | None = None) -> Any:

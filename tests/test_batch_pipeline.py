@@ -18,30 +18,25 @@ from _batch_support import (
     refs,
     scans_per_reference,
 )
+from _support import gated_emulator
 
 from netverify_async import (
     BatchItemError,
-    ConfigurationError,
-    NetverifyClient,
-    NetverifyRequest,
-    PreflightError,
-    RequestValidationError,
-    ScanReceipt,
-)
-from netverify_async._batch import (
     BatchOutcome,
     BatchProgress,
     BatchStatus,
+    ConfigurationError,
+    NetverifyClient,
+    NetverifyRequest,
     OutcomeStatus,
+    PreflightError,
+    RequestValidationError,
+    ScanReceipt,
     check_unique_references,
-    submit_many,
 )
 from netverify_async.emulator import run_emulator
 
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = pytest.mark.both_loops
 
 
 async def collect(batch: Any) -> list[BatchOutcome]:
@@ -96,22 +91,24 @@ async def test_mixed_batch_gives_one_typed_outcome_per_item_and_sends_only_the_g
 
 @pytest.mark.anyio
 async def test_outcomes_come_in_completion_order_not_input_order() -> None:
-    # "first" reaches the emulator first and is answered 3 s late (its scan is created at once); "second" is
-    # read from the input only once that scan exists, and is answered at once: its outcome must come first
-    # although both are in flight together.
-    async with (
-        run_emulator(processing_delay=0, sequence=["slow"], slow_seconds=3.0) as emu,
-        client_for(emu) as client,
-    ):
+    # "first" reaches the emulator first, which creates its scan but holds the answer; "second" is read from the
+    # input only then, and is answered at once: its outcome must come out while "first" is still waiting (a batch
+    # that kept input order would wait for "first" until fail_after ends the test).
+    async with gated_emulator(hold=lambda n: n == 1) as (emu, gate), client_for(emu) as client:
 
         async def requests() -> AsyncIterator[NetverifyRequest]:
             yield make_request("first")
             with anyio.fail_after(20):
-                while emu.stats.scans_created < 1:
+                while gate.held < 1:
                     await anyio.sleep(0.01)
             yield make_request("second")
 
-        outcomes = await collect(client.submit_many(requests(), concurrency=2))
+        async with client.submit_many(requests(), concurrency=2) as batch:
+            with anyio.fail_after(20):
+                early = await anext(batch)
+                assert emu.stats.scans_created == 2 and gate.held == 1  # "first" is still in flight
+                gate.open()
+                outcomes = [early, *[o async for o in batch]]
     assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT, OutcomeStatus.RECEIPT]
     assert [o.merchant_id_scan_reference for o in outcomes] == ["second", "first"]
     assert [o.index for o in outcomes] == [1, 0]
@@ -119,11 +116,15 @@ async def test_outcomes_come_in_completion_order_not_input_order() -> None:
 
 @pytest.mark.anyio
 async def test_invalid_items_are_reported_before_uploads_finish() -> None:
-    async with run_emulator(processing_delay=0, latency=0.3) as emu, client_for(emu) as client:
+    async with gated_emulator() as (emu, gate), client_for(emu) as client:
         items = [make_request("a"), make_request("b"), make_request("a")]
-        outcomes = await collect(client.submit_many(items, concurrency=2))
-    assert outcomes[0].index == 2 and outcomes[0].status is OutcomeStatus.INVALID
-    assert {o.index for o in outcomes[1:]} == {0, 1}
+        async with client.submit_many(items, concurrency=2) as batch:
+            with anyio.fail_after(20):
+                first = await anext(batch)  # every answer is held: no upload can have finished
+                gate.open()
+                rest = [o async for o in batch]
+    assert first.index == 2 and first.status is OutcomeStatus.INVALID
+    assert {o.index for o in rest} == {0, 1}
 
 
 @pytest.mark.anyio
@@ -201,14 +202,17 @@ async def test_byte_budget_caps_what_is_in_flight() -> None:
     image = png_bytes(400, 60, noisy=True)  # about 72 kB, incompressible
     budget = 500_000  # room for two items (raw + body estimate), far less than concurrency 8 would take
     requests = [make_request(ref, image) for ref in refs("budget", 10)]
-    async with run_emulator(processing_delay=0, latency=0.1) as emu:
+    # the first answer is held until a second upload reaches the emulator: the budget must let two overlap (if
+    # it let only one through at a time, fail_after would end the test)
+    async with gated_emulator(hold=lambda n: n == 1, open_at=2) as (emu, _):
         async with client_for(emu, client_class=MeasuringClient) as client:
             async with client.submit_many(requests, concurrency=8, max_bytes_in_flight=budget) as batch:
-                outcomes = await outcomes_of(batch)
+                with anyio.fail_after(30):
+                    outcomes = await outcomes_of(batch)
     assert all(o.status is OutcomeStatus.RECEIPT for o in outcomes)
     assert batch.peak_bytes_in_flight <= budget
-    assert client.peak_body_bytes <= budget
-    assert 1 < client.peak_uploads < 8  # several uploads overlapped, but the budget held the others back
+    assert client.peak_body_bytes <= budget  # the budget held the others back
+    assert 2 <= client.peak_uploads < 8
 
 
 @pytest.mark.anyio
@@ -351,13 +355,13 @@ async def test_an_input_that_raises_finishes_what_was_read_then_raises() -> None
 async def test_arguments_are_checked_before_anything_starts() -> None:
     async with run_emulator(processing_delay=0) as emu, client_for(emu) as client:
         with pytest.raises(ConfigurationError, match="concurrency"):
-            submit_many(client, [], concurrency=0)
+            client.submit_many([], concurrency=-1)
         with pytest.raises(ConfigurationError, match="requests"):
-            submit_many(client, "abc", concurrency=1)  # type: ignore[arg-type]
+            client.submit_many("abc", concurrency=1)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="requests"):
-            submit_many(client, make_request("x"), concurrency=1)  # type: ignore[arg-type]
+            client.submit_many(make_request("x"), concurrency=1)  # type: ignore[arg-type]
         with pytest.raises(ConfigurationError, match="max_bytes_in_flight"):
-            submit_many(client, [], concurrency=1, max_bytes_in_flight=0)
+            client.submit_many([], concurrency=1, max_bytes_in_flight=0)
         empty = await collect(client.submit_many([], concurrency=1))
     assert empty == []
 

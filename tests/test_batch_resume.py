@@ -26,9 +26,7 @@ from netverify_async.emulator import run_emulator
 REFS = refs("resume", 8)
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = pytest.mark.both_loops
 
 
 def requests() -> Any:

@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ import anyio
 import pytest
 from _batch_support import client_for, make_request, refs, scans_per_reference
 from _misbehaving import Reply, answer_by_reference, serve
+from _support import closed_port_url
 
 from netverify_async import (
     BatchStatus,
@@ -32,16 +32,7 @@ from netverify_async.emulator import run_emulator
 ITEMS = 12
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def closed_port() -> int:
-    """A loopback port with nothing listening: every connection is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+pytestmark = pytest.mark.both_loops
 
 
 @pytest.mark.anyio
@@ -103,7 +94,7 @@ async def test_cancelled_during_an_outage_nothing_is_unknown_and_the_next_run_se
 ) -> None:
     journal_path = tmp_path / "outage.sqlite"
     references = refs("outage", 6)
-    down = f"http://127.0.0.1:{closed_port()}"
+    down = closed_port_url()
     slow_retries = RetryPolicy(max_attempts=50, backoff_base=0.2, backoff_max=0.2, deadline=None)
     fake: Any = type("Emu", (), {"api_token": "t", "api_secret": "s", "base_url": down})()
     async with client_for(fake, retry=slow_retries) as client:

@@ -23,9 +23,7 @@ APAC_NEW = "13.238.100.17"
 STRANGER = "198.51.100.23"
 
 
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = pytest.mark.both_loops
 
 
 # -- the default allowlist --------------------------------------------------------------------------

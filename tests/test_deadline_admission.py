@@ -13,19 +13,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from _ratelimit_support import virtual_backend
 
 from netverify_async import DeadlineExceeded, FailureKind, NetverifyClient, RetryPolicy, ScanReceipt
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time, pytest.mark.timeout(60)]
 
 RECEIPT = {"timestamp": "2024-05-01T09:30:00.000Z", "jumioIdScanReference": "4bd9b5cf-0a5d-4d39-a5a4-4d1f0c3c1e11"}
 BODY = json.dumps({"merchantIdScanReference": "x"}).encode()
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return virtual_backend(request.param)
 
 
 class Server:

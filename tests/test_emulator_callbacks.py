@@ -6,12 +6,13 @@ import json
 import re
 from typing import Any
 
-import httpx
 import pytest
+from _support import api_client
 
 from netverify_async import ConfigurationError
+from netverify_async._constants import PERFORM_NETVERIFY_PATH as PERFORM
+from netverify_async._constants import SCANS_PATH as SCANS
 from netverify_async.emulator import (
-    API_HEADERS,
     EmulatorConfig,
     Outcome,
     ReceivedCallback,
@@ -25,17 +26,11 @@ from netverify_async.emulator import (
 
 pytestmark = pytest.mark.anyio
 
-PERFORM = "/api/netverify/v2/performNetverify"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 async def submit(emu: RunningEmulator, reference: str, **fields: Any) -> str:
-    async with httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client:
+    async with api_client(emu) as client:
         response = await client.post(PERFORM, json=submission_body(reference, **fields))
     assert response.status_code == 200, response.text
     ref: str = response.json()["jumioIdScanReference"]
@@ -89,7 +84,7 @@ async def test_the_merchant_reference_chooses_the_outcome(
     else:
         assert form["idType"] == "PASSPORT"
         assert form["idCountry"] == "AUT"
-        assert form["idScanImage"].endswith(f"/api/netverify/v2/scans/{ref}/images/front")
+        assert form["idScanImage"].endswith(f"{SCANS}/{ref}/images/front")
 
 
 async def test_fraud_carries_a_reject_reason_with_a_list_of_details() -> None:
@@ -267,10 +262,10 @@ async def test_a_scan_deleted_before_processing_gets_no_final_callback() -> None
     async with (
         run_callback_receiver() as receiver,
         run_emulator(processing_delay=1.5, allow_http_callbacks=True) as emu,
-        httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client,
+        api_client(emu) as client,
     ):
         ref = await submit(emu, "order", callbackUrl=receiver.url)
-        assert (await client.delete(f"/api/netverify/v2/scans/{ref}")).status_code == 200
+        assert (await client.delete(f"{SCANS}/{ref}")).status_code == 200
         [record] = await emu.wait_for_callbacks(1)
         assert receiver.received == []
     assert record.reason == "scan deleted"

@@ -3,38 +3,21 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
-from collections.abc import AsyncIterator
 
 import anyio
 import httpx
 import pytest
+from _support import api_client
 
+from netverify_async._constants import PERFORM_NETVERIFY_PATH as PERFORM
+from netverify_async._constants import SCANS_PATH as SCANS
 from netverify_async.emulator import API_HEADERS, RunningEmulator, run_emulator, sample_image, submission_body
 
 pytestmark = pytest.mark.anyio
 
-PERFORM = "/api/netverify/v2/performNetverify"
-SCANS = "/api/netverify/v2/scans"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def emu(anyio_backend: str) -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(processing_delay=0) as running:
-        yield running
-
-
-@pytest.fixture
-async def client(emu: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    emu.reset()
-    async with httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as c:
-        yield c
 
 
 async def submit(client: httpx.AsyncClient, reference: str = "order-1", **fields: object) -> str:
@@ -45,14 +28,17 @@ async def submit(client: httpx.AsyncClient, reference: str = "order-1", **fields
 
 
 async def test_status_is_pending_until_the_processing_delay_has_passed() -> None:
-    async with (
-        run_emulator(processing_delay=1.0) as emu,
-        httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client,
-    ):
+    # polls until DONE (no fixed sleep to race the delay); the clock is read before the submission, so the scan
+    # was created after ``started``: a DONE seen before ``started + delay`` would be too early
+    delay = 1.0
+    async with run_emulator(processing_delay=delay) as emu, api_client(emu) as client:
+        started = time.monotonic()
         ref = await submit(client)
         first = await client.get(f"{SCANS}/{ref}")
-        await anyio.sleep(1.1)
-        later = await client.get(f"{SCANS}/{ref}")
+        with anyio.fail_after(20):
+            while (await client.get(f"{SCANS}/{ref}")).json()["status"] != "DONE":
+                await anyio.sleep(0.02)
+        done_after = time.monotonic() - started
 
     assert first.status_code == 200
     body = first.json()
@@ -60,7 +46,7 @@ async def test_status_is_pending_until_the_processing_delay_has_passed() -> None
     assert TIMESTAMP.fullmatch(body["timestamp"])
     assert body["scanReference"] == ref
     assert body["status"] == "PENDING"
-    assert later.json()["status"] == "DONE"
+    assert done_after >= delay
 
 
 async def test_scan_without_an_id_ends_failed(client: httpx.AsyncClient) -> None:
@@ -135,7 +121,7 @@ async def test_unsupported_type_reports_type_unsupported(client: httpx.AsyncClie
 async def test_details_while_pending_have_no_verification() -> None:
     async with (
         run_emulator(processing_delay=60) as emu,
-        httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as client,
+        api_client(emu) as client,
     ):
         ref = await submit(client)
         data = (await client.get(f"{SCANS}/{ref}/data")).json()

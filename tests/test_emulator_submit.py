@@ -10,36 +10,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from _support import api_client
 
+from netverify_async._constants import PERFORM_NETVERIFY_PATH as PERFORM
 from netverify_async.emulator import API_HEADERS, RunningEmulator, run_emulator, sample_image, submission_body
 
 pytestmark = pytest.mark.anyio
 
-PERFORM = "/api/netverify/v2/performNetverify"
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-
-
-@pytest.fixture(scope="module")
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-async def shared_emulator(anyio_backend: str) -> AsyncIterator[RunningEmulator]:
-    async with run_emulator(processing_delay=0) as running:
-        yield running
-
-
-@pytest.fixture
-def emu(shared_emulator: RunningEmulator) -> RunningEmulator:
-    shared_emulator.reset()
-    return shared_emulator
-
-
-@pytest.fixture
-async def client(emu: RunningEmulator) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as c:
-        yield c
 
 
 def assert_jumio_headers(response: httpx.Response) -> None:
@@ -244,7 +222,7 @@ async def test_loopback_http_callback_url_is_refused_unless_allowed(client: http
 
     async with (
         run_emulator(processing_delay=0, allow_http_callbacks=True) as permissive,
-        httpx.AsyncClient(base_url=permissive.base_url, auth=permissive.auth, headers=API_HEADERS) as c,
+        api_client(permissive) as c,
     ):
         response = await c.post(PERFORM, json=body)
         assert response.status_code == 200, response.text
@@ -254,7 +232,7 @@ async def test_loopback_http_callback_url_is_refused_unless_allowed(client: http
 async def test_body_over_the_configured_limit_is_refused_without_a_scan() -> None:
     async with (
         run_emulator(processing_delay=0, max_body_bytes=1000) as emu,
-        httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as c,
+        api_client(emu) as c,
     ):
         response = await c.post(PERFORM, json=submission_body())
         assert response.status_code == 413
@@ -265,7 +243,7 @@ async def test_body_over_the_configured_limit_is_refused_without_a_scan() -> Non
 async def test_image_checks_can_be_switched_off() -> None:
     async with (
         run_emulator(processing_delay=0, check_images=False) as emu,
-        httpx.AsyncClient(base_url=emu.base_url, auth=emu.auth, headers=API_HEADERS) as c,
+        api_client(emu) as c,
     ):
         response = await c.post(PERFORM, json=submission_body(frontsideImage=sample_image(50, 50)))
         assert response.status_code == 200

@@ -20,9 +20,14 @@ from _fastapi_support import FORM, serve
 from _support import SAMPLE_APPROVED, SAMPLE_FRAUD
 from fastapi import FastAPI
 
-from netverify_async import ConfigurationError, JournalError, SqliteJournal
+from netverify_async import (
+    CallbackReconciliation,
+    ConfigurationError,
+    JournalError,
+    JournalState,
+    SqliteJournal,
+)
 from netverify_async._constants import CALLBACK_MAX_BODY_BYTES
-from netverify_async._journal import CallbackReconciliation, JournalState
 from netverify_async.callbacks import (
     CallbackOriginVerifier,
     NetverifyCallback,

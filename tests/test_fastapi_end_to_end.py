@@ -12,10 +12,10 @@ import anyio
 import httpx
 import pytest
 from _fastapi_support import loopback_socket, serve, url_of
-from _support import USER_AGENT, make_jpeg
+from _support import emulator_client, make_jpeg
 from fastapi import FastAPI
 
-from netverify_async import Image, NetverifyClient, NetverifyRequest, ScanState
+from netverify_async import Image, NetverifyRequest, ScanState
 from netverify_async.callbacks import (
     CallbackOriginVerifier,
     IdentityVerification,
@@ -29,16 +29,6 @@ from netverify_async.fastapi import NetverifyClientDep, callback_router, netveri
 pytestmark = pytest.mark.anyio
 
 LOOPBACK = CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])
-
-
-def client_for(emu: Any) -> NetverifyClient:
-    return NetverifyClient(
-        api_token=emu.api_token,
-        api_secret=emu.api_secret,
-        user_agent=USER_AGENT,
-        base_url=emu.base_url,
-        rate_limit=None,
-    )
 
 
 def request_for(reference: str) -> NetverifyRequest:
@@ -67,7 +57,7 @@ async def test_every_emulator_outcome_comes_back_to_the_apps_handler_typed() -> 
     async with run_emulator(
         processing_delay=0.05, allow_http_callbacks=True, callback_url_override=callback_url
     ) as emu:
-        app = FastAPI(lifespan=netverify_lifespan(lambda: client_for(emu)))
+        app = FastAPI(lifespan=netverify_lifespan(lambda: emulator_client(emu)))
         app.include_router(callback_router(on_callback, verifier=LOOPBACK))
 
         @app.post("/submit/{outcome}")
@@ -156,7 +146,7 @@ async def test_a_redelivered_callback_reaches_the_handler_once() -> None:
         callback_url_override=url_of(sock) + "/netverify/callback",
         callback_backoff=0.05,
     ) as emu:
-        async with serve(app, sock), client_for(emu) as client:
+        async with serve(app, sock), emulator_client(emu) as client:
             receipt = await client.perform_netverify(request_for("again#approved"))
             [record] = await emu.wait_for_callbacks(1, timeout=30)
             with anyio.fail_after(30):
@@ -172,8 +162,8 @@ def closed_port_url() -> tuple[socket.socket, str]:
     return holder, url_of(holder) + "/netverify/callback"
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_when_the_callback_never_arrives_polling_gets_the_result(anyio_backend: str) -> None:
+@pytest.mark.both_loops
+async def test_when_the_callback_never_arrives_polling_gets_the_result() -> None:
     holder, dead_url = closed_port_url()
     try:
         async with run_emulator(
@@ -182,7 +172,7 @@ async def test_when_the_callback_never_arrives_polling_gets_the_result(anyio_bac
             callback_url_override=dead_url,
             callback_retries=0,
         ) as emu:
-            async with client_for(emu) as client:
+            async with emulator_client(emu) as client:
                 receipt = await client.perform_netverify(request_for("lost-callback#fraud"))
                 with anyio.fail_after(30):
                     details = await client.wait_for_result(

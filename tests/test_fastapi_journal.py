@@ -19,13 +19,12 @@ import pytest
 from _batch_support import client_for, make_request
 from fastapi import FastAPI
 
-from netverify_async import OutcomeStatus, SqliteJournal
-from netverify_async._journal import JournalState
+from netverify_async import JournalState, OutcomeStatus, SqliteJournal
 from netverify_async.callbacks import CallbackOriginVerifier
 from netverify_async.emulator import RunningEmulator, run_emulator, serve_asgi
 from netverify_async.fastapi import callback_router
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_loops]
 
 LOOPBACK = CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])
 PATH = "/netverify/callback"
@@ -35,11 +34,6 @@ REFS = {
     "e2e-3#unreadable": "ERROR_NOT_READABLE_ID",
 }
 _Message = MutableMapping[str, Any]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 class Gate:

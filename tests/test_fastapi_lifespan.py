@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from _fastapi_support import serve
-from _support import USER_AGENT
+from _support import USER_AGENT, emulator_client
 from fastapi import Depends, FastAPI, HTTPException, Request
 
 from netverify_async import ConfigurationError, NetverifyClient, NotFoundError
@@ -101,13 +101,7 @@ async def test_the_client_reaches_the_emulator_from_a_route(emulator: Any, make_
     factory = Factory(emulator.base_url)
     app = app_with_routes(netverify_lifespan(factory))
     async with serve(app) as url:
-        async with NetverifyClient(
-            api_token=emulator.api_token,
-            api_secret=emulator.api_secret,
-            user_agent=USER_AGENT,
-            base_url=emulator.base_url,
-            rate_limit=None,
-        ) as other:
+        async with emulator_client(emulator) as other:
             receipt = await other.perform_netverify(make_request("lifespan-1"))
         async with httpx.AsyncClient(base_url=url, trust_env=False) as http:
             answer = await http.get(f"/status/{receipt.scan_reference}")

@@ -18,19 +18,17 @@ from __future__ import annotations
 import random
 import zlib
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import anyio
 import attrs
 import pytest
-from _support import USER_AGENT, SleepRecorder
+from _support import RequestFactory, SleepRecorder, emulator_client
 
 from netverify_async import (
     FailureKind,
     NetverifyClient,
     NetverifyError,
-    NetverifyRequest,
     OutcomeStatus,
     RequestError,
     RetryEvent,
@@ -42,7 +40,6 @@ from netverify_async.emulator import run_emulator
 
 pytestmark = pytest.mark.anyio
 
-RequestFactory = Callable[..., NetverifyRequest]
 ITEMS = 12
 RATE = 0.3
 
@@ -126,15 +123,11 @@ def check_invariants(run: Run, references: list[str], stats: Any, policy: RetryP
 
 
 def client_for(emu: Any, run: Run, policy: RetryPolicy) -> NetverifyClient:
-    return NetverifyClient(
-        api_token=emu.api_token,
-        api_secret=emu.api_secret,
-        user_agent=USER_AGENT,
-        base_url=emu.base_url,
-        rate_limit=None,
+    return emulator_client(
+        emu,
+        run.sleeps,
         preflight=False,  # valid images; the matrix is about the wire
         retry=policy,
-        sleep=run.sleeps,
         on_retry=run.events.append,
     )
 

@@ -7,9 +7,9 @@ asyncio with both transports and on trio, against a raw loopback server (``tests
 
 from __future__ import annotations
 
+import functools
 import gc
 import tracemalloc
-from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
@@ -26,13 +26,12 @@ from _hostile import (
     serve_hostile,
     truncated,
 )
-from _support import USER_AGENT, SleepRecorder
+from _support import ONE_MODE_PER_LOOP, RequestFactory, SleepRecorder, client_at, in_modes, outcome_of
 
 from netverify_async import (
     DeadlineExceeded,
     FailureKind,
-    NetverifyError,
-    NetverifyRequest,
+    NetverifyClient,
     RateLimitedError,
     ReadError,
     ResponseError,
@@ -41,45 +40,25 @@ from netverify_async import (
     ServerError,
     SubmissionOutcomeUnknown,
 )
-from netverify_async._client import DEFAULT_MAX_RESPONSE_BYTES, NetverifyClient
+from netverify_async._client import DEFAULT_MAX_RESPONSE_BYTES
+from netverify_async._constants import PERFORM_NETVERIFY_PATH
 
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-RequestFactory = Callable[..., NetverifyRequest]
 
-MODES = [("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "httpx")]
 #: Enough for cases where the transport plays no part beyond delivering bytes: one run per event loop.
-ONE_PER_LOOP = pytest.mark.parametrize(
-    "mode", [("asyncio", "aiohttp"), ("trio", "httpx")], ids=["asyncio-aiohttp", "trio-httpx"]
-)
+ONE_PER_LOOP = in_modes(*ONE_MODE_PER_LOOP)
 
 
-@pytest.fixture(params=MODES, ids=[f"{b}-{t}" for b, t in MODES])
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(event loop, transport); tests marked ONE_PER_LOOP replace the parameters."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(mode: tuple[str, str]) -> str:
-    return mode[0]
-
-
-@pytest.fixture
-def transport(mode: tuple[str, str]) -> str:
-    return mode[1]
+#: The call's result or the library error it raised, within 8 s (well inside the policy's 10 s deadline).
+typed_outcome = functools.partial(outcome_of, within=8.0)
 
 
 def client_for(
     server: HostileServer, transport: str, sleeps: SleepRecorder, **kwargs: Any
 ) -> NetverifyClient:
     params: dict[str, Any] = {
-        "api_token": "hostile-test-token",
-        "api_secret": "hostile-test-secret",
-        "user_agent": USER_AGENT,
-        "base_url": server.base_url,
-        "rate_limit": None,
         "retrieval_rate_limit": None,
         "preflight": False,  # the image is valid; these tests are about answers
         "transport": transport,
@@ -87,16 +66,7 @@ def client_for(
         "retry": RetryPolicy(max_attempts=3, attempt_timeout=5, deadline=10),
     }
     params.update(kwargs)
-    return NetverifyClient(**params)
-
-
-async def typed_outcome(call: Awaitable[T], *, within: float = 8.0) -> T | NetverifyError:
-    """The call's result or the library error it raised; any other exception (or a hang) fails the test."""
-    with anyio.fail_after(within):
-        try:
-            return await call
-        except NetverifyError as exc:
-            return exc
+    return client_at(server.base_url, **params)
 
 
 def assert_unknown(outcome: object, reference: str) -> SubmissionOutcomeUnknown:
@@ -262,28 +232,38 @@ async def test_garbage_status_line_is_a_typed_error(
 DRIP_POLICY = RetryPolicy(attempt_timeout=1, deadline=3)
 
 
+@pytest.mark.virtual_time  # the drip and the timeouts on the same virtual clock: exact times
 @pytest.mark.parametrize("phase", ["head", "body"])
 async def test_dripping_answer_to_a_submission_ends_at_the_attempt_timeout(
     mode: tuple[str, str], transport: str, sleeps: SleepRecorder, make_request: RequestFactory, phase: str
 ) -> None:
     async with serve_hostile(drip(phase=phase)) as server:
         async with client_for(server, transport, sleeps, retry=DRIP_POLICY) as client:
-            outcome = await typed_outcome(client.perform_netverify(make_request("drip")), within=3.5)
+            started = anyio.current_time()
+            outcome = await typed_outcome(client.perform_netverify(make_request("drip")))
+            took = anyio.current_time() - started
     unknown = assert_unknown(outcome, "drip")
     assert isinstance(unknown.__cause__, ReadError)
+    assert took == pytest.approx(DRIP_POLICY.attempt_timeout)  # not a moment longer, although bytes kept coming
     assert server.connections == 1
-    assert server.bytes_sent >= 3  # it really was dripping while the client waited
+    assert server.bytes_sent >= 9  # it really was dripping (one byte every 0.1 s) while the client waited
 
 
-@pytest.mark.parametrize("mode", [("asyncio", "aiohttp")], ids=["asyncio-aiohttp"])
+@pytest.mark.virtual_time
+@in_modes(("asyncio", "aiohttp"))
 async def test_dripping_answer_to_a_get_is_retried_until_the_deadline(
     transport: str, sleeps: SleepRecorder
 ) -> None:
+    # each attempt ends at its 1 s timeout; after the first, 2 s of the 3 s deadline leave room for one more
+    # attempt (1 s), after the second only 1 s is left: no room for a third
     async with serve_hostile(drip(phase="body")) as server:
         async with client_for(server, transport, sleeps, retry=DRIP_POLICY) as client:
-            outcome = await typed_outcome(client.scan_status("scan-2"), within=4.5)
-    assert isinstance(outcome, (DeadlineExceeded, ReadError)), repr(outcome)
-    assert 2 <= server.connections <= 4
+            started = anyio.current_time()
+            outcome = await typed_outcome(client.scan_status("scan-2"))
+            took = anyio.current_time() - started
+    assert isinstance(outcome, DeadlineExceeded), repr(outcome)
+    assert server.connections == 2
+    assert took == pytest.approx(2 * DRIP_POLICY.attempt_timeout)  # the recorder skipped the wait in between
 
 
 # -- redirects are never followed -------------------------------------------------------------------------------
@@ -299,7 +279,7 @@ async def test_redirect_is_refused_and_the_target_receives_nothing(
     transport: str, sleeps: SleepRecorder, make_request: RequestFactory, status: int, own_http_client: bool
 ) -> None:
     async with serve_hostile(respond(200, RECEIPT_BODY)) as target:
-        location = f"{target.base_url}/api/netverify/v2/performNetverify"
+        location = f"{target.base_url}{PERFORM_NETVERIFY_PATH}"
         behaviour = respond(status, b"", content_type=None, headers=[("Location", location)])
         async with serve_hostile(behaviour) as origin:
             extra: dict[str, Any] = {}

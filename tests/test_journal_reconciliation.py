@@ -19,16 +19,17 @@ from typing import Any
 import anyio
 import pytest
 
-from netverify_async import BadRequestError, ScanReceipt
-from netverify_async._journal import (
+from netverify_async import (
+    BadRequestError,
     CallbackEffect,
     CallbackJournal,
     JournalState,
+    ScanReceipt,
     SqliteJournal,
 )
 from netverify_async.callbacks import NetverifyCallback, parse_callback
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_loops]
 
 SCAN_A = "aaaaaaaa-0000-4000-8000-000000000001"
 SCAN_B = "bbbbbbbb-0000-4000-8000-000000000002"
@@ -52,11 +53,6 @@ FRAUD_REASON = json.dumps(
         "rejectReasonDetails": [{"detailsCode": "1001", "detailsDescription": "PHOTO"}],
     }
 )
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def callback(

@@ -18,12 +18,14 @@ import pytest
 from netverify_async import (
     BadRequestError,
     JournalError,
+    JournalState,
     RateLimitedError,
     RequestValidationError,
     ScanReceipt,
+    SqliteJournal,
     ValidationIssue,
 )
-from netverify_async._journal import SCHEMA_VERSION, JournalState, SqliteJournal, open_journal
+from netverify_async._journal import SCHEMA_VERSION, open_journal
 from netverify_async.callbacks import parse_callback
 
 RECEIPT = ScanReceipt(

@@ -13,43 +13,35 @@ What a proxy adds is answers the API never gives itself, with HTML bodies and no
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from _nginx import free_port, nginx_proxy
-from _support import USER_AGENT, SleepRecorder
+from _nginx import nginx_proxy
+from _support import RequestFactory, SleepRecorder, client_at, free_port
 
 from netverify_async import (
     AdaptiveLimiter,
     FailureKind,
     NetverifyClient,
     NetverifyError,
-    NetverifyRequest,
     RetryEvent,
     RetryPolicy,
     ScanReceipt,
     ServerError,
     SubmissionOutcomeUnknown,
 )
+from netverify_async._constants import PERFORM_NETVERIFY_PATH
 from netverify_async.emulator import run_emulator
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.both_loops]
 
-RequestFactory = Callable[..., NetverifyRequest]
-SUBMIT_PATH = "/api/netverify/v2/performNetverify"
 #: Seconds the emulator takes for a "slow" answer: past nginx's proxy_read_timeout (1 s), not much more.
 SLOW = 1.3
 #: nginx's limit_req rate for the adaptive test. 20/s rather than 10/s only halves the run time (about 8 s
 #: instead of 15 s for 120 submissions); the limiter behaves the same way at both rates.
 PROXY_RATE = "20r/s"
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
 
 
 def port_of(base_url: str) -> int:
@@ -60,15 +52,12 @@ def client_for(base_url: str, sleeps: SleepRecorder | None, **kwargs: Any) -> Ne
     params: dict[str, Any] = {
         "api_token": "emulator-api-token",
         "api_secret": "emulator-api-secret",
-        "user_agent": USER_AGENT,
-        "base_url": base_url,
-        "rate_limit": None,
         "preflight": False,  # the images are valid; keep the CPU for the proxy and the emulator
         "sleep": sleeps,
         "retry": RetryPolicy(max_attempts=3, attempt_timeout=10, deadline=20),
     }
     params.update(kwargs)
-    return NetverifyClient(**params)
+    return client_at(base_url, **params)
 
 
 async def test_504_on_a_submission_is_an_unknown_outcome_without_a_duplicate(
@@ -84,7 +73,7 @@ async def test_504_on_a_submission_is_an_unknown_outcome_without_a_duplicate(
         scans = emu.stats.scans_by_merchant_reference.get("via-nginx", ())
     cause = info.value.__cause__
     assert isinstance(cause, ServerError) and cause.status_code == 504 and cause.body is None
-    assert [(e.status, e.uri) for e in log] == [(504, SUBMIT_PATH)]  # sent once, never resent
+    assert [(e.status, e.uri) for e in log] == [(504, PERFORM_NETVERIFY_PATH)]  # sent once, never resent
     assert len(scans) == 1  # the scan exists: "unknown" was the right answer, and there is no duplicate
     assert sleeps.waits == []
 
@@ -122,7 +111,7 @@ async def test_502_with_the_upstream_down(
     assert isinstance(cause, ServerError) and cause.status_code == 502 and not cause.safe_to_retry
     assert get_info.value.status_code == 502 and get_info.value.attempts == 3
     assert [e.status for e in log] == [502] * 4  # the submission once, the GET three times
-    assert log[0].uri == SUBMIT_PATH and log[0].upstream_status == "502"  # nginx could not connect
+    assert log[0].uri == PERFORM_NETVERIFY_PATH and log[0].upstream_status == "502"  # nginx could not connect
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
@@ -154,7 +143,7 @@ async def test_adaptive_limiter_settles_under_the_proxy_rate(
                     async with anyio.create_task_group() as tg:
                         for index in range(total):
                             tg.start_soon(submit, index)
-            log = [e for e in proxy.access_log(at_least=total) if e.uri == SUBMIT_PATH]
+            log = [e for e in proxy.access_log(at_least=total) if e.uri == PERFORM_NETVERIFY_PATH]
         stats = emu.stats
     receipts = [o for o in outcomes.values() if isinstance(o, ScanReceipt)]
     assert len(receipts) == total, {k: repr(v) for k, v in outcomes.items() if not isinstance(v, ScanReceipt)}

@@ -14,13 +14,12 @@ import base64
 import datetime as dt
 import io
 import logging
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import anyio
 import pytest
-from _support import USER_AGENT, SleepRecorder
+from _support import ONE_MODE_PER_LOOP, SleepRecorder, client_at, closed_port_url, in_modes
 
 from netverify_async import (
     Consent,
@@ -47,18 +46,6 @@ PERSONAL_NUMBER = "PN44220088"
 DOB = dt.date(1961, 7, 19)
 USER_IP = "198.51.100.73"
 IMAGE_MARKER = b"IMG-SENTINEL-c0ffee-5a5a"
-
-
-@pytest.fixture(
-    params=[("asyncio", "aiohttp"), ("trio", "httpx")], ids=["asyncio-aiohttp", "trio-httpx"]
-)
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(mode: tuple[str, str]) -> str:
-    return mode[0]
 
 
 def _jpeg_with_marker(width: int, height: int) -> bytes:
@@ -198,26 +185,17 @@ def assert_no_leak(caplog: pytest.LogCaptureFixture, evidence: Evidence) -> None
     assert checked > 10
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def client(base_url: str, transport: str, evidence: Evidence, **kwargs: Any) -> NetverifyClient:
     params: dict[str, Any] = {
         "api_token": TOKEN,
         "api_secret": SECRET,
-        "user_agent": USER_AGENT,
-        "base_url": base_url,
-        "rate_limit": None,
         "transport": transport,
         "sleep": SleepRecorder(),
         "on_retry": evidence.events.append,
         "retry": RetryPolicy(max_attempts=3, attempt_timeout=5, deadline=10),
     }
     params.update(kwargs)
-    made = NetverifyClient(**params)
+    made = client_at(base_url, **params)
     evidence.keep(made, made.retry_policy, made.submit_limiter)
     return made
 
@@ -233,6 +211,7 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # -- the scenarios -------------------------------------------------------------------------------------------------
 
 
+@in_modes(*ONE_MODE_PER_LOOP)
 async def test_api_paths_leak_nothing(mode: tuple[str, str], debug_logs: pytest.LogCaptureFixture) -> None:
     transport = mode[1]
     ev = Evidence()
@@ -283,6 +262,7 @@ async def test_api_paths_leak_nothing(mode: tuple[str, str], debug_logs: pytest.
     assert_no_leak(debug_logs, ev)
 
 
+@in_modes(*ONE_MODE_PER_LOOP)
 async def test_local_failures_leak_nothing(
     mode: tuple[str, str], debug_logs: pytest.LogCaptureFixture
 ) -> None:
@@ -290,10 +270,10 @@ async def test_local_failures_leak_nothing(
     ev = Evidence()
     logging.getLogger("netverify_async").debug("capture check")  # so that an empty capture is not a pass
     # connection refused, retried, then given up
-    async with client(f"http://127.0.0.1:{closed_port()}", transport, ev) as c:
+    async with client(closed_port_url(), transport, ev) as c:
         await ev.expect_error(c.perform_netverify(make_request("leak-refused")))
     # preflight refuses the image: nothing sent
-    async with client(f"http://127.0.0.1:{closed_port()}", transport, ev) as c:
+    async with client(closed_port_url(), transport, ev) as c:
         await ev.expect_error(c.perform_netverify(make_request("leak-preflight", image=TINY_IMAGE)))
     # validation refuses the request itself: each field is invalid *because of* its sentinel-bearing value
     with pytest.raises(RequestValidationError) as info:

@@ -20,10 +20,9 @@ import datetime as dt
 import functools
 import io
 import re
-import socket
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from types import (
     BuiltinFunctionType,
     CodeType,
@@ -49,13 +48,20 @@ from _misbehaving import (
     scan_for,
     serve,
 )
-from _support import SleepRecorder
+from _support import (
+    CALLER_MODES,
+    TRANSPORT_MODES,
+    RequestFactory,
+    SleepRecorder,
+    client_in_mode,
+    closed_port_url,
+    in_modes,
+)
 
 from netverify_async import Image, NetverifyClient, NetverifyError, NetverifyRequest, RetryPolicy
 
 pytestmark = pytest.mark.anyio
 
-RequestFactory = Callable[..., NetverifyRequest]
 
 TOKEN = "token"
 SECRET = "secret-sentinel-XYZ"
@@ -272,14 +278,6 @@ def test_the_frame_check_finds_credentials_in_a_library_frame_only() -> None:
 
 # -- the failure paths --------------------------------------------------------------------------------------------
 
-MODES = [
-    ("asyncio", "httpx"),
-    ("asyncio", "aiohttp"),
-    ("trio", "httpx"),
-    ("asyncio", "caller"),
-    ("trio", "caller"),
-]
-
 #: name -> (server behaviour, or None for a closed port; whether the upload is large)
 FAILURES: dict[str, tuple[Behaviour | None, bool]] = {
     "connect-refused": (None, False),
@@ -300,16 +298,6 @@ POLICY = RetryPolicy(max_attempts=2, attempt_timeout=3, connect_timeout=1, deadl
 IMPATIENT = RetryPolicy(max_attempts=2, attempt_timeout=0.1, connect_timeout=1, deadline=8)
 
 
-@pytest.fixture(params=MODES, ids=[f"{b}-{t}" for b, t in MODES])
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(mode: tuple[str, str]) -> str:
-    return mode[0]
-
-
 def personal_request(make_request: RequestFactory, reference: str, image: bytes = IMAGE) -> NetverifyRequest:
     return make_request(
         reference,
@@ -321,16 +309,12 @@ def personal_request(make_request: RequestFactory, reference: str, image: bytes 
     )
 
 
-@asynccontextmanager
-async def leak_client(
+def leak_client(
     base_url: str, transport: str, http_client: httpx.AsyncClient | None = None, **options: Any
-) -> AsyncIterator[NetverifyClient]:
+) -> AbstractAsyncContextManager[NetverifyClient]:
     params: dict[str, Any] = {
         "api_token": TOKEN,
         "api_secret": SECRET,
-        "user_agent": "Example Corp Tests/1.0",
-        "base_url": base_url,
-        "rate_limit": None,
         "retrieval_rate_limit": None,
         "retry": POLICY,
         "sleep": SleepRecorder(),
@@ -338,18 +322,8 @@ async def leak_client(
     }
     if http_client is not None:
         params["http_client"] = http_client
-    elif transport != "caller":
-        params["transport"] = transport
     params.update(options)
-    owned = httpx.AsyncClient() if transport == "caller" and http_client is None else None
-    if owned is not None:
-        params["http_client"] = owned
-    try:
-        async with NetverifyClient(**params) as client:
-            yield client
-    finally:
-        if owned is not None:
-            await owned.aclose()
+    return client_in_mode(base_url, transport, **params)
 
 
 async def failures_of(client: NetverifyClient, request: NetverifyRequest) -> list[NetverifyError]:
@@ -366,12 +340,7 @@ async def failures_of(client: NetverifyClient, request: NetverifyRequest) -> lis
     return errors
 
 
-def _closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
-
-
+@in_modes(*TRANSPORT_MODES, *CALLER_MODES)
 @pytest.mark.parametrize("failure", list(FAILURES))
 async def test_a_failed_call_hands_back_no_secret_personal_data_or_http_request(
     mode: tuple[str, str], make_request: RequestFactory, failure: str
@@ -380,7 +349,7 @@ async def test_a_failed_call_hands_back_no_secret_personal_data_or_http_request(
     request = personal_request(make_request, f"leak-{failure}", BIG_IMAGE if big else IMAGE)
     policy = IMPATIENT if failure == "timeout" else POLICY
     if behaviour is None:
-        async with leak_client(_closed_port_url(), mode[1], retry=policy) as client:
+        async with leak_client(closed_port_url(), mode[1], retry=policy) as client:
             errors = await failures_of(client, request)
     else:
         async with serve(behaviour, receive_buffer=4096 if big else None) as server:
@@ -403,7 +372,7 @@ HTTPX_FAILURES = [
 ]
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.both_loops
 @pytest.mark.parametrize("failure", HTTPX_FAILURES, ids=lambda exc: exc.__name__)
 async def test_an_httpx_exception_from_a_caller_client_reaches_the_caller_without_its_request(
     make_request: RequestFactory, failure: type[httpx.TransportError]

@@ -9,22 +9,21 @@ import anyio
 import pytest
 from _preflight_support import encode, jpeg, picture, png
 
-from netverify_async import IdType, Image, MimeType, NetverifyRequest, PreflightError, _preflight
-from netverify_async._preflight import (
-    _cpu_count,
-    _default_limiter,
+from netverify_async import (
+    IdType,
+    Image,
+    MimeType,
+    NetverifyRequest,
+    PreflightError,
+    _preflight,
     changed_images,
     check_image_sync,
     preflight,
     preflight_request,
 )
+from netverify_async._preflight import _cpu_count, _default_limiter
 
-pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+pytestmark = [pytest.mark.anyio, pytest.mark.both_loops]
 
 
 async def test_image_object_is_checked_like_the_sync_core_and_returned_as_is() -> None:

@@ -32,16 +32,18 @@ from _preflight_support import (
 )
 from PIL import Image as PILImage
 
-from netverify_async import Image, MimeType, NetverifyError, PreflightError, PreflightWarning
-from netverify_async._constants import MAX_IMAGE_BYTES
-from netverify_async._imagerules import ROLES, Role, image_bytes_issue
-from netverify_async._preflight import (
-    DECOMPRESSION_BOMB_PIXELS,
-    ERROR_CODES,
-    WARNING_CODES,
+from netverify_async import (
+    Image,
+    MimeType,
+    NetverifyError,
+    PreflightError,
     PreflightReport,
+    PreflightWarning,
     check_image_sync,
 )
+from netverify_async._constants import MAX_IMAGE_BYTES
+from netverify_async._imagerules import ROLES, Role, image_bytes_issue
+from netverify_async._preflight import DECOMPRESSION_BOMB_PIXELS, ERROR_CODES, WARNING_CODES
 
 BOTH_LEVELS = pytest.mark.parametrize("integrity", ["header", "decode"])
 

@@ -18,10 +18,9 @@ from _preflight_support import (
 from PIL import Image as PILImage
 from PIL import ImageCms
 
-from netverify_async import Image, MimeType
+from netverify_async import Image, MimeType, PreflightReport, check_image_sync
 from netverify_async._constants import MAX_IMAGE_BYTES
 from netverify_async._imagefix import JPEG_QUALITY_MAX, JPEG_QUALITY_MIN, encode_to_fit
-from netverify_async._preflight import PreflightReport, check_image_sync
 
 
 def fix(data: bytes, mime: str | None = None, **options: object) -> PreflightReport:

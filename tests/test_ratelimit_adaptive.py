@@ -7,20 +7,15 @@ sliding-window limit in the same process: what is tested is the controller's rea
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import anyio
 import pytest
-from _ratelimit_support import max_in_window, virtual_backend
+from _ratelimit_support import max_in_window
 
-from netverify_async._ratelimit import AdaptiveLimiter, LimiterSlot, _StartLog, make_limiter, parse_rate
+from netverify_async import AdaptiveLimiter, make_limiter, parse_rate
+from netverify_async._ratelimit import LimiterSlot, _StartLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return virtual_backend(request.param)
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time, pytest.mark.timeout(60)]
 
 
 class SimulatedServer:

@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any
 
 import anyio
 import pytest
-from _ratelimit_support import max_in_window, virtual_backend
+from _ratelimit_support import max_in_window
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netverify_async._ratelimit import (
-    RateWindow,
-    SlidingWindowLimiter,
-    UnlimitedLimiter,
-    _StartLog,
-    parse_rate,
-)
+from netverify_async import RateWindow, SlidingWindowLimiter, UnlimitedLimiter, parse_rate
+from netverify_async._ratelimit import _StartLog
 
-pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
-    return virtual_backend(request.param)
+pytestmark = [pytest.mark.anyio, pytest.mark.virtual_time, pytest.mark.timeout(60)]
 
 
 def assert_windows_hold(starts: list[float], windows: tuple[RateWindow, ...]) -> None:

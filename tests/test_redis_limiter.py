@@ -28,11 +28,6 @@ US = 1_000_000
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
 def key() -> str:
     return f"test:{uuid.uuid4().hex}"
 

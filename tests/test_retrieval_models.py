@@ -10,36 +10,42 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from netverify_async import IdType, RequestError, ResponseError
+from netverify_async import (
+    IdType,
+    RequestError,
+    ResponseError,
+    ScanDetails,
+    ScanSource,
+    ScanState,
+    ScanStatus,
+    VerificationStatus,
+)
 from netverify_async._retrieval import (
     AdditionalChecks,
-    Address,
     CheckResult,
     DeleteResult,
     FacemapLink,
     FaceSearchFindings,
     FaceSearchStatus,
-    Gender,
-    IdentityVerification,
     MrzCheck,
-    RejectReason,
-    RejectReasonDescription,
-    RejectReasonDetailDescription,
-    ScanDetails,
     ScanDocument,
     ScanImage,
-    ScanSource,
-    ScanState,
-    ScanStatus,
     ScanTransaction,
     ScanVerification,
     SearchResult,
-    Similarity,
-    VerificationStatus,
     parse_delete_result,
     parse_scan_details,
     parse_scan_images,
     parse_scan_status,
+)
+from netverify_async.callbacks import (
+    Address,
+    Gender,
+    IdentityVerification,
+    RejectReason,
+    RejectReasonDescription,
+    RejectReasonDetailDescription,
+    Similarity,
 )
 
 UTC = dt.timezone.utc

@@ -8,8 +8,8 @@ import random
 import attrs
 import pytest
 
-from netverify_async import ConfigurationError
-from netverify_async._retry import FailureKind, RetryBudget, RetryPolicy, parse_retry_after
+from netverify_async import ConfigurationError, FailureKind, RetryPolicy
+from netverify_async._retry import RetryBudget, parse_retry_after
 
 
 def test_policy_is_immutable_and_evolvable() -> None:

@@ -13,7 +13,7 @@ run on (asyncio, httpx), (asyncio, aiohttp) and (trio, httpx); some also with a 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,15 +34,23 @@ from _misbehaving import (
     stale_keep_alive,
     unbufferable_size,
 )
-from _support import SleepRecorder, make_jpeg
+from _support import (
+    CALLER_MODES,
+    TRANSPORT_MODES,
+    RequestFactory,
+    SleepRecorder,
+    client_at,
+    client_in_mode,
+    in_modes,
+    make_jpeg,
+    outcome_of,
+)
 
 from netverify_async import (
     APIError,
     FailureKind,
     Image,
     NetverifyClient,
-    NetverifyError,
-    NetverifyRequest,
     OutcomeStatus,
     RateLimiterError,
     RequestError,
@@ -55,15 +63,9 @@ from netverify_async import (
 pytestmark = pytest.mark.anyio
 
 T = TypeVar("T")
-RequestFactory = Callable[..., NetverifyRequest]
 
-MODES = [("asyncio", "httpx"), ("asyncio", "aiohttp"), ("trio", "httpx")]
 #: The library's own transports, plus a caller-supplied ``httpx.AsyncClient`` on each loop.
-WITH_CALLER_CLIENT = pytest.mark.parametrize(
-    "mode",
-    [*MODES, ("asyncio", "caller"), ("trio", "caller")],
-    ids=[f"{b}-{t}" for b, t in [*MODES, ("asyncio", "caller"), ("trio", "caller")]],
-)
+WITH_CALLER_CLIENT = in_modes(*TRANSPORT_MODES, *CALLER_MODES)
 
 #: Answers after which the submission may have been processed: the outcome is unknown. Below 100, 1xx (sent
 #: alone, then the connection closes), a 2xx without a receipt, redirects, 4xx that prove no refusal, 5xx
@@ -75,52 +77,24 @@ AMBIGUOUS_STATUSES = [
 PERMANENT_STATUSES = [400, 401, 403, 404, 405, 406, 410, 411, 413, 414, 415, 421, 431]
 
 
-@pytest.fixture(params=MODES, ids=[f"{b}-{t}" for b, t in MODES])
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
-    """(event loop, transport); ``caller`` means a caller-supplied ``httpx.AsyncClient``."""
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(mode: tuple[str, str]) -> str:
-    return mode[0]
+SETTINGS: dict[str, Any] = {"api_token": "token", "api_secret": "secret-sentinel"}
 
 
 @asynccontextmanager
 async def client_for(
     server: MisbehavingServer | str, mode: tuple[str, str], sleeps: Any, **options: Any
 ) -> AsyncIterator[NetverifyClient]:
+    """A client for ``server`` in ``mode`` (event loop, transport); ``caller``: a caller-supplied httpx client."""
     params: dict[str, Any] = {
-        "api_token": "token",
-        "api_secret": "secret-sentinel",
-        "user_agent": "Example Corp Tests/1.0",
-        "base_url": server if isinstance(server, str) else server.base_url,
-        "rate_limit": None,
+        **SETTINGS,
         "retrieval_rate_limit": None,
         "retry": RetryPolicy(max_attempts=3, attempt_timeout=5, deadline=20),
         "sleep": sleeps,
     }
-    caller = httpx.AsyncClient() if mode[1] == "caller" else None
-    if caller is not None:
-        params["http_client"] = caller
-    else:
-        params["transport"] = mode[1]
     params.update(options)
-    try:
-        async with NetverifyClient(**params) as client:
-            yield client
-    finally:
-        if caller is not None:
-            await caller.aclose()
-
-
-async def outcome_of(call: Awaitable[T], *, within: float = 10.0) -> T | NetverifyError:
-    """The call's result or the library error it raised; anything else (or a hang) fails the test."""
-    with anyio.fail_after(within):
-        try:
-            return await call
-        except NetverifyError as exc:
-            return exc
+    base_url = server if isinstance(server, str) else server.base_url
+    async with client_in_mode(base_url, mode[1], **params) as client:
+        yield client
 
 
 def assert_receipt_for(outcome: object, reference: str) -> None:
@@ -423,19 +397,7 @@ async def test_a_refused_connection_is_a_not_sent_error_and_never_an_unknown_out
 # -- a caller's httpx client ------------------------------------------------------------------------------------------
 
 
-def _caller_client_settings(http: httpx.AsyncClient, base_url: str, sleeps: SleepRecorder) -> dict[str, Any]:
-    return {
-        "api_token": "token",
-        "api_secret": "secret-sentinel",
-        "user_agent": "Example Corp Tests/1.0",
-        "base_url": base_url,
-        "rate_limit": None,
-        "sleep": sleeps,
-        "http_client": http,
-    }
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.both_loops
 async def test_a_caller_client_on_httpx_mock_transport_gets_its_receipt(
     sleeps: SleepRecorder, make_request: RequestFactory
 ) -> None:
@@ -448,13 +410,13 @@ async def test_a_caller_client_on_httpx_mock_transport_gets_its_receipt(
         return httpx.Response(200, json=receipt)  # built from content: its body has been read already
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        async with NetverifyClient(**_caller_client_settings(http, "http://127.0.0.1:9", sleeps)) as client:
+        async with client_at("http://127.0.0.1:9", **SETTINGS, sleep=sleeps, http_client=http) as client:
             outcome = await outcome_of(client.perform_netverify(make_request("mocked")))
     assert_receipt_for(outcome, "mocked")
     assert seen == ["mocked"]
 
 
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
+@pytest.mark.both_loops
 async def test_a_caller_client_whose_response_hook_reads_the_body_gets_its_receipt(
     sleeps: SleepRecorder, make_request: RequestFactory
 ) -> None:
@@ -463,7 +425,7 @@ async def test_a_caller_client_whose_response_hook_reads_the_body_gets_its_recei
 
     async with serve(answer(200)) as server:
         async with httpx.AsyncClient(event_hooks={"response": [read_it]}) as http:
-            async with NetverifyClient(**_caller_client_settings(http, server.base_url, sleeps)) as client:
+            async with client_at(server.base_url, **SETTINGS, sleep=sleeps, http_client=http) as client:
                 outcome = await outcome_of(client.perform_netverify(make_request("hooked")))
     assert_receipt_for(outcome, "hooked")
     assert server.bodies("hooked") == 1

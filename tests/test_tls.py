@@ -11,7 +11,7 @@ import contextlib
 import socket
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,30 +19,13 @@ import anyio
 import anyio.to_thread
 import pytest
 import trustme
-from _support import USER_AGENT, SleepRecorder
+from _support import RequestFactory, SleepRecorder, client_at, emulator_client
 
-from netverify_async import ConnectError, NetverifyClient, NetverifyRequest, RetryPolicy, ScanReceipt
+from netverify_async import ConnectError, NetverifyClient, RetryPolicy, ScanReceipt
 from netverify_async.emulator import EmulatorApp, EmulatorConfig
 
 pytestmark = pytest.mark.anyio
 
-RequestFactory = Callable[..., NetverifyRequest]
-MODES = [("asyncio", "aiohttp"), ("asyncio", "httpx"), ("trio", "httpx")]
-
-
-@pytest.fixture(params=MODES, ids=[f"{b}-{t}" for b, t in MODES])
-def mode(request: pytest.FixtureRequest) -> tuple[str, str]:
-    return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture
-def anyio_backend(mode: tuple[str, str]) -> str:
-    return mode[0]
-
-
-@pytest.fixture
-def transport(mode: tuple[str, str]) -> str:
-    return mode[1]
 
 
 # -- an HTTPS emulator in a background thread ---------------------------------------------------------------------
@@ -135,14 +118,11 @@ def client_for(emu: TLSEmulator, base_url: str, transport: str, **kwargs: Any) -
     params: dict[str, Any] = {
         "api_token": config.api_token,
         "api_secret": config.api_secret,
-        "user_agent": USER_AGENT,
-        "base_url": base_url,
-        "rate_limit": None,
         "transport": transport,
         "retry": RetryPolicy(max_attempts=2, connect_timeout=5, attempt_timeout=10, deadline=20),
     }
     params.update(kwargs)
-    return NetverifyClient(**params)
+    return client_at(base_url, **params)
 
 
 @pytest.fixture
@@ -211,15 +191,8 @@ async def test_plain_http_server_behind_an_https_url_is_a_connect_error(
     sleeps = SleepRecorder()
     async with run_emulator(processing_delay=0.0) as emu:
         https_url = emu.base_url.replace("http://", "https://")
-        client = NetverifyClient(
-            api_token=emu.api_token,
-            api_secret=emu.api_secret,
-            user_agent=USER_AGENT,
-            base_url=https_url,
-            rate_limit=None,
-            transport=transport,
-            sleep=sleeps,
-            retry=RetryPolicy(max_attempts=2, connect_timeout=5),
+        client = emulator_client(
+            emu, sleeps, base_url=https_url, transport=transport, retry=RetryPolicy(max_attempts=2, connect_timeout=5)
         )
         async with client:
             with anyio.fail_after(15), pytest.raises(ConnectError) as info:
