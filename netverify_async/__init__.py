@@ -73,10 +73,10 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._journal import CallbackJournal as CallbackJournal
     from ._journal import CallbackReconciliation as CallbackReconciliation
     from ._journal import Journal as Journal
-    from ._journal import JournalScan as JournalScan
-    from ._journal import ScanResult as ScanResult
     from ._journal import JournalEntry as JournalEntry
+    from ._journal import JournalScan as JournalScan
     from ._journal import JournalState as JournalState
+    from ._journal import ScanResult as ScanResult
     from ._journal import SqliteJournal as SqliteJournal
     from ._preflight import PreflightIssue as PreflightIssue
     from ._preflight import PreflightReport as PreflightReport
