@@ -291,6 +291,8 @@ resolve_field_types(DlCategory, NetverifyCallback)
 _REFERENCE_FIELD = "jumioIdScanReference"
 #: C0/C1 control characters: a form body is text; these only appear in binary data.
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+#: A '%' not followed by two hexadecimal digits: malformed percent-encoding (RFC 3986 section 2.1).
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 _FormBody = bytes | bytearray | memoryview | str | Mapping[str, str | Sequence[str]]
 
 
@@ -308,6 +310,10 @@ def _decode_form_text(text: str) -> list[tuple[str, str]]:
         )
     if _CONTROL_CHARS.search(body) is not None:
         raise CallbackParseError("the body contains control characters, so it is not a form-encoded callback")
+    if _BAD_PERCENT.search(body) is not None:  # urllib would keep it as literal text; the value is not quoted
+        raise CallbackParseError(
+            "the body has malformed percent-encoding: every '%' must be followed by two hexadecimal digits"
+        )
     try:
         return urllib.parse.parse_qsl(
             body,

@@ -21,7 +21,8 @@ Needs the ``fastapi`` extra (``pip install 'netverify-async[fastapi]'``).
 
 The callback endpoint does what Jumio asks of a receiver: it checks the sender's address, answers ``200 OK``
 at once and leaves the work (your ``handler``) until after the answer. Bodies that are not callbacks get a
-400, senders that are not Jumio a 403, bodies over the size cap a 413. An exact repeat of a body already
+400, senders that are not Jumio a 403, bodies over the size cap a 413, bodies not complete within the read
+deadline (``body_timeout``, 10 s by default) a 408. An exact repeat of a body already
 accepted is answered 200 without running the handler again. Callbacks may still come twice with different
 bodies (a later ``callbackDate``), or never: keep the handler idempotent on ``jumio_id_scan_reference`` and
 poll with :meth:`NetverifyClient.wait_for_result` for scans whose callback does not come.
@@ -42,12 +43,15 @@ import functools
 import hashlib
 import inspect
 import logging
+import math
 import os
 import traceback
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, overload
+
+import anyio
 
 try:
     from fastapi import APIRouter, Depends
@@ -72,6 +76,7 @@ if TYPE_CHECKING:
     from ._journal import CallbackJournal
 
 __all__ = [
+    "CALLBACK_BODY_TIMEOUT",
     "CLIENT_STATE_ATTRIBUTE",
     "DEFAULT_VERIFIER",
     "CallbackHandler",
@@ -91,6 +96,9 @@ CLIENT_STATE_ATTRIBUTE: Final = "netverify_client"
 ClientFactory = Callable[[], NetverifyClient | Awaitable[NetverifyClient]]
 #: Your code that receives each accepted callback, after Jumio got its answer.
 CallbackHandler = Callable[[NetverifyCallback], Awaitable[None]]
+
+#: Seconds a callback's whole body may take to arrive (``callback_router(body_timeout=...)``).
+CALLBACK_BODY_TIMEOUT: Final = 10.0
 
 _App = TypeVar("_App", bound=Starlette)
 _State = TypeVar("_State")
@@ -281,6 +289,7 @@ def callback_router(
     verifier: CallbackOriginVerifier | _Default | None = DEFAULT_VERIFIER,
     dedupe_size: int = 10_000,
     max_body_bytes: int = CALLBACK_MAX_BODY_BYTES,
+    body_timeout: float = CALLBACK_BODY_TIMEOUT,
     name: str = "netverify_callback",
     include_in_schema: bool = True,
 ) -> APIRouter:
@@ -292,7 +301,10 @@ def callback_router(
        from the verifier's ``trusted_proxies``): **403** when refused. The default accepts Jumio's published
        addresses; pass ``CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])`` to accept loopback (tests,
        the emulator), or None to accept everyone (only behind something that already checks);
-    2. the body is read up to ``max_body_bytes`` (default and maximum 1 MiB): **413** when longer;
+    2. the body is read up to ``max_body_bytes`` (default and maximum 1 MiB): **413** when longer; and
+       within ``body_timeout`` seconds in total (default 10), however the sender paces it: **408** (and the
+       connection closed) when the deadline passes first, so that an allowed sender trickling a body
+       cannot hold a worker. Nothing is parsed, recorded or remembered from a body that did not arrive;
     3. a body identical to one of the last ``dedupe_size`` accepted bodies (compared by SHA-256) is answered
        **200** ``{"status": "duplicate"}`` without running the handler again (``dedupe_size=0``: no
        memory). The memory is per process: with several workers, a repeat may reach another one;
@@ -345,6 +357,13 @@ def callback_router(
         raise ConfigurationError(
             f"max_body_bytes: must be an integer from 1 to {CALLBACK_MAX_BODY_BYTES} (parse_callback's limit)"
         )
+    if (
+        isinstance(body_timeout, bool)
+        or not isinstance(body_timeout, (int, float))
+        or not math.isfinite(body_timeout)
+        or body_timeout <= 0
+    ):
+        raise ConfigurationError("body_timeout: must be a finite number of seconds > 0")
     origin: CallbackOriginVerifier | None
     if verifier is DEFAULT_VERIFIER:
         origin = CallbackOriginVerifier()
@@ -406,11 +425,22 @@ def callback_router(
             except CallbackOriginError as exc:
                 logger.warning("callback refused on %s: %s", path, exc)
                 return _json(403, {"detail": str(exc)})
+        body: bytes | None = None
         try:
-            body = await _read_capped(request, max_body_bytes)
+            with anyio.move_on_after(body_timeout) as deadline:
+                body = await _read_capped(request, max_body_bytes)
         except ClientDisconnect:
             logger.info("callback sender disconnected before the body was complete")
             return Response(status_code=400)
+        if deadline.cancelled_caught:
+            logger.warning(
+                "callback refused on %s: body not complete within %g s (read deadline)", path, body_timeout
+            )
+            return JSONResponse(
+                {"detail": f"the body did not arrive within {body_timeout:g} s"},
+                status_code=408,
+                headers={"Connection": "close"},
+            )
         if body is None:
             logger.warning("callback refused on %s: body larger than %d bytes", path, max_body_bytes)
             return _json(413, {"detail": f"the body is larger than {max_body_bytes} bytes"})
@@ -448,6 +478,7 @@ def callback_router(
             200: {"description": "Accepted (or an identical body already accepted)"},
             400: {"description": "Not an ID Verification callback"},
             403: {"description": "The sender is not on the callback allowlist"},
+            408: {"description": "The body did not arrive within the read deadline"},
             413: {"description": "The body is larger than the cap"},
             503: {"description": "The journal could not store the callback; send it again"},
         },

@@ -11,8 +11,15 @@ again, and those whose earlier outcome is unknown are skipped unless ``--resend-
 ``--no-resume`` refuses to run on a journal that already records items, so that a fresh run cannot be
 confused with a resumed one.
 
+``--resend-unresolved-after DURATION`` (``90s``, ``30m``, ``2h``, ``1d``) is the explicit horizon for unknown
+outcomes: before the batch starts, each ``sent``/``unknown`` item last sent at least DURATION ago is declared
+"no scan" and sent again in this run, but only when the journal recorded a callback *after* that item was
+sent (proof that the callback receiver feeding this journal works, so the item's own callback would have
+come). If there are such items and none qualifies, nothing is sent and the exit status is 2. See
+``docs/batch.md`` for the reasoning and its limits.
+
 Exit status: 0 when every row got a receipt (now or in an earlier run), 1 when any row failed, was refused,
-was invalid or has an unknown outcome, 2 for usage errors. ``--json`` prints one JSON object per row and line
+was invalid or has an unknown outcome, 2 for usage errors (and for a horizon that cannot be applied). ``--json`` prints one JSON object per row and line
 (reference, status, Jumio's scan reference, error type and message: never personal data), then a summary
 object.
 """
@@ -20,6 +27,8 @@ object.
 from __future__ import annotations
 
 import argparse
+import datetime as _dt
+import re
 import sys
 import time
 from pathlib import Path
@@ -72,6 +81,26 @@ def _positive_int(text: str) -> int:
     return value
 
 
+_DURATION = re.compile(r"([0-9]+)([smhd])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> _dt.timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d`` as a timedelta (at least one second); ``ArgumentTypeError`` otherwise."""
+    match = _DURATION.fullmatch(text.strip())
+    if match is None:
+        raise argparse.ArgumentTypeError(
+            "expected a whole number and a unit: s, m, h or d (e.g. 90s, 30m, 2h, 1d)"
+        )
+    seconds = int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+    if seconds < 1:
+        raise argparse.ArgumentTypeError("must be at least 1s")
+    try:
+        return _dt.timedelta(seconds=seconds)
+    except OverflowError:
+        raise argparse.ArgumentTypeError("too long") from None
+
+
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Add the ``batch`` subcommand."""
     from ._manifest import COLUMNS, REQUIRED_COLUMNS
@@ -106,10 +135,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="resume from the journal (default); --no-resume refuses to run if the journal already records "
         "items",
     )
-    parser.add_argument(
+    resend = parser.add_mutually_exclusive_group()
+    resend.add_argument(
         "--resend-unknown",
         action="store_true",
         help="also resend rows whose earlier submission has an unknown outcome (may create duplicate scans)",
+    )
+    resend.add_argument(
+        "--resend-unresolved-after",
+        type=parse_duration,
+        metavar="DURATION",
+        help="declare 'no scan' and resend the unknown outcomes last sent at least DURATION ago (90s, 30m, 2h, "
+        "1d), but only those sent before a callback that the journal recorded (proof that callbacks reach "
+        "it); exit 2 without sending if there are such items and none qualifies",
     )
     parser.add_argument(
         "--fix", action="store_true", help="normalise images Jumio would refuse when possible"
@@ -239,6 +277,56 @@ async def _recorded_items(journal: SqliteJournal) -> int:
     return sum((await journal.counts()).values())
 
 
+@attrs.frozen
+class _Horizon:
+    """What ``--resend-unresolved-after`` found before the batch started."""
+
+    #: unknown outcomes past the horizon
+    candidates: int
+    #: those declared "no scan" (back to pending, so this run sends them), in journal order
+    declared: list[str]
+    #: those past the horizon but sent after the journal's last callback (still unknown, not resent)
+    unproven: list[str]
+    last_callback_at: _dt.datetime | None
+
+
+async def _apply_horizon(journal: SqliteJournal, horizon: _dt.timedelta) -> _Horizon:
+    """Declare "no scan" the unknown outcomes past ``horizon`` that a later callback proves would have had
+    theirs; the others are left as they are."""
+    from .._errors import JournalError
+
+    candidates = await journal.unresolved(older_than=horizon)
+    last_callback = await journal.last_callback_at()
+    declared: list[str] = []
+    unproven: list[str] = []
+    for entry in candidates:
+        sent_at = entry.last_sent_at or entry.updated_at
+        ref = entry.merchant_id_scan_reference
+        if last_callback is None or sent_at is None or not last_callback > sent_at:
+            unproven.append(ref)
+            continue
+        try:
+            await journal.mark_reconciled(ref, None)
+        except JournalError:  # settled meanwhile (a callback reached the receiver): not sendable, rightly
+            continue
+        declared.append(ref)
+    return _Horizon(len(candidates), declared, unproven, last_callback)
+
+
+def _horizon_refusal(found: _Horizon, horizon_text: str, journal_path: Path) -> str:
+    since = (
+        f"the last one was recorded at {found.last_callback_at.isoformat(timespec='seconds')}"
+        if found.last_callback_at is not None
+        else "it never recorded one"
+    )
+    return (
+        f"error: {found.candidates} item(s) have had an unknown outcome for at least {horizon_text}, but no "
+        f"callback reached the journal since they were sent ({since}), so their own callbacks may just be "
+        f"lost, not missing: nothing was sent. Is callback_router(journal=...) running on "
+        f"{str(journal_path)!r}? Check them in the Customer Portal, or resend them with --resend-unknown"
+    )
+
+
 async def _run_batch(
     args: argparse.Namespace, reader: ManifestReader, console: Console, interruption: Interruption
 ) -> int:
@@ -260,6 +348,14 @@ async def _run_batch(
                 file=sys.stderr,
             )
             return 2
+        found: _Horizon | None = None
+        if args.resend_unresolved_after is not None:
+            found = await _apply_horizon(journal, args.resend_unresolved_after)
+            if found.candidates and not found.declared and found.unproven:
+                refusal = _horizon_refusal(found, args.resend_unresolved_after_text, journal_path)
+                print(refusal, file=sys.stderr)
+                return 2
+            _report_horizon(console, found, args.resend_unresolved_after_text)
         total = await anyio.to_thread.run_sync(reader.count_rows)
         state = _State()
         fatal: NetverifyError | None = None
@@ -364,6 +460,9 @@ async def _run_batch(
         "error": f"{type(fatal).__name__}: {cli_text(str(fatal))}" if fatal is not None else None,
         "exitStatus": exit_status,
     }
+    if found is not None:
+        figures["declaredNoScan"] = found.declared
+        figures["unresolvedNotDeclared"] = found.unproven
     if args.json and not interruption.output_closed:
         print_json(figures)
     else:
@@ -374,6 +473,27 @@ async def _run_batch(
         for line in describe_error(fatal, emulator=args.emulator):
             print(line, file=sys.stderr)
     return exit_status
+
+
+def _report_horizon(console: Console, found: _Horizon, horizon_text: str) -> None:
+    """One line per item declared "no scan", and a note on those past the horizon but not proven."""
+    from rich.markup import escape
+
+    wrap = not console.is_terminal
+    if not found.candidates:
+        console.print(f"no unknown outcome is older than {horizon_text}; nothing declared", soft_wrap=wrap)
+    for ref in found.declared:
+        console.print(
+            f"[yellow]declared no scan[/] {escape(ref)}: unknown for at least {horizon_text}, and no callback "
+            "for it while the journal recorded a later one; sent again in this run",
+            soft_wrap=wrap,
+        )
+    if found.unproven:
+        console.print(
+            f"{len(found.unproven)} item(s) past the horizon were sent after the journal's last callback: "
+            "left unknown (not resent)",
+            soft_wrap=wrap,
+        )
 
 
 def _sustained_rate(client: Any) -> float | None:
@@ -458,9 +578,19 @@ def _print_summary(console: Console, figures: dict[str, Any], state: _State) -> 
     if figures["unknownInJournal"]:
         console.print(
             f"[yellow]{figures['unknownInJournal']} reference(s) have an unknown outcome[/]: check them "
-            "(Customer Portal, callbacks) before re-running with --resend-unknown",
+            "(Customer Portal, callbacks) before re-running with --resend-unknown, or let "
+            "--resend-unresolved-after DURATION resend those that later callbacks vouch for",
             soft_wrap=wrap,
         )
+
+
+def _horizon_text(horizon: _dt.timedelta) -> str:
+    """A duration as the user would type it (the largest unit that divides it)."""
+    seconds = int(horizon.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds % _DURATION_UNITS[unit] == 0:
+            return f"{seconds // _DURATION_UNITS[unit]}{unit}"
+    return f"{seconds}s"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -471,6 +601,8 @@ def run(args: argparse.Namespace) -> int:
     from ._manifest import ManifestError, ManifestReader
     from ._progress import make_console
 
+    horizon = getattr(args, "resend_unresolved_after", None)
+    args.resend_unresolved_after_text = _horizon_text(horizon) if horizon is not None else None
     try:
         reader = ManifestReader(args.manifest).open()
     except ManifestError as exc:
