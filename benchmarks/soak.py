@@ -31,8 +31,21 @@ a typed error (PreflightError; with ``--no-preflight``, the emulator's 400). The
   no scan, and no reference has two scans unless it was reported unknown (no reference may ever have two,
   as ambiguous failures are not resent). The journal's final states must agree with the outcomes.
 
-Run: ``python benchmarks/soak.py [--n 20000] [--rate 150] [--faults 503=0.001,...] [--limiter spec|window]``
-(a quick run: ``--n 2000``). Prints markdown tables; exits 1 when a goal is missed. Not part of CI.
+With callbacks (``--callbacks on``, or ``both``, the default: one run without, then one with), a callback
+receiver runs in its own process: ``callback_router(journal=...)`` of ``netverify_async.fastapi`` served by
+uvicorn on loopback, on the batch's journal file (a second ``SqliteJournal`` on the same file, as a web app
+next to a batch would). The emulator posts every scan's callback there (``--allow-http-callbacks
+--callback-url-override``). After the batch, the script waits (at most ``--callback-wait`` seconds) until
+every scan's callback has a fate at the emulator (delivered or failed), and then counts, from the journal:
+items still ``sent``/``unknown`` (unresolved), items the batch reported unknown that a callback settled (their
+scan reference must be the emulator's), and items flagged ``duplicate_scan``; and from the emulator, references
+with two scans. Only an ambiguous failure *after* the scan was created gets a callback: one before it (no
+scan) stays unresolved by design; the table counts those apart ("unknown without a scan"). Goal with
+callbacks: 0 unresolved among the unknowns that have a scan, 0 duplicates, 0 ``duplicate_scan``.
+
+Run: ``python benchmarks/soak.py [--n 20000] [--rate 150] [--faults 503=0.001,...] [--limiter spec|window]
+[--callbacks off|on|both]`` (a quick run: ``--n 2000``). Prints markdown tables; exits 1 when a goal is missed.
+Not part of CI.
 """
 
 from __future__ import annotations
@@ -40,16 +53,20 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import contextlib
 import io
 import json
 import os
 import random
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from _common import (
@@ -195,7 +212,80 @@ def classify(outcome: Any) -> int:
     return _OTHER
 
 
-async def soak(args: argparse.Namespace) -> int:
+def serve_callbacks(journal_path: str) -> None:
+    """The callback receiver (run in its own process by :func:`callback_receiver`): FastAPI's
+    ``callback_router(journal=...)`` on a free loopback port, feeding the batch's journal file. Prints
+    ``listening on URL`` once the socket is bound; stops on SIGTERM (uvicorn's graceful shutdown)."""
+    import socket
+    from collections.abc import AsyncIterator
+    from contextlib import asynccontextmanager
+
+    import uvicorn
+    from fastapi import FastAPI
+
+    from netverify_async import SqliteJournal
+    from netverify_async.callbacks import CallbackOriginVerifier
+    from netverify_async.fastapi import callback_router
+
+    journal = SqliteJournal(journal_path)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with journal:
+            yield
+
+    app = FastAPI(lifespan=lifespan)
+    app.include_router(
+        callback_router(journal=journal, verifier=CallbackOriginVerifier(allowed=["127.0.0.1", "::1"]))
+    )
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False))
+    print(f"listening on http://127.0.0.1:{port}/netverify/callback", flush=True)
+    server.run(sockets=[sock])
+
+
+@contextmanager
+def callback_receiver(journal_path: str, start_timeout: float = 60.0) -> Iterator[str]:
+    """Run :func:`serve_callbacks` as a child process (this script with ``--serve-callbacks``); yield its
+    URL; stop it on exit."""
+    cmd = [sys.executable, os.path.abspath(__file__), "--serve-callbacks", journal_path]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first_line: list[str] = []
+        reader = threading.Thread(target=lambda: first_line.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+        reader.start()
+        reader.join(start_timeout)
+        line = first_line[0].strip() if first_line else ""
+        if not line.startswith("listening on "):
+            raise RuntimeError(f"the callback receiver did not start (first line: {line!r})")
+        yield line.removeprefix("listening on ")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def wait_for_callbacks(base_url: str, timeout: float) -> tuple[dict[str, Any], float]:
+    """Poll the emulator until every scan's callback has a fate (delivered, failed, skipped, rejected), at
+    most ``timeout`` seconds; return its last stats and the seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        stats = admin(base_url, "stats")
+        cb = stats["callbacks"]
+        settled = cb["delivered"] + cb["failed"] + cb["skipped"] + cb["rejected"]
+        waited = time.perf_counter() - t0
+        if settled >= stats["scansCreated"] or waited >= timeout:
+            return stats, waited
+        time.sleep(0.5)
+
+
+async def soak(args: argparse.Namespace, callbacks: bool) -> tuple[int, list[object]]:
     from netverify_async._batch import OutcomeStatus
     from netverify_async._client import NetverifyClient
     from netverify_async._journal import JournalState, SqliteJournal
@@ -204,15 +294,17 @@ async def soak(args: argparse.Namespace) -> int:
     image = small_jpeg()
     bad_image = small_jpeg(250, 180)  # the longest side must be above 300 px
     n = args.n
-    prefix = f"soak-{os.getpid()}"
+    prefix = f"soak-{os.getpid()}-{'cb' if callbacks else 'nocb'}"
     began = time.perf_counter()
     load_before = machine_load()
-    with (
-        emulator_process(
-            "--rate-limit", f"{args.rate}/s", "--retry-after", "--error-phase", "after", "--seed", "1"
-        ) as emu,
-        tempfile.TemporaryDirectory(prefix="netverify-soak-") as tmp,
-    ):
+    emulator_args = ["--rate-limit", f"{args.rate}/s", "--retry-after", "--error-phase", args.error_phase]
+    emulator_args += ["--seed", "1", "--processing-delay", str(args.processing_delay)]
+    with tempfile.TemporaryDirectory(prefix="netverify-soak-") as tmp, contextlib.ExitStack() as stack:
+        journal_path = os.path.join(tmp, "journal.sqlite3")
+        if callbacks:
+            callback_url = stack.enter_context(callback_receiver(journal_path))
+            emulator_args += ["--allow-http-callbacks", "--callback-url-override", callback_url]
+        emu = stack.enter_context(emulator_process(*emulator_args))
         # about 1.05 attempts per item; the sequence is longer, and past its end nothing is injected
         sequence = fault_sequence(faults, int(n * 1.5) + 1000, args.seed)
         admin(emu.base_url, "faults", {"sequence": sequence})
@@ -237,7 +329,6 @@ async def soak(args: argparse.Namespace) -> int:
         rss_samples: list[tuple[int, float]] = []
         rss_start = rss_mb()
         rss_middle = rss_end = 0.0
-        journal_path = os.path.join(tmp, "journal.sqlite3")
         t0 = time.perf_counter()
         done = 0
         async with client:
@@ -269,12 +360,20 @@ async def soak(args: argparse.Namespace) -> int:
             summary = batch.summary
             elapsed = time.perf_counter() - t0
         async with SqliteJournal(journal_path) as journal:
+            unknown_at_batch_end = len(await journal.unknown())  # callbacks may have settled some already
+        waited = 0.0
+        if callbacks:
+            stats, waited = wait_for_callbacks(emu.base_url, args.callback_wait)
+        async with SqliteJournal(journal_path) as journal:
             journal_counts = await journal.counts()
         fds_end = open_fds()
         await asyncio.sleep(0)  # let just-finished tasks leave the loop's task set
         leftover_tasks = len(asyncio.all_tasks()) - 1
         rss_after_close = rss_mb()
         stats = admin(emu.base_url, "stats")
+        # the journal's view of every item (after the RSS readings: this list is the script's, not the batch's)
+        async with SqliteJournal(journal_path) as journal:
+            entries = {entry.merchant_id_scan_reference: entry for entry in await journal.entries()}
 
     # -- the invariant -----------------------------------------------------------------------------------------
     scans: dict[str, list[str]] = stats["scansByMerchantReference"]
@@ -283,8 +382,11 @@ async def soak(args: argparse.Namespace) -> int:
     other = sum(1 for c in classes if c == _OTHER)
     receipt_without_scan = receipt_mismatch = receipt_with_duplicate = 0
     error_with_scan = unknown_with_scan = unknown_without_scan = unknown_duplicate = 0
+    # what became of the items the batch reported unknown (callbacks settle them in the journal)
+    resolved = resolved_wrong_scan = unresolved_with_scan = unresolved_without_scan = 0
     for index, cls in enumerate(classes):
-        held = scans.get(f"{prefix}-{index:06d}", [])
+        ref = f"{prefix}-{index:06d}"
+        held = scans.get(ref, [])
         if cls == _RECEIPT:
             if not held:
                 receipt_without_scan += 1
@@ -302,16 +404,37 @@ async def soak(args: argparse.Namespace) -> int:
                 unknown_without_scan += 1
             if len(held) > 1:
                 unknown_duplicate += 1
+            entry = entries.get(ref)
+            if entry is not None and entry.state is JournalState.RECEIPT:
+                if held and entry.scan_reference == held[0] and entry.reconciled_at is not None:
+                    resolved += 1
+                else:
+                    resolved_wrong_scan += 1
+            elif held:
+                unresolved_with_scan += 1
+            else:
+                unresolved_without_scan += 1
+    unresolved = unresolved_with_scan + unresolved_without_scan
+    duplicate_scan_flags = sum(1 for entry in entries.values() if entry.duplicate_scan)
+    del entries
     foreign = sum(1 for ref in scans if not ref.startswith(prefix + "-"))
     class_counts = Counter(classes)
     journal_expect = {
-        JournalState.RECEIPT: class_counts[_RECEIPT],
+        JournalState.RECEIPT: class_counts[_RECEIPT] + resolved,
         JournalState.FAILED: class_counts[_ERROR],
-        JournalState.UNKNOWN: class_counts[_UNKNOWN],
-        JournalState.SENT: 0,
         JournalState.PENDING: 0,
     }
-    journal_ok = all(journal_counts.get(state, 0) == count for state, count in journal_expect.items())
+    journal_ok = (
+        all(journal_counts.get(state, 0) == count for state, count in journal_expect.items())
+        and journal_counts.get(JournalState.UNKNOWN, 0) + journal_counts.get(JournalState.SENT, 0)
+        == unresolved
+        and resolved_wrong_scan == 0
+        and (callbacks or (resolved == 0 and journal_counts.get(JournalState.SENT, 0) == 0))
+    )
+    callbacks_stats = stats["callbacks"]
+    callbacks_ok = not callbacks or (
+        unresolved_with_scan == 0 and duplicate_scan_flags == 0 and callbacks_stats["failed"] == 0
+    )
     invariant_ok = (
         missing == 0
         and repeated == 0
@@ -324,6 +447,7 @@ async def soak(args: argparse.Namespace) -> int:
         and unknown_duplicate == 0
         and foreign == 0
         and journal_ok
+        and callbacks_ok
     )
 
     # -- the report ---------------------------------------------------------------------------------------------
@@ -331,7 +455,8 @@ async def soak(args: argparse.Namespace) -> int:
     flat = abs(rss_end - rss_middle) / rss_middle if rss_middle else 0.0
     injected = {k: v for k, v in sorted(stats["faultsInjected"].items())}
     mix = ", ".join(f"{action} {rate:.1%}" for action, rate in faults.items())
-    print(f"## Soak: {n} submissions through submit_many against a faulty emulator\n")
+    mode = "with callbacks" if callbacks else "without callbacks"
+    print(f"## Soak: {n} submissions through submit_many against a faulty emulator, {mode}\n")
     print(
         f"Emulator in its own process, limit {args.rate}/s with Retry-After; client {limiter_label(args)}, "
         f"max_concurrency={args.concurrency}, preflight {'off' if args.no_preflight else 'on'}, SQLite journal "
@@ -404,9 +529,40 @@ async def soak(args: argparse.Namespace) -> int:
         [
             "journal states",
             ", ".join(f"{state.value} {count}" for state, count in journal_counts.items()),
-            "match outcomes",
+            "match outcomes" + (" and callbacks" if callbacks else ""),
             "PASS" if journal_ok else "FAIL",
         ],
+    ]
+    if callbacks:
+        rows += [
+            [
+                "callbacks: delivered / failed / attempts",
+                f"{callbacks_stats['delivered']} / {callbacks_stats['failed']} / {callbacks_stats['attempts']}",
+                "failed 0",
+                "PASS" if callbacks_stats["failed"] == 0 else "FAIL",
+            ],
+            ["still unknown in the journal when the batch ended", unknown_at_batch_end, "", ""],
+            ["waited for callbacks in flight after the batch", f"{waited:.1f} s", "", ""],
+            [
+                "batch's unknowns: resolved by callback / with the wrong scan",
+                f"{resolved} / {resolved_wrong_scan}",
+                "wrong 0",
+                "PASS" if resolved_wrong_scan == 0 else "FAIL",
+            ],
+            [
+                "unresolved: with a scan (after-processing fault) / without (no scan, no callback)",
+                f"{unresolved_with_scan} / {unresolved_without_scan}",
+                "with a scan: 0",
+                "PASS" if unresolved_with_scan == 0 else "FAIL",
+            ],
+            [
+                "journal items flagged duplicate_scan",
+                duplicate_scan_flags,
+                "0",
+                "PASS" if duplicate_scan_flags == 0 else "FAIL",
+            ],
+        ]
+    rows += [
         ["invariant overall", "", "", "PASS" if invariant_ok else "FAIL"],
         ["batch summary", f"{summary.status.value}, {len(summary.unknown)} unknown listed", "", ""],
     ]
@@ -419,7 +575,36 @@ async def soak(args: argparse.Namespace) -> int:
         )
     )
     print(f"\n(run took {time.perf_counter() - began:.0f} s; machine afterwards: {machine_load()})")
-    return 0 if invariant_ok and leftover_tasks == 0 and fds_start == fds_end and flat <= 0.10 else 1
+    ok = invariant_ok and leftover_tasks == 0 and fds_start == fds_end and flat <= 0.10
+    comparison: list[object] = [
+        mode,
+        n,
+        class_counts[_RECEIPT],
+        class_counts[_UNKNOWN],
+        unknown_at_batch_end,
+        resolved,
+        f"{unresolved} ({unresolved_with_scan} with a scan, {unresolved_without_scan} without)",
+        len(stats["duplicates"]),
+        duplicate_scan_flags,
+        f"{n / elapsed:.1f}",
+        "PASS" if ok else "FAIL",
+    ]
+    return (0 if ok else 1), comparison
+
+
+COMPARISON_HEADERS = [
+    "run",
+    "items",
+    "receipts",
+    "unknown at the end of the batch",
+    "of them still unknown in the journal then",
+    "resolved by callback",
+    "unresolved at the end",
+    "duplicates (emulator)",
+    "duplicate_scan flags",
+    "items/s",
+    "goals",
+]
 
 
 def main() -> None:
@@ -451,10 +636,50 @@ def main() -> None:
     parser.add_argument(
         "--progress", action="store_true", help="print progress to stderr every 1000 outcomes"
     )
+    parser.add_argument(
+        "--callbacks",
+        choices=("off", "on", "both"),
+        default="both",
+        help="run without a callback receiver, with one, or both one after the other (default both)",
+    )
+    parser.add_argument(
+        "--callback-wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait after the batch for callbacks still in flight (default 60)",
+    )
+    parser.add_argument(
+        "--error-phase",
+        choices=("after", "before"),
+        default="after",
+        help="injected 500s after the scan was created (default) or before (no scan, so no callback)",
+    )
+    parser.add_argument(
+        "--processing-delay",
+        type=float,
+        default=0.0,
+        help="seconds before the emulator's scans are done and their callbacks sent (default 0)",
+    )
+    parser.add_argument("--serve-callbacks", metavar="JOURNAL", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_callbacks:
+        serve_callbacks(args.serve_callbacks)
+        return
     if args.n < 2:
         parser.error("--n must be at least 2")
-    sys.exit(asyncio.run(soak(args)))
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.callbacks]
+    code = 0
+    comparison = []
+    for callbacks in modes:
+        run_code, row = asyncio.run(soak(args, callbacks))
+        code = max(code, run_code)
+        comparison.append(row)
+        print()
+    print("## Callbacks: unknown outcomes at the end\n")
+    print(
+        markdown_table(COMPARISON_HEADERS, comparison, align="l" + "r" * (len(COMPARISON_HEADERS) - 2) + "l")
+    )
+    sys.exit(code)
 
 
 if __name__ == "__main__":
