@@ -68,7 +68,17 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import BatchSummary as BatchSummary
     from ._batch import OutcomeStatus as OutcomeStatus
     from ._batch import check_unique_references as check_unique_references
+    from ._client import ImageStream as ImageStream
     from ._enums import ImageRole as ImageRole
+    from ._exchange import ForeignImageURLError as ForeignImageURLError
+    from ._exchange import ImageTooLargeError as ImageTooLargeError
+    from ._idtypes import AcceptedIdTypes as AcceptedIdTypes
+    from ._idtypes import AcquisitionConfig as AcquisitionConfig
+    from ._idtypes import CountryIdTypes as CountryIdTypes
+    from ._idtypes import IdTypeCatalog as IdTypeCatalog
+    from ._idtypes import IdTypeNotAcceptedError as IdTypeNotAcceptedError
+    from ._idtypes import IdTypeOption as IdTypeOption
+    from ._idtypes import SupportedIdTypes as SupportedIdTypes
     from ._journal import CallbackEffect as CallbackEffect
     from ._journal import CallbackJournal as CallbackJournal
     from ._journal import CallbackReconciliation as CallbackReconciliation
@@ -91,10 +101,16 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._ratelimit import UnlimitedLimiter as UnlimitedLimiter
     from ._ratelimit import make_limiter as make_limiter
     from ._ratelimit import parse_rate as parse_rate
+    from ._retrieval import DownloadedImage as DownloadedImage
     from ._retrieval import ScanDetails as ScanDetails
+    from ._retrieval import ScanDocumentData as ScanDocumentData
+    from ._retrieval import ScanImage as ScanImage
+    from ._retrieval import ScanImages as ScanImages
     from ._retrieval import ScanSource as ScanSource
     from ._retrieval import ScanState as ScanState
     from ._retrieval import ScanStatus as ScanStatus
+    from ._retrieval import ScanTransactionData as ScanTransactionData
+    from ._retrieval import ScanVerificationData as ScanVerificationData
     from ._retrieval import VerificationStatus as VerificationStatus
     from .callbacks import CallbackOriginVerifier as CallbackOriginVerifier
     from .callbacks import NetverifyCallback as NetverifyCallback
@@ -113,6 +129,22 @@ _LAZY = {
     "ScanState": "._retrieval",
     "ScanStatus": "._retrieval",
     "VerificationStatus": "._retrieval",
+    "DownloadedImage": "._retrieval",
+    "ScanDocumentData": "._retrieval",
+    "ScanImage": "._retrieval",
+    "ScanImages": "._retrieval",
+    "ScanTransactionData": "._retrieval",
+    "ScanVerificationData": "._retrieval",
+    "ImageStream": "._client",
+    "ForeignImageURLError": "._exchange",
+    "ImageTooLargeError": "._exchange",
+    "AcceptedIdTypes": "._idtypes",
+    "AcquisitionConfig": "._idtypes",
+    "CountryIdTypes": "._idtypes",
+    "IdTypeCatalog": "._idtypes",
+    "IdTypeNotAcceptedError": "._idtypes",
+    "IdTypeOption": "._idtypes",
+    "SupportedIdTypes": "._idtypes",
     "PreflightIssue": "._preflight",
     "PreflightReport": "._preflight",
     "preflight": "._preflight",

@@ -17,9 +17,12 @@ import contextlib
 import logging
 import os
 import ssl
+import tempfile
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 import attrs
@@ -44,18 +47,31 @@ from ._errors import (
     ResponseError,
     SubmissionOutcomeUnknown,
 )
-from ._exchange import Answer, BasicAuth, Call, Exchange
+from ._exchange import Answer, BasicAuth, Call, Exchange, trusted_image_path
 from ._models import NetverifyRequest, ScanReceipt
 from ._retry import AttemptHistory, RetryBudget, RetryEvent, RetryPolicy, run_with_retries
 from ._transport import TransportName, build_http_client, check_transport_name
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
     from ._batch import Batch, ProgressHook
+    from ._idtypes import AcceptedIdTypes, IdTypeCatalog, SupportedIdTypes
     from ._journal import Journal
     from ._ratelimit import RateLimiter, Slot
-    from ._retrieval import ScanDetails, ScanStatus
+    from ._retrieval import (
+        DownloadedImage,
+        ScanDetails,
+        ScanDocumentData,
+        ScanImage,
+        ScanImages,
+        ScanStatus,
+        ScanTransactionData,
+        ScanVerificationData,
+    )
 
-__all__ = ["ClientStats", "NetverifyClient", "Region"]
+__all__ = ["ClientStats", "ImageStream", "NetverifyClient", "Region"]
 
 logger = logging.getLogger("netverify_async")
 
@@ -67,6 +83,15 @@ DEFAULT_MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 DEFAULT_MAX_CONCURRENCY = 16
 #: Images below this total size are encoded on the loop thread: a thread hop would cost more than the work.
 _INLINE_ENCODE_LIMIT = 256 * 1024
+#: Largest image downloaded by default (Jumio's images are a few megabytes at most).
+DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
+#: How long the supported and accepted ID types are kept by default, in seconds.
+DEFAULT_ID_TYPES_TTL = 3600.0
+#: What an image download accepts.
+_IMAGE_ACCEPT = "image/jpeg, image/png"
+_IMAGE_ROLES = frozenset({"front", "back", "face"})
+
+_CatalogT = TypeVar("_CatalogT", bound="IdTypeCatalog")
 
 SleepFunc = Callable[[float], Awaitable[None]]
 RetryHook = Callable[[RetryEvent], "Awaitable[None] | None"]
@@ -101,6 +126,10 @@ class NetverifyClient:
       Every request carries ``Connection: close``, so no connection of yours is kept after one of our calls.
     - ``on_retry``: called (sync or async) with a :class:`RetryEvent` before each retry wait.
     - ``sleep``: the function used to wait between retries (tests pass a recorder to skip real waits).
+    - ``id_types_ttl``: seconds the supported and accepted ID types are kept once fetched (default 3600; 0:
+      fetched every time).
+    - ``check_accepted_id_types``: before a submission, refuse a country + ID type (+ back side) the account
+      does not accept (:class:`~netverify_async.IdTypeNotAcceptedError`, nothing sent); default False.
     """
 
     def __init__(
@@ -123,6 +152,8 @@ class NetverifyClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         on_retry: RetryHook | None = None,
         sleep: SleepFunc | None = None,
+        id_types_ttl: float = DEFAULT_ID_TYPES_TTL,
+        check_accepted_id_types: bool = False,
     ) -> None:
         self._auth = BasicAuth(check_credential("api_token", api_token), check_credential("api_secret", api_secret))
         self.user_agent = check_user_agent(user_agent)
@@ -165,6 +196,12 @@ class NetverifyClient:
         )
         self._closed = False
         self.stats = ClientStats()
+        if isinstance(id_types_ttl, bool) or not isinstance(id_types_ttl, (int, float)) or not id_types_ttl >= 0:
+            raise ConfigurationError("id_types_ttl: must be a number of seconds >= 0")
+        self.id_types_ttl = float(id_types_ttl)
+        self.check_accepted_id_types = bool(check_accepted_id_types)
+        self._id_types: dict[str, tuple[float, IdTypeCatalog]] = {}
+        self._id_type_locks: dict[str, anyio.Lock] = {}
 
     # -- construction helpers -------------------------------------------------------------------------------
 
@@ -397,6 +434,8 @@ class NetverifyClient:
         """
         if not isinstance(request, NetverifyRequest):
             raise TypeError("request must be a NetverifyRequest")
+        if self.check_accepted_id_types:
+            await self.check_id_type_accepted(request)
         if not self.preflight:
             return request
         from ._preflight import preflight_request
@@ -526,6 +565,192 @@ class NetverifyClient:
             await self._get_json("scanDetails", self._scan_path(scan_reference, "/data"))
         )
 
+    async def scan_document(self, scan_reference: str) -> ScanDocumentData:
+        """``GET /scans/{ref}/data/document``: the document data only."""
+        from ._retrieval import parse_scan_document
+
+        return parse_scan_document(
+            await self._get_json("scanDocument", self._scan_path(scan_reference, "/data/document"))
+        )
+
+    async def scan_transaction(self, scan_reference: str) -> ScanTransactionData:
+        """``GET /scans/{ref}/data/transaction``: the transaction data only."""
+        from ._retrieval import parse_scan_transaction
+
+        return parse_scan_transaction(
+            await self._get_json("scanTransaction", self._scan_path(scan_reference, "/data/transaction"))
+        )
+
+    async def scan_verification(self, scan_reference: str) -> ScanVerificationData:
+        """``GET /scans/{ref}/data/verification``: the verification data only."""
+        from ._retrieval import parse_scan_verification
+
+        return parse_scan_verification(
+            await self._get_json("scanVerification", self._scan_path(scan_reference, "/data/verification"))
+        )
+
+    async def list_images(self, scan_reference: str) -> ScanImages:
+        """``GET /scans/{ref}/images``: the scan's images (front, back, face) and liveness images."""
+        from ._retrieval import parse_scan_images
+
+        return parse_scan_images(await self._get_json("scanImages", self._scan_path(scan_reference, "/images")))
+
+    def _image_target(self, source: str | ScanImage, classifier: str | int | None) -> tuple[str, str, str]:
+        """``(path, scan_reference, classifier)`` of an image, checked before anything is sent: a URL must be
+        one of the configured host's scan images (:class:`~netverify_async.ForeignImageURLError`)."""
+        from ._retrieval import ScanImage
+
+        url: str | None = None
+        if isinstance(source, ScanImage):
+            if source.href is None:
+                raise ConfigurationError("source: the listed image has no URL")
+            url = source.href
+        elif isinstance(source, str) and "://" in source:
+            url = source
+        if url is not None:
+            path, reference, found = trusted_image_path(self.base_url, url, operation="downloadImage")
+            if classifier is not None and _classifier(classifier) != found:
+                raise ConfigurationError("classifier: does not match the image URL (leave it out for a URL)")
+            return path, reference, found
+        if not isinstance(source, str):
+            raise ConfigurationError("source: must be a scan reference, an image URL or a ScanImage")
+        if classifier is None:
+            raise ConfigurationError("classifier: required with a scan reference (front, back, face, liveness/N)")
+        name = _classifier(classifier)
+        return self._scan_path(source, f"/images/{name}"), source, name
+
+    def _image_call(self, path: str, sink: Any, max_bytes: int) -> Call:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
+            raise ConfigurationError("max_bytes: must be a positive integer")
+        return Call(
+            operation="downloadImage",
+            method="GET",
+            path=path,
+            body=None,
+            idempotent=True,
+            accept=_IMAGE_ACCEPT,
+            sink=sink,
+            max_sink_bytes=max_bytes,
+        )
+
+    async def download_image(
+        self,
+        source: str | ScanImage,
+        classifier: str | int | None = None,
+        *,
+        to: str | os.PathLike[str],
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ) -> DownloadedImage:
+        """Download one image of a scan into the file ``to``; returns a :class:`DownloadedImage`.
+
+        ``source`` is a scan reference with a ``classifier`` (``"front"``, ``"back"``, ``"face"``,
+        ``"liveness/N"`` or the liveness number ``N``), an image URL (``href`` of :meth:`list_images`,
+        ``idScanImage`` and friends of a callback), or a :class:`~netverify_async.ScanImage`. A URL that is
+        not a scan image of the configured host raises :class:`~netverify_async.ForeignImageURLError` before
+        any connection is made: the credentials go nowhere else.
+
+        The image is streamed into a temporary file (owner-only permissions) next to ``to`` and renamed to
+        ``to`` once complete, so a failure leaves no partial file. An image over ``max_bytes`` (default
+        32 MiB) raises :class:`~netverify_async.ImageTooLargeError`; an answer that is not JPEG or PNG a
+        :class:`~netverify_async.ResponseError`. A local write failure (a full disk) is raised as the
+        ``OSError`` it is.
+        """
+        from ._retrieval import DownloadedImage
+
+        path, reference, name = self._image_target(source, classifier)
+        destination = Path(os.fspath(to))
+        sink = _FileSink(destination)
+        call = self._image_call(path, sink, max_bytes)
+        try:
+            await self._call(call, self.retrieval_limiter)
+            await sink.commit()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await sink.discard()
+            raise
+        return DownloadedImage(
+            scan_reference=reference,
+            classifier=name,
+            path=str(destination),
+            size=sink.size,
+            content_type=sink.content_type,
+        )
+
+    def stream_image(
+        self,
+        source: str | ScanImage,
+        classifier: str | int | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    ) -> contextlib.AbstractAsyncContextManager[ImageStream]:
+        """Stream one image of a scan as an async iterator of byte chunks::
+
+            async with client.stream_image(ref, "front") as image:
+                print(image.content_type)
+                async for chunk in image:
+                    ...
+
+        ``source`` and ``classifier`` as for :meth:`download_image` (foreign URLs are refused the same way,
+        before any connection). Entering waits for the answer's headers: an error status, a type that is not
+        JPEG or PNG, or a declared size over ``max_bytes`` is raised there. Going over ``max_bytes`` while
+        reading raises :class:`~netverify_async.ImageTooLargeError` from the iteration. A failure before the
+        first chunk is retried like any GET; once chunks were handed to you, it is raised, never retried.
+        Leaving the block early stops the download.
+        """
+        path, reference, name = self._image_target(source, classifier)
+        send, receive = anyio.create_memory_object_stream[bytes](0)
+        stream = ImageStream(receive, scan_reference=reference, classifier=name)
+        call = self._image_call(path, _StreamSink(send, stream), max_bytes)
+        return _ImageStreamContext(self, call, send, stream)
+
+    async def _id_type_catalog(
+        self, operation: str, parse: Callable[[dict[str, Any]], _CatalogT], refresh: bool
+    ) -> _CatalogT:
+        from ._idtypes import ID_TYPES_PATHS
+
+        lock = self._id_type_locks.get(operation)
+        if lock is None:
+            lock = self._id_type_locks[operation] = anyio.Lock()
+        async with lock:  # one fetch at a time; the others find it cached
+            cached = self._id_types.get(operation)
+            if not refresh and cached is not None and time.monotonic() < cached[0]:
+                return cached[1]  # type: ignore[return-value]
+            catalog = parse(await self._get_json(operation, ID_TYPES_PATHS[operation]))
+            if self.id_types_ttl > 0:
+                self._id_types[operation] = (time.monotonic() + self.id_types_ttl, catalog)
+            return catalog
+
+    async def supported_id_types(self, *, refresh: bool = False) -> SupportedIdTypes:
+        """``GET /supportedIdTypes``: every ID document Jumio verifies, by country.
+
+        Kept for ``id_types_ttl`` seconds (default one hour); ``refresh=True`` fetches it again.
+        """
+        from ._idtypes import parse_supported_id_types
+
+        return await self._id_type_catalog("supportedIdTypes", parse_supported_id_types, refresh)
+
+    async def accepted_id_types(self, *, refresh: bool = False) -> AcceptedIdTypes:
+        """``GET /acceptedIdTypes``: the ID documents this account accepts (Customer Portal > Settings >
+        Accepted IDs), by country. Kept for ``id_types_ttl`` seconds; ``refresh=True`` fetches it again."""
+        from ._idtypes import parse_accepted_id_types
+
+        return await self._id_type_catalog("acceptedIdTypes", parse_accepted_id_types, refresh)
+
+    async def check_id_type_accepted(self, request: NetverifyRequest) -> None:
+        """Raise :class:`~netverify_async.IdTypeNotAcceptedError` when the account does not accept the
+        request's country and ID type, or needs the back side the request lacks; nothing is sent but (at most
+        once per ``id_types_ttl``) the ``acceptedIdTypes`` query. Run by :meth:`prepare` (so by
+        :meth:`perform_netverify` and batches) when ``check_accepted_id_types`` is on. VISA is not checked
+        (the lists do not name it)."""
+        from ._idtypes import IdTypeNotAcceptedError, acceptance_problem
+
+        accepted = await self.accepted_id_types()
+        problem = acceptance_problem(
+            accepted, request.country, request.id_type, has_back_side=request.backside_image is not None
+        )
+        if problem is not None:
+            raise IdTypeNotAcceptedError([problem], country=request.country, id_type=request.id_type.value)
+
     async def delete_scan(self, scan_reference: str) -> None:
         """``DELETE /scans/{ref}``: delete the scan's images and data at Jumio."""
         await self._call(
@@ -595,6 +820,186 @@ class NetverifyClient:
             max_bytes_in_flight=max_bytes_in_flight,
             on_progress=on_progress,
         )
+
+
+def _classifier(value: str | int) -> str:
+    """``front``, ``back``, ``face`` or ``liveness/N`` from what a caller may pass."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise ConfigurationError("classifier: a liveness image number starts at 1")
+        return f"liveness/{value}"
+    if isinstance(value, str):
+        name = str(value.value if hasattr(value, "value") else value).strip().lower()
+        if name in _IMAGE_ROLES:
+            return name
+        number = name[len("liveness/") :] if name.startswith("liveness/") else ""
+        if number.isascii() and number.isdigit() and 0 < int(number) < 1_000_000:
+            return f"liveness/{int(number)}"
+    raise ConfigurationError("classifier: must be front, back, face, liveness/N or a liveness number N")
+
+
+class _FileSink:
+    """Writes a download into a temporary file beside its destination; :meth:`commit` renames it there."""
+
+    replayable = True
+
+    def __init__(self, destination: Path) -> None:
+        self._destination = destination
+        self._file: Any = None
+        self._temp: str | None = None
+        self.size = 0
+        self.content_type: str | None = None
+
+    async def start(self, content_type: str | None, content_length: int | None) -> None:
+        self.content_type = content_type
+        self.size = 0
+        if self._file is None:
+            directory = self._destination.parent
+            prefix = f".{self._destination.name}."
+            fd, self._temp = await anyio.to_thread.run_sync(
+                lambda: tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
+            )
+            self._file = anyio.wrap_file(os.fdopen(fd, "wb"))
+        else:  # another attempt: start the file again
+            await self._file.seek(0)
+            await self._file.truncate()
+
+    async def write(self, chunk: bytes) -> None:
+        await self._file.write(chunk)
+        self.size += len(chunk)
+
+    async def commit(self) -> None:
+        if self._file is None or self._temp is None:  # pragma: no cover - a 2xx always starts the sink
+            raise ResponseError("downloadImage: the answer had no body", operation="downloadImage")
+        file, temp = self._file, self._temp
+        self._file = None
+        await file.aclose()
+        await anyio.to_thread.run_sync(os.replace, temp, self._destination)
+        self._temp = None
+
+    async def discard(self) -> None:
+        file, temp = self._file, self._temp
+        self._file = self._temp = None
+        if file is not None:
+            with contextlib.suppress(OSError):
+                await file.aclose()
+        if temp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+
+
+class ImageStream:
+    """The chunks of an image being downloaded (:meth:`NetverifyClient.stream_image`), as an async iterator.
+
+    ``content_type`` (``image/jpeg`` or ``image/png``) and ``declared_size`` (the ``Content-Length``, or None)
+    are known once the block is entered; ``size`` counts the bytes handed out so far.
+    """
+
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[bytes], *, scan_reference: str, classifier: str
+    ) -> None:
+        self._receive = receive
+        self.scan_reference = scan_reference
+        self.classifier = classifier
+        self.content_type: str | None = None
+        self.declared_size: int | None = None
+        self.size = 0
+        self._error: BaseException | None = None
+        self._started = False
+        self._ready = anyio.Event()
+
+    def __repr__(self) -> str:
+        return (
+            f"ImageStream(scan_reference={self.scan_reference!r}, classifier={self.classifier!r}, "
+            f"content_type={self.content_type!r}, size={self.size})"
+        )
+
+    def __aiter__(self) -> ImageStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            chunk = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            if self._error is not None:
+                raise self._error from None
+            raise StopAsyncIteration from None
+        self.size += len(chunk)
+        return chunk
+
+    async def read(self) -> bytes:
+        """The rest of the image, whole."""
+        return b"".join([chunk async for chunk in self])
+
+
+class _StreamSink:
+    """Hands a download's chunks to an :class:`ImageStream` (not replayable: they cannot be taken back)."""
+
+    replayable = False
+
+    def __init__(self, send: MemoryObjectSendStream[bytes], stream: ImageStream) -> None:
+        self._send = send
+        self._stream = stream
+
+    async def start(self, content_type: str | None, content_length: int | None) -> None:
+        self._stream.content_type = content_type
+        self._stream.declared_size = content_length
+        self._stream._started = True
+        self._stream._ready.set()
+
+    async def write(self, chunk: bytes) -> None:
+        await self._send.send(chunk)
+
+
+class _ImageStreamContext:
+    """Runs a streamed download in a task of its own while the caller reads the :class:`ImageStream`.
+
+    The download task never raises: its failure is kept and raised to the reader (on entering, when nothing
+    came yet; else from the iteration), so neither loop wraps it in an exception group.
+    """
+
+    def __init__(
+        self, client: NetverifyClient, call: Call, send: MemoryObjectSendStream[bytes], stream: ImageStream
+    ) -> None:
+        self._client = client
+        self._call = call
+        self._send = send
+        self._stream = stream
+        self._tasks: TaskGroup | None = None
+
+    async def _download(self) -> None:
+        try:
+            await self._client._call(self._call, self._client.retrieval_limiter)
+        except Exception as exc:
+            self._stream._error = exc
+        finally:
+            self._send.close()
+            self._stream._ready.set()
+
+    async def __aenter__(self) -> ImageStream:
+        tasks = anyio.create_task_group()
+        await tasks.__aenter__()
+        self._tasks = tasks
+        tasks.start_soon(self._download)
+        try:
+            await self._stream._ready.wait()
+        except BaseException:
+            await self._close()
+            raise
+        if not self._stream._started and self._stream._error is not None:
+            await self._close()
+            raise self._stream._error
+        return self._stream
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._close()
+
+    async def _close(self) -> None:
+        tasks, self._tasks = self._tasks, None
+        if tasks is not None:
+            tasks.cancel_scope.cancel()
+            await tasks.__aexit__(None, None, None)
+        self._stream._receive.close()
 
 
 @attrs.define

@@ -25,15 +25,17 @@ import base64
 import json
 import logging
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import anyio.lowlevel
 import attrs
 import httpx
 
+from ._constants import SCANS_PATH
 from ._errors import (
     APIError,
     AuthenticationError,
@@ -51,7 +53,18 @@ from ._errors import (
 )
 from ._retry import parse_retry_after
 
-__all__ = ["PERMANENT_REFUSALS", "Answer", "BasicAuth", "Call", "Exchange", "classify_status"]
+__all__ = [
+    "PERMANENT_REFUSALS",
+    "Answer",
+    "BasicAuth",
+    "Call",
+    "Exchange",
+    "ForeignImageURLError",
+    "ImageTooLargeError",
+    "Sink",
+    "classify_status",
+    "trusted_image_path",
+]
 
 logger = logging.getLogger("netverify_async")
 
@@ -91,6 +104,64 @@ class Call:
     #: called (synchronously) each time the last byte of the body was handed to the network: from then on the
     #: server may hold the whole request
     on_body_sent: Callable[[], None] | None = attrs.field(default=None, eq=False)
+    #: the ``Accept`` header; for a call with a ``sink``, also the media types a 2xx answer may have
+    accept: str = "application/json"
+    #: for a download: where a 2xx body goes, chunk by chunk, as it arrives (the :class:`Answer` then has an
+    #: empty body); None: the body is read whole into the answer
+    sink: Sink | None = attrs.field(default=None, eq=False)
+    #: the cap on a 2xx body streamed into ``sink`` (None: the exchange's ``max_response_bytes``); error
+    #: answers are always read under the exchange's own cap
+    max_sink_bytes: int | None = None
+
+
+class Sink(Protocol):
+    """Where a download's 2xx body goes (see :attr:`Call.sink`).
+
+    ``start`` is awaited once per attempt that got a 2xx answer, before its first chunk: a sink that can start
+    again (a temporary file) truncates there. ``replayable`` is False for a sink whose bytes are handed on and
+    cannot be taken back (an iterator the caller reads): a failure after its first byte is then not retried.
+    An exception raised by the sink (a full disk, say) ends the call as it is; a
+    :class:`~netverify_async.RequestError` it raises keeps its kind.
+    """
+
+    @property
+    def replayable(self) -> bool: ...
+
+    async def start(self, content_type: str | None, content_length: int | None) -> None: ...
+
+    async def write(self, chunk: bytes) -> None: ...
+
+
+class ImageTooLargeError(ResponseError):
+    """An image (a download's answer) is larger than the cap it was fetched with; nothing of it was kept.
+
+    ``max_bytes`` is the cap; ``declared_size`` the ``Content-Length`` the server announced (None when it gave
+    none and the cap was hit while reading). ``kind`` is ``PERMANENT``: the same image is as large next time.
+    """
+
+    def __init__(
+        self, message: str, *, max_bytes: int, declared_size: int | None = None, **kwargs: Any
+    ) -> None:
+        kwargs.setdefault("kind", FailureKind.PERMANENT)
+        super().__init__(message, **kwargs)
+        self.max_bytes = max_bytes
+        self.declared_size = declared_size
+
+
+class ForeignImageURLError(RequestError):
+    """An image URL (from a callback or a listing) that is not an image of the configured Jumio host: another
+    scheme, host or port, credentials or a query in the URL, or a path that is not a scan image. Refused before
+    any connection is made, so the API credentials never go anywhere else (a spoofed callback cannot harvest
+    them). ``reason`` is a short code: ``invalid_url``, ``scheme``, ``host``, ``port``, ``userinfo``,
+    ``query``, ``path``. Messages name the configured host, never the URL (image URLs count as personal data).
+    ``kind`` is ``PERMANENT``: nothing was sent, and the same URL is refused again.
+    """
+
+    default_kind = FailureKind.PERMANENT
+
+    def __init__(self, message: str, *, reason: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.reason = reason
 
 
 @attrs.frozen
@@ -130,6 +201,55 @@ class BasicAuth(httpx.Auth):
 
     def __repr__(self) -> str:
         return "BasicAuth(<hidden>)"
+
+
+#: The path of a scan image, after the base URL's own path: front, back, face, or liveness image N.
+_IMAGE_PATH = re.compile(
+    re.escape(SCANS_PATH) + r"/(?P<ref>[A-Za-z0-9_-]{1,100})/images/(?P<classifier>front|back|face|liveness/[0-9]{1,6})"
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def trusted_image_path(base_url: str, url: str, *, operation: str) -> tuple[str, str, str]:
+    """``(path, scan_reference, classifier)`` of an image URL that points at the configured API (``base_url``:
+    same scheme, host and port, under its path), for a :class:`Call` (the exchange puts the base URL back in
+    front); :class:`ForeignImageURLError` for any other URL, before anything is sent.
+
+    The path is rebuilt from the parts that matched, never copied from the URL.
+    """
+    base = httpx.URL(base_url)
+
+    def refuse(reason: str, what: str) -> ForeignImageURLError:
+        return ForeignImageURLError(
+            f"{operation}: refused an image URL that {what}; credentials are sent only to "
+            f"{base.scheme}://{base.netloc.decode('ascii')}",
+            reason=reason,
+            operation=operation,
+        )
+
+    if not isinstance(url, str):
+        raise refuse("invalid_url", "is not a string")
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError, ValueError, UnicodeError):
+        raise refuse("invalid_url", "is not a valid URL") from None
+    if parsed.userinfo:
+        raise refuse("userinfo", "carries credentials")
+    if parsed.scheme != base.scheme:
+        raise refuse("scheme", "uses another scheme")
+    if not parsed.host or parsed.host != base.host:
+        raise refuse("host", "points to another host")
+    if (parsed.port or _DEFAULT_PORTS.get(parsed.scheme)) != (base.port or _DEFAULT_PORTS.get(base.scheme)):
+        raise refuse("port", "points to another port")
+    if parsed.query or parsed.fragment or "?" in url or "#" in url:
+        raise refuse("query", "has a query or fragment")
+    prefix = base.raw_path.decode("ascii").rstrip("/")
+    path = parsed.raw_path.decode("ascii")
+    match = _IMAGE_PATH.fullmatch(path[len(prefix) :]) if path.startswith(prefix) else None
+    if match is None:
+        raise refuse("path", "is not the URL of a scan image of the API")
+    reference, classifier = match["ref"], match["classifier"]
+    return f"{SCANS_PATH}/{reference}/images/{classifier}", reference, classifier
 
 
 class _Body(httpx.AsyncByteStream):
@@ -296,9 +416,11 @@ class Exchange:
         :class:`~netverify_async.RequestError` with its kind."""
         body = _Body(call.body or b"", call.on_body_sent if call.body else None)
         failure: RequestError | None = None
+        sink_error: BaseException | None = None
+        delivery = _Delivery()
         try:
             with anyio.fail_after(within):
-                status, headers, content = await self._round_trip(call, body)
+                status, headers, content = await self._round_trip(call, body, delivery)
         except httpx.PoolTimeout:
             failure = PoolTimeoutError(f"{call.operation}: no free connection in time", **_where(call))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
@@ -312,18 +434,43 @@ class Exchange:
             )
         except _TooLarge as exc:
             failure = self._too_large(call, exc.status_code)
+        except _TooLargeDownload as exc:
+            failure = _download_too_large(call, exc)
+        except _NotAccepted as exc:
+            failure = ResponseError(
+                f"{call.operation}: the answer (HTTP {exc.status_code}) is {exc.media_type or 'untyped'}, "
+                f"not one of {call.accept}",
+                kind=FailureKind.PERMANENT,
+                status_code=exc.status_code,
+                **_where(call),
+            )
+        except _SinkFailed as exc:
+            sink_error = exc.error
         except TimeoutError:
             failure = _lost(call, body, f"no complete answer within {within:g}s")
         except Exception as exc:  # any transport, the caller's included: classified by what was sent
             failure = _lost(call, body, _describe(exc))
+        if sink_error is not None:
+            raise sink_error
         if failure is not None:
+            sink = call.sink
+            if sink is not None and not sink.replayable and delivery.handed_on and failure.kind is not FailureKind.PERMANENT:
+                # the caller holds part of the answer already: another attempt would hand it the start again
+                raise ReadError(
+                    f"{failure} (after {delivery.handed_on} bytes were handed on; not retried)",
+                    kind=FailureKind.PERMANENT,
+                    **_where(call),
+                )
             raise failure
         if 200 <= status < 300:
             return Answer(status, headers, content)
         raise classify_status(call, status, headers, content, body_complete=body.complete)
 
-    async def _round_trip(self, call: Call, body: _Body) -> tuple[int, dict[str, str], bytes]:
+    async def _round_trip(
+        self, call: Call, body: _Body, delivery: _Delivery
+    ) -> tuple[int, dict[str, str], bytes]:
         headers = dict(self._headers)
+        headers["Accept"] = call.accept
         if call.body is not None:
             headers["Content-Type"] = "application/json"
             headers["Content-Length"] = str(len(call.body))
@@ -336,7 +483,10 @@ class Exchange:
         response = await self.http.send(request, stream=True, auth=self._auth, follow_redirects=False)
         del request
         try:
-            if response.is_stream_consumed:
+            if call.sink is not None and 200 <= response.status_code < 300:
+                await self._stream_into(call, call.sink, response, delivery)
+                content = b""
+            elif response.is_stream_consumed:
                 # a response hook, or a transport such as httpx.MockTransport, has read it already
                 content = response.content
                 if len(content) > self._max_response_bytes:
@@ -358,6 +508,39 @@ class Exchange:
             response.stream = httpx.ByteStream(b"")
         return response.status_code, _header_dict(response.headers), content
 
+    async def _stream_into(self, call: Call, sink: Sink, response: httpx.Response, delivery: _Delivery) -> None:
+        """A 2xx answer streamed into ``sink`` under the call's cap: refused before its first byte when its type
+        is not accepted or its declared length is over the cap, cut off as soon as it grows over the cap."""
+        status = response.status_code
+        cap = call.max_sink_bytes if call.max_sink_bytes is not None else self._max_response_bytes
+        content_type = response.headers.get("content-type")
+        media_type = content_type.split(";", 1)[0].strip().lower() if content_type else ""
+        accepted = {part.split(";", 1)[0].strip().lower() for part in call.accept.split(",")}
+        if media_type not in accepted:
+            raise _NotAccepted(status, media_type)
+        declared_text = response.headers.get("content-length")
+        declared = int(declared_text) if declared_text is not None and declared_text.strip().isdigit() else None
+        if declared is not None and declared > cap:
+            raise _TooLargeDownload(status, cap, declared)
+        try:
+            await sink.start(media_type, declared)
+        except Exception as exc:
+            raise _SinkFailed(exc) from None
+        size = 0
+        chunks = [response.content] if response.is_stream_consumed else None
+        source = _each_of(chunks) if chunks is not None else response.aiter_raw()
+        async for chunk in source:
+            if not chunk:
+                continue
+            size += len(chunk)
+            if size > cap:
+                raise _TooLargeDownload(status, cap, declared)
+            try:
+                await sink.write(chunk)
+            except Exception as exc:
+                raise _SinkFailed(exc) from None
+            delivery.handed_on += len(chunk)
+
     def _too_large(self, call: Call, status: int) -> RequestError:
         # A certain refusal stays one; any other status (a 200 above all) may follow a processed submission.
         # Reading the same flood again does not help a GET.
@@ -369,6 +552,57 @@ class Exchange:
             status_code=status,
             **_where(call),
         )
+
+
+class _Delivery:
+    """How many bytes of a download the sink took in the current attempt."""
+
+    __slots__ = ("handed_on",)
+
+    def __init__(self) -> None:
+        self.handed_on = 0
+
+
+class _TooLargeDownload(Exception):
+    def __init__(self, status_code: int, max_bytes: int, declared: int | None) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+        self.max_bytes = max_bytes
+        self.declared = declared
+
+
+class _NotAccepted(Exception):
+    def __init__(self, status_code: int, media_type: str) -> None:
+        super().__init__(status_code)
+        self.status_code = status_code
+        self.media_type = media_type
+
+
+class _SinkFailed(Exception):
+    """The sink's own failure, carried out of the exchange unchanged."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(type(error).__name__)
+        self.error = error
+
+
+async def _each_of(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+def _download_too_large(call: Call, exc: _TooLargeDownload) -> ImageTooLargeError:
+    if exc.declared is not None and exc.declared > exc.max_bytes:
+        what = f"announces {exc.declared} bytes"
+    else:
+        what = "grew larger than that while it was read"
+    return ImageTooLargeError(
+        f"{call.operation}: the answer (HTTP {exc.status_code}) is over the cap of {exc.max_bytes} bytes: it {what}",
+        max_bytes=exc.max_bytes,
+        declared_size=exc.declared,
+        status_code=exc.status_code,
+        **_where(call),
+    )
 
 
 class _TooLarge(Exception):

@@ -1,5 +1,6 @@
 """Typed models of the retrieval API's answers (``GET /api/netverify/v2/scans/{ref}``, ``.../data``,
-``.../images``, and ``DELETE``).
+``.../data/document``, ``.../data/transaction``, ``.../data/verification``, ``.../images``, and ``DELETE``), and
+of a downloaded image (:class:`DownloadedImage`).
 
 They describe the same verification result as the callback; the enums and value objects the two share live in
 :mod:`netverify_async._results` and are re-exported here.
@@ -58,6 +59,7 @@ __all__ = [
     "Address",
     "CheckResult",
     "DeleteResult",
+    "DownloadedImage",
     "FaceSearchFindings",
     "FaceSearchStatus",
     "FacemapLink",
@@ -71,13 +73,16 @@ __all__ = [
     "RejectReasonDetailDescription",
     "ScanDetails",
     "ScanDocument",
+    "ScanDocumentData",
     "ScanImage",
     "ScanImages",
     "ScanSource",
     "ScanState",
     "ScanStatus",
     "ScanTransaction",
+    "ScanTransactionData",
     "ScanVerification",
+    "ScanVerificationData",
     "SearchResult",
     "Similarity",
     "SimilarityDecision",
@@ -85,8 +90,11 @@ __all__ = [
     "VerificationStatus",
     "parse_delete_result",
     "parse_scan_details",
+    "parse_scan_document",
     "parse_scan_images",
     "parse_scan_status",
+    "parse_scan_transaction",
+    "parse_scan_verification",
 ]
 
 
@@ -356,6 +364,57 @@ class DeleteResult(Answer):
     extra: Mapping[str, Any] = extra_field()
 
 
+@attrs.frozen(repr=False)
+class ScanDocumentData(ScanDocument):
+    """``GET /scans/{ref}/data/document``: the document part alone, with the answer's ``scan_reference``,
+    ``timestamp`` and ``problems``."""
+
+    scan_reference: str = attrs.field(kw_only=True)
+    timestamp: _dt.datetime | str | None = attrs.field(default=None, kw_only=True, metadata=wire("timestamp"))
+    problems: tuple[ValidationIssue, ...] = attrs.field(default=(), kw_only=True)
+
+
+@attrs.frozen(repr=False)
+class ScanTransactionData(ScanTransaction):
+    """``GET /scans/{ref}/data/transaction``: the transaction part alone, with the answer's ``scan_reference``,
+    ``timestamp`` and ``problems``."""
+
+    scan_reference: str = attrs.field(kw_only=True)
+    timestamp: _dt.datetime | str | None = attrs.field(default=None, kw_only=True, metadata=wire("timestamp"))
+    problems: tuple[ValidationIssue, ...] = attrs.field(default=(), kw_only=True)
+
+
+@attrs.frozen(repr=False)
+class ScanVerificationData(ScanVerification):
+    """``GET /scans/{ref}/data/verification``: the verification part alone, with the answer's
+    ``scan_reference``, ``timestamp`` and ``problems``."""
+
+    scan_reference: str = attrs.field(kw_only=True)
+    timestamp: _dt.datetime | str | None = attrs.field(default=None, kw_only=True, metadata=wire("timestamp"))
+    problems: tuple[ValidationIssue, ...] = attrs.field(default=(), kw_only=True)
+
+    @property
+    def reject_reason_codes(self) -> tuple[str, ...]:
+        """Every reject code: the main code, then the detail codes; empty when there is no reject reason."""
+        reason = self.reject_reason
+        return reason.codes if isinstance(reason, RejectReason) else ()
+
+
+@attrs.frozen(repr=False)
+class DownloadedImage(Answer):
+    """An image written to a file by :meth:`~netverify_async.NetverifyClient.download_image`.
+
+    ``classifier`` is ``front``, ``back``, ``face`` or ``liveness/N``; ``content_type`` what the server said
+    (``image/jpeg`` or ``image/png``); ``size`` the bytes written to ``path``.
+    """
+
+    scan_reference: str
+    classifier: str
+    path: str = attrs.field(metadata=wire("path", personal=True))
+    size: int = 0
+    content_type: str | None = None
+
+
 resolve_field_types(
     _Link,
     ScanStatus,
@@ -370,6 +429,10 @@ resolve_field_types(
     ScanImage,
     ScanImages,
     DeleteResult,
+    ScanDocumentData,
+    ScanTransactionData,
+    ScanVerificationData,
+    DownloadedImage,
 )
 
 
@@ -427,6 +490,24 @@ def parse_scan_images(body: Mapping[str, Any] | bytes | str) -> ScanImages:
     """Parse the answer of ``GET /scans/{ref}/images``; ``images`` may be one object or an array."""
     obj = _load_answer(body, "scanImages")
     return read(obj, ScanImages, skip=[_REFERENCE_KEY], scan_reference=obj[_REFERENCE_KEY])
+
+
+def parse_scan_document(body: Mapping[str, Any] | bytes | str) -> ScanDocumentData:
+    """Parse the answer of ``GET /scans/{ref}/data/document`` (tolerantly; see :func:`parse_scan_details`)."""
+    obj = _load_answer(body, "scanDocument")
+    return read(obj, ScanDocumentData, skip=[_REFERENCE_KEY], scan_reference=obj[_REFERENCE_KEY])
+
+
+def parse_scan_transaction(body: Mapping[str, Any] | bytes | str) -> ScanTransactionData:
+    """Parse the answer of ``GET /scans/{ref}/data/transaction`` (tolerantly; see :func:`parse_scan_details`)."""
+    obj = _load_answer(body, "scanTransaction")
+    return read(obj, ScanTransactionData, skip=[_REFERENCE_KEY], scan_reference=obj[_REFERENCE_KEY])
+
+
+def parse_scan_verification(body: Mapping[str, Any] | bytes | str) -> ScanVerificationData:
+    """Parse the answer of ``GET /scans/{ref}/data/verification`` (tolerantly; see :func:`parse_scan_details`)."""
+    obj = _load_answer(body, "scanVerification")
+    return read(obj, ScanVerificationData, skip=[_REFERENCE_KEY], scan_reference=obj[_REFERENCE_KEY])
 
 
 def parse_delete_result(

@@ -10,13 +10,16 @@ GET     ``/api/netverify/v2/scans/{ref}``           status: PENDING, then DONE o
 GET     ``.../scans/{ref}/data``                    document, transaction and verification
 GET     ``.../scans/{ref}/data/{part}``             one part: document, transaction, verification
 GET     ``.../scans/{ref}/images``                  the list of stored images
-GET     ``.../scans/{ref}/images/{classifier}``     the image bytes (front, back, face)
+GET     ``.../scans/{ref}/images/{classifier}``     the image bytes (front, back, face), with the
+                                                    ``Content-Type`` they were uploaded with
 DELETE  ``.../scans/{ref}``                         200, empty body; the scan is gone
+GET     ``/api/netverify/v2/supportedIdTypes``      every country with PASSPORT, ID_CARD, DRIVING_LICENSE
+GET     ``/api/netverify/v2/acceptedIdTypes``       ``accepted_id_types`` (default: the supported list)
 any     ``/__emulator/...``                         admin: faults, stats, reset, scans, callbacks
 ======  ==========================================  ==============================================
 
 An unknown scan gets Jumio's 404 body ``{"httpStatus":"404","message":"Not found: Scan not found for <ref>",
-"requestURI":"<url>"}``.
+"requestURI":"<url>"}``. The two ID-type lists count as retrieval calls (rate limit, faults).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from .._errors import ConfigurationError
 from .._useragent import user_agent_problem
 from ._callbacks import CallbackDispatcher
 from ._config import EmulatorConfig, Faults, build_config
-from ._state import EmulatorState, Scan, format_timestamp
+from ._state import EmulatorState, Scan, format_timestamp, id_type_catalog
 from ._submit import SubmissionHandler, error_body
 
 __all__ = ["ADMIN_PREFIX", "RATE_LIMITED_BODY", "EmulatorApp", "create_app"]
@@ -64,6 +67,11 @@ _SERVER = (b"server", b"Apache-Coyote/1.1")
 _SCANS_PREFIX = SCANS_PATH + "/"
 _DATA_PARTS = ("document", "transaction", "verification")
 _IMAGE_ROLES = ("front", "back", "face")
+#: The ID-type lists: path -> (whether it is the accepted list, the key of its list)
+_ID_TYPE_LISTS = {
+    "/api/netverify/v2/supportedIdTypes": (False, "supportedIdTypes"),
+    "/api/netverify/v2/acceptedIdTypes": (True, "acceptedIdTypes"),
+}
 _IMAGE_ACCEPT = frozenset({"image/jpeg", "image/png", "image/*", "*/*"})
 _GATEWAY_PAGES = {
     502: b"<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>",
@@ -183,6 +191,13 @@ class EmulatorApp:
                 status = await self._method_not_allowed(ex, b"POST")
         elif path.startswith(_SCANS_PREFIX):
             status = await self._scans(ex, method, path[len(_SCANS_PREFIX) :].strip("/").split("/"))
+        elif path in _ID_TYPE_LISTS:
+            if method == "GET":
+                ex.kind = "retrieval"
+                accepted, key = _ID_TYPE_LISTS[path]
+                status = await self._api(ex, lambda e, a: self._id_types(e, accepted, key, a))
+            else:
+                status = await self._method_not_allowed(ex, b"GET")
         else:
             status = await self._json(ex, 404, error_body(404, "Not found", ex.request_uri))
         if status != _COUNTED:
@@ -324,7 +339,8 @@ class EmulatorApp:
             body_bytes, client_ip=ex.client_ip, base_url=ex.base_url, request_uri=ex.request_uri
         )
         if result.scan is not None:
-            self.callbacks.schedule(result.scan)
+            # the stored scan: its outcome may have changed on the way in (an ID type the account does not accept)
+            self.callbacks.schedule(self.state.scans.get(result.scan.reference, result.scan))
         return await self._finish(ex, result.status, result.body, action)
 
     def _find(self, ref: str) -> Scan | None:
@@ -367,6 +383,10 @@ class EmulatorApp:
             return await self._not_found(ex, ref, action)
         data, mime = scan.images[role]
         return await self._finish(ex, 200, data, action, content_type=mime.encode())
+
+    async def _id_types(self, ex: _Exchange, accepted: bool, key: str, action: str | None) -> int:
+        body = {"timestamp": format_timestamp(), key: id_type_catalog(self.config, accepted=accepted)}
+        return await self._finish(ex, 200, json.dumps(body, separators=(",", ":")).encode(), action)
 
     async def _delete(self, ex: _Exchange, ref: str, action: str | None) -> int:
         if not self.state.delete_scan(ref):

@@ -15,6 +15,7 @@ from ._urls import callback_url_problem
 __all__ = [
     "ENDPOINT_KINDS",
     "FAULT_ACTIONS",
+    "LISTED_ID_TYPES",
     "EmulatorConfig",
     "Faults",
     "RateWindow",
@@ -209,6 +210,45 @@ class Faults:
             raise ConfigurationError(f"invalid fault settings: {exc}") from None
 
 
+#: The ID types the supported/accepted lists name, with whether each needs its back side by default.
+LISTED_ID_TYPES: Mapping[str, bool] = {"PASSPORT": False, "ID_CARD": True, "DRIVING_LICENSE": True}
+
+AcceptedIdTypes = tuple[tuple[str, tuple[tuple[str, bool], ...]], ...]
+
+
+def _accepted_id_types(value: Any) -> AcceptedIdTypes | None:
+    """``{"AUT": ["PASSPORT", "ID_CARD"], "DEU": {"ID_CARD": False}}`` (a list of types, or types mapped to
+    "back side required"), or the normalised tuple form; None means every supported type."""
+    if value is None:
+        return None
+    if isinstance(value, str) or not isinstance(value, (Mapping, Iterable)):
+        raise ConfigurationError(
+            "EmulatorConfig.accepted_id_types must map country codes to ID types, e.g. {'AUT': ['PASSPORT']}"
+        )
+    items = value.items() if isinstance(value, Mapping) else value
+    countries: dict[str, dict[str, bool]] = {}
+    for entry in items:
+        try:
+            country, types = entry
+        except (TypeError, ValueError):
+            raise ConfigurationError("EmulatorConfig.accepted_id_types: each entry is (country, ID types)") from None
+        if not isinstance(country, str) or len(country) != 3 or not country.isalpha() or not country.isupper():
+            raise ConfigurationError("EmulatorConfig.accepted_id_types: countries are ISO 3166-1 alpha-3 codes")
+        if isinstance(types, str):
+            types = [types]
+        pairs = types.items() if isinstance(types, Mapping) else (
+            (t, None) if isinstance(t, str) else tuple(t) for t in types
+        )
+        chosen = countries.setdefault(country, {})
+        for id_type, back in pairs:
+            if id_type not in LISTED_ID_TYPES:
+                raise ConfigurationError(
+                    f"EmulatorConfig.accepted_id_types: unknown ID type (one of {sorted(LISTED_ID_TYPES)})"
+                )
+            chosen[id_type] = LISTED_ID_TYPES[id_type] if back is None else bool(back)
+    return tuple((country, tuple(types.items())) for country, types in countries.items())
+
+
 def _faults(value: Any) -> Faults:
     if isinstance(value, Faults):
         return value
@@ -259,6 +299,11 @@ class EmulatorConfig:
     admin_token: str | None = attrs.field(default=None, repr=False)
     #: Faults active from the start (change them at run time with ``set_faults`` or the admin endpoint).
     faults: Faults = attrs.field(factory=Faults, converter=_faults)
+    #: The ID documents the account accepts (``GET /acceptedIdTypes``), e.g. ``{"AUT": ["PASSPORT"]}`` or
+    #: ``{"DEU": {"ID_CARD": True}}`` (type -> back side required); None: every supported one. A submission
+    #: of another country or type is processed (and billed) as Jumio does, and ends DENIED_UNSUPPORTED_ID_COUNTRY
+    #: or DENIED_UNSUPPORTED_ID_TYPE.
+    accepted_id_types: AcceptedIdTypes | None = attrs.field(default=None, converter=_accepted_id_types)
 
     def __attrs_post_init__(self) -> None:
         if not self.api_token or ":" in self.api_token:

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import collections
 import datetime as _dt
+import functools
 import random
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import attrs
 
 from .. import _convert as convert
-from ._config import EmulatorConfig, Faults, RateWindow
+from ._config import LISTED_ID_TYPES, EmulatorConfig, Faults, RateWindow
 from ._outcomes import Outcome
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "SecondStats",
     "SlidingWindowLimiter",
     "format_timestamp",
+    "id_type_catalog",
 ]
 
 #: How many seconds of per-second statistics are kept.
@@ -49,6 +51,42 @@ def format_timestamp(moment: _dt.datetime | None = None) -> str:
     if _second_text[0] != second:  # strftime once per second, not once per request
         _second_text = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
     return f"{_second_text[1]}.{int((now - second) * 1000):03d}Z"
+
+
+@functools.cache
+def _country_names() -> dict[str, str]:
+    import pycountry
+
+    names = {c.alpha_3: str(getattr(c, "common_name", None) or c.name) for c in pycountry.countries}
+    names["XKX"] = "Kosovo"
+    return dict(sorted(names.items()))
+
+
+def _catalog_entry(country: str, types: Iterable[tuple[str, bool]]) -> dict[str, Any]:
+    return {
+        "countryCode": country,
+        "countryName": _country_names().get(country, country),
+        "idTypes": [{"acquisitionConfig": {"backSide": back}, "idType": id_type} for id_type, back in types],
+    }
+
+
+def id_type_catalog(config: EmulatorConfig, *, accepted: bool) -> list[dict[str, Any]]:
+    """The ``supportedIdTypes`` list (every country, with PASSPORT, ID_CARD and DRIVING_LICENSE), or the
+    ``acceptedIdTypes`` list (``config.accepted_id_types``, or the supported list when that is None)."""
+    if accepted and config.accepted_id_types is not None:
+        return [_catalog_entry(country, types) for country, types in config.accepted_id_types]
+    return [_catalog_entry(country, LISTED_ID_TYPES.items()) for country in _country_names()]
+
+
+def unaccepted_outcome(config: EmulatorConfig, country: str, id_type: str) -> Outcome | None:
+    """How Jumio ends a scan of a country or ID type the account does not accept (None: accepted). VISA, which
+    the lists do not name, is not checked."""
+    if config.accepted_id_types is None or id_type not in LISTED_ID_TYPES:
+        return None
+    for code, types in config.accepted_id_types:
+        if code == country:
+            return None if any(t == id_type for t, _ in types) else Outcome.UNSUPPORTED_TYPE
+    return Outcome.UNSUPPORTED_COUNTRY
 
 
 @attrs.frozen
@@ -270,7 +308,11 @@ class EmulatorState:
     # -- scans -----------------------------------------------------------------------------------------------
 
     def add_scan(self, scan: Scan) -> None:
-        """Remember a new scan."""
+        """Remember a new scan; one of a country or ID type the account does not accept is denied, as Jumio
+        does (after creating, and billing, it)."""
+        refused = unaccepted_outcome(self.config, scan.country, scan.id_type)
+        if refused is not None:
+            scan = attrs.evolve(scan, outcome=refused)
         with self.lock:
             self.scans[scan.reference] = scan
             self.scans_created += 1
