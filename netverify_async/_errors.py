@@ -5,7 +5,8 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     NetverifyError
     ├── ConfigurationError            bad client settings (credentials, User-Agent, base URL, TLS)
     ├── RequestValidationError        the request breaks a documented rule; ``.errors`` lists every violation
-    │                                 (also a ValueError)
+    │   │                             (also a ValueError)
+    │   └── IdTypeNotAcceptedError    the account does not accept this country + ID type (opt-in check)
     ├── PreflightError                an image would be refused by Jumio; ``.report`` says why (also a ValueError)
     ├── CallbackParseError            a body that is not a Jumio callback at all (also a ValueError)
     ├── CallbackOriginError           a callback from an address that is not Jumio's
@@ -23,6 +24,8 @@ Every exception the library raises on purpose derives from :class:`NetverifyErro
     │   │   ├── PoolTimeoutError      never sent: no free connection in time (safe to retry)
     │   │   └── ReadError             the whole body was sent, but the answer was lost or too slow (ambiguous)
     │   ├── ResponseError             the server answered badly (oversized, malformed, redirected, odd status)
+    │   │   └── ImageTooLargeError    an image download went past its ``max_bytes``
+    │   ├── ForeignImageURLError      an image URL that is not on the configured Jumio host (never fetched)
     │   ├── APIError                  the server answered with an error status; ``.status_code``, ``.body``,
     │   │   │                         ``.tracking_id``
     │   │   ├── BadRequestError       400
