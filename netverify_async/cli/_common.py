@@ -28,7 +28,12 @@ EXIT_INTERRUPTED = 130
 #: Exit status when the reader of the output went away, e.g. ``| head`` (128 + SIGPIPE, as shells report it).
 EXIT_OUTPUT_CLOSED = 141
 #: Library wording (Python keyword arguments) -> what a command-line user types instead.
-_CLI_WORDING = (("fix=True", "--fix"),)
+_CLI_WORDING = (
+    ("fix=True", "--fix"),
+    # the hint after a 401/403: on the command line these settings come from the environment (or --user-agent)
+    ("check api_token and api_secret", "check NETVERIFY_API_TOKEN and NETVERIFY_API_SECRET"),
+    ("that user_agent names", "that the User-Agent (NETVERIFY_USER_AGENT or --user-agent) names"),
+)
 
 
 def add_connection_arguments(parser: argparse.ArgumentParser, *, submission_rate_limit: bool = True) -> None:
@@ -97,7 +102,8 @@ def build_client(args: argparse.Namespace, **overrides: Any) -> NetverifyClient:
 
 
 def cli_text(text: str) -> str:
-    """A library message in command-line terms: ``fix=True`` becomes ``--fix``."""
+    """A library message in command-line terms: ``fix=True`` becomes ``--fix``, ``api_token`` the variable
+    ``NETVERIFY_API_TOKEN``."""
     for keyword, flag in _CLI_WORDING:
         text = text.replace(keyword, flag)
     return text

@@ -184,6 +184,8 @@ class _Run:
     #: uploads cut off by the stop (their outcome is unknown) and documents not sent because of it
     stopped_in_flight: int = 0
     not_sent: int = 0
+    #: receipts the batch got that the demo's loop had not read yet when a stop ended it (the scans exist)
+    late_receipts: list[str] = attrs.Factory(list)
 
     # -- derived -------------------------------------------------------------------------------------------
 
@@ -192,7 +194,8 @@ class _Run:
 
     @property
     def receipts(self) -> list[str]:
-        return [o.merchant_id_scan_reference or "" for o in self.outcomes if o.status.value == "receipt"]
+        read = [o.merchant_id_scan_reference or "" for o in self.outcomes if o.status.value == "receipt"]
+        return read + self.late_receipts
 
     def rejections(self) -> list[dict[str, Any]]:
         """Preflight rejections: reference, role, error codes and messages."""
@@ -257,7 +260,7 @@ class _Run:
     def sent(self) -> int:
         """Good documents whose upload started (an answer came, or it was cut off by a stop)."""
         uploaded = sum(o.status.value in ("receipt", "failed", "unknown") for o in self.outcomes)
-        return uploaded + self.stopped_in_flight
+        return uploaded + len(self.late_receipts) + self.stopped_in_flight
 
     @property
     def achieved_rate(self) -> float:
@@ -502,6 +505,8 @@ def _submission_figures(run: _Run, client: Any, batch: Any) -> None:
     summary = batch.summary
     run.submission_s = summary.elapsed
     counted = {o.merchant_id_scan_reference for o in run.outcomes}
+    # a stop ends the loop that reads outcomes: receipts already made but not read yet still count
+    run.late_receipts = [ref for ref in summary.receipts if ref not in counted]
     run.stopped_in_flight = sum(ref not in counted for ref in summary.unknown)
     run.not_sent = len(summary.not_sent)
 

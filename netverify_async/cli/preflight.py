@@ -76,6 +76,8 @@ class FileResult:
     def to_dict(self, with_fix: bool) -> dict[str, Any]:
         line: dict[str, Any] = {"path": self.path, **self.report.to_dict()}
         del line["role"]  # the same for every file: the --role given
+        for key in ("errors", "warnings"):  # in command-line terms, as in the table: "--fix", not "fix=True"
+            line[key] = [{**issue, "message": cli_text(str(issue["message"]))} for issue in line[key]]
         if with_fix:
             line["output"] = self.output
         else:
