@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import re
+import socket
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any, Protocol
@@ -424,7 +425,7 @@ class Exchange:
         except httpx.PoolTimeout:
             failure = PoolTimeoutError(f"{call.operation}: no free connection in time", **_where(call))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            reason = _tls_failure(exc) or f"could not connect to {self._base_url} ({_describe(exc)})"
+            reason = f"could not connect to {self._base_url} ({_tls_failure(exc) or _describe(exc)})"
             failure = ConnectError(f"{call.operation}: {reason}", **_where(call))
         except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
             failure = ConnectError(
@@ -623,8 +624,12 @@ def _describe(exc: BaseException) -> str:
         if current is None:
             break
         if isinstance(current, OSError) and (current.errno or current.strerror):
-            # the errno's own text ("connection refused"), not asyncio's wording of it, which quotes addresses
-            reason = os.strerror(current.errno) if current.errno else str(current.strerror)
+            # the errno's own text ("connection refused"), not asyncio's wording of it, which quotes addresses;
+            # the resolver's errors (socket.gaierror) have negative numbers of their own, with their own text
+            if current.errno and current.errno > 0 and not isinstance(current, socket.gaierror):
+                reason = os.strerror(current.errno)
+            else:
+                reason = str(current.strerror or f"error {current.errno}")
             return f"{type(exc).__name__}: {reason.lower()}"
         current = current.__cause__ or current.__context__
     return type(exc).__name__
