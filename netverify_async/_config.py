@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 import ipaddress
 import socket
 
 import httpx
 
 from ._constants import REGION_BASE_URLS
+from ._enums import TextEnum
 from ._errors import ConfigurationError
 
 __all__ = ["Region", "check_base_url", "check_credential", "check_user_agent", "is_loopback_host"]
 
 
-class Region(str, enum.Enum):
+class Region(TextEnum):
     """Jumio data centres, with their documented base URLs."""
 
     US = "US"

@@ -18,7 +18,19 @@ __all__ = [
 ]
 
 
-class IdType(str, enum.Enum):
+
+class TextEnum(str, enum.Enum):
+    """A string enum that prints as its value (``str()``, f-strings, ``%s``), as ``enum.StrEnum`` does from
+    Python 3.11 on: a status reads ``APPROVED_VERIFIED``, as Jumio sends it, not ``VerificationStatus.APPROVED_...``.
+    """
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    def __format__(self, format_spec: str) -> str:
+        return str.__format__(self, format_spec)
+
+class IdType(TextEnum):
     """The document type (``idType``)."""
 
     PASSPORT = "PASSPORT"
@@ -27,7 +39,7 @@ class IdType(str, enum.Enum):
     VISA = "VISA"
 
 
-class EnabledField(str, enum.Enum):
+class EnabledField(TextEnum):
     """A field Jumio should extract (one item of ``enabledFields``)."""
 
     ID_NUMBER = "idNumber"
@@ -41,14 +53,14 @@ class EnabledField(str, enum.Enum):
     ID_ADDRESS = "idAddress"
 
 
-class CallbackGranularity(str, enum.Enum):
+class CallbackGranularity(TextEnum):
     """When Jumio sends callbacks (``callbackGranularity``)."""
 
     ON_FINISH = "onFinish"
     ON_ALL_STEPS = "onAllSteps"
 
 
-class ConsentObtained(str, enum.Enum):
+class ConsentObtained(TextEnum):
     """Whether the end user gave consent to biometric processing (``consent.obtained``)."""
 
     YES = "yes"
@@ -56,14 +68,14 @@ class ConsentObtained(str, enum.Enum):
     NA = "na"
 
 
-class MimeType(str, enum.Enum):
+class MimeType(TextEnum):
     """The image formats the API accepts."""
 
     JPEG = "image/jpeg"
     PNG = "image/png"
 
 
-class ImageRole(str, enum.Enum):
+class ImageRole(TextEnum):
     """What an image of a request shows: the front or back of the document, or the end user's face.
 
     A member is also its plain string (``ImageRole.FRONT == "front"``, same hash, ``str()`` and ``format()``
@@ -74,13 +86,6 @@ class ImageRole(str, enum.Enum):
     FRONT = "front"
     BACK = "back"
     FACE = "face"
-
-    # A role prints as its value, like a plain string (enum.StrEnum does this from Python 3.11 on).
-    def __str__(self) -> str:
-        return str.__str__(self)
-
-    def __format__(self, format_spec: str) -> str:
-        return str.__format__(self, format_spec)
 
     @property
     def attribute(self) -> str:

@@ -48,11 +48,12 @@ none of them holds an HTTP request or response object (those carry the ``Authori
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
+
+from ._enums import TextEnum
 
 __all__ = [
     "APIError",
@@ -88,7 +89,7 @@ __all__ = [
 ]
 
 
-class FailureKind(str, enum.Enum):
+class FailureKind(TextEnum):
     """What a failure says about the request's effect at the server; decided once, where the failure happens.
 
     - ``NOT_SENT``: the server cannot have processed it (no connection, or the body never got out whole).

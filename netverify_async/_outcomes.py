@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Awaitable, Callable, Mapping
 
 import attrs
 
+from ._enums import TextEnum
 from ._errors import NetverifyError
 from ._models import ScanReceipt
 
 __all__ = ["BatchOutcome", "BatchProgress", "BatchStatus", "BatchSummary", "OutcomeStatus", "ProgressHook"]
 
 
-class OutcomeStatus(str, enum.Enum):
+class OutcomeStatus(TextEnum):
     """What happened to one item of a batch."""
 
     #: Jumio accepted it: ``receipt`` holds the scan reference.
@@ -32,7 +32,7 @@ class OutcomeStatus(str, enum.Enum):
     INVALID = "invalid"
 
 
-class BatchStatus(str, enum.Enum):
+class BatchStatus(TextEnum):
     """Where a batch stands."""
 
     NOT_STARTED = "not_started"

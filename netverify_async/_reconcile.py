@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._enums import TextEnum
 from ._models import ScanReceipt
 from ._results import IdentityVerification, RejectReason
 
@@ -63,7 +64,7 @@ MAX_RESULT_TEXT = 100
 MAX_DETAIL_CODES = 20
 
 
-class JournalState(str, enum.Enum):
+class JournalState(TextEnum):
     """Where one merchant reference stands (see :mod:`netverify_async._journal`)."""
 
     PENDING = "pending"
@@ -213,7 +214,7 @@ class JournalEntry:
         return None
 
 
-class CallbackEffect(str, enum.Enum):
+class CallbackEffect(TextEnum):
     """What recording one callback did to the journal."""
 
     #: The item had no known scan (``sent``, ``unknown``, ``pending`` or ``failed``): now ``receipt``.

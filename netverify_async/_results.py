@@ -8,13 +8,13 @@ as the raw string, so enum-typed fields are typed ``SomeEnum | str``.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from ._convert import Answer, extra_field, resolve_field_types, wire
+from ._enums import TextEnum
 
 __all__ = [
     "Address",
@@ -37,7 +37,7 @@ __all__ = [
 # Enums of documented values
 
 
-class VerificationStatus(str, enum.Enum):
+class VerificationStatus(TextEnum):
     """The outcome of an ID verification (callback ``verificationStatus``, retrieval ``document.status``)."""
 
     APPROVED_VERIFIED = "APPROVED_VERIFIED"
@@ -48,7 +48,7 @@ class VerificationStatus(str, enum.Enum):
     NO_ID_UPLOADED = "NO_ID_UPLOADED"
 
 
-class ScanSource(str, enum.Enum):
+class ScanSource(TextEnum):
     """How the images were captured (callback ``idScanSource``, retrieval ``transaction.source``).
 
     The guides write both ``WEB_CAM`` and ``WEB-CAM``; both parse to :attr:`WEB_CAM` (likewise for the other
@@ -71,7 +71,7 @@ class ScanSource(str, enum.Enum):
         return None
 
 
-class IdSubtype(str, enum.Enum):
+class IdSubtype(TextEnum):
     """The document subtype (``idSubtype``)."""
 
     NATIONAL_ID = "NATIONAL_ID"
@@ -92,7 +92,7 @@ class IdSubtype(str, enum.Enum):
     E_PASSPORT = "E_PASSPORT"
 
 
-class Gender(str, enum.Enum):
+class Gender(TextEnum):
     """The holder's gender as printed on the document (``X`` is not in the guide but occurs in real data)."""
 
     M = "M"
@@ -100,7 +100,7 @@ class Gender(str, enum.Enum):
     X = "X"
 
 
-class Similarity(str, enum.Enum):
+class Similarity(TextEnum):
     """Whether the selfie shows the person on the document (``identityVerification.similarity``)."""
 
     MATCH = "MATCH"
@@ -108,14 +108,14 @@ class Similarity(str, enum.Enum):
     NOT_POSSIBLE = "NOT_POSSIBLE"
 
 
-class SimilarityDecision(str, enum.Enum):
+class SimilarityDecision(TextEnum):
     """How the similarity was decided (``identityVerification.similarityDecision``; some accounts)."""
 
     MANUAL = "MANUAL"
     AUTOMATED = "AUTOMATED"
 
 
-class ValidityReason(str, enum.Enum):
+class ValidityReason(TextEnum):
     """Why the selfie was not accepted as a live person (``identityVerification.reason``)."""
 
     SELFIE_CROPPED_FROM_ID = "SELFIE_CROPPED_FROM_ID"
@@ -131,7 +131,7 @@ class ValidityReason(str, enum.Enum):
     LIVENESS_FAILED = "LIVENESS_FAILED"
 
 
-class RejectReasonDescription(str, enum.Enum):
+class RejectReasonDescription(TextEnum):
     """Why a scan was denied or not readable (``rejectReasonDescription``); :attr:`code` is its number."""
 
     MANIPULATED_DOCUMENT = "MANIPULATED_DOCUMENT"
@@ -189,7 +189,7 @@ _REJECT_REASON_CODES = {
 }
 
 
-class RejectReasonDetailDescription(str, enum.Enum):
+class RejectReasonDetailDescription(TextEnum):
     """What exactly was wrong (``detailsDescription``, for reject codes 100 and 200); :attr:`code` is its
     number.
     """

@@ -29,7 +29,6 @@ addresses, customer ids and image URLs print as ``<redacted>``.
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from typing import Any, Literal
 import attrs
 
 from ._convert import Answer, extra_field, json_type, resolve_field_types, wire
-from ._enums import IdType
+from ._enums import IdType, TextEnum
 from ._errors import ResponseError, ValidationIssue
 from ._lenient import is_absent, read, text_or_texts
 from ._results import Address as Address
@@ -102,7 +101,7 @@ __all__ = [
 # Enums of values only the retrieval API reports
 
 
-class ScanState(str, enum.Enum):
+class ScanState(TextEnum):
     """Where a scan is in its life (retrieval ``status``)."""
 
     PENDING = "PENDING"
@@ -110,14 +109,14 @@ class ScanState(str, enum.Enum):
     FAILED = "FAILED"
 
 
-class MrzCheck(str, enum.Enum):
+class MrzCheck(TextEnum):
     """Result of the machine-readable-zone check (retrieval ``verification.mrzCheck``)."""
 
     OK = "OK"
     NOT_AVAILABLE = "NOT_AVAILABLE"
 
 
-class SearchResult(str, enum.Enum):
+class SearchResult(TextEnum):
     """Result of an additional check (``addressValidation``, ``proofOfResidency``,
     ``personalNumberValidation``).
     """
@@ -128,7 +127,7 @@ class SearchResult(str, enum.Enum):
     CHECK_NOT_DONE = "CHECK_NOT_DONE"
 
 
-class FaceSearchStatus(str, enum.Enum):
+class FaceSearchStatus(TextEnum):
     """State of the 1:n face search (``faceSearchFindings.status``)."""
 
     DONE = "DONE"

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import email.utils
-import enum
 import logging
 import math
 import random
@@ -43,6 +42,7 @@ import anyio
 import attrs
 import tenacity
 
+from ._enums import TextEnum
 from ._errors import (
     ConfigurationError,
     DeadlineExceeded,
@@ -240,7 +240,7 @@ def parse_retry_after(headers: Mapping[str, str], *, now: _dt.datetime | None = 
 # ----------------------------------------------------------------------------------------------------------
 
 
-class GiveUpReason(str, enum.Enum):
+class GiveUpReason(TextEnum):
     """Why :func:`decide` stopped retrying."""
 
     #: the failure's kind is never retried for this call (PERMANENT; AMBIGUOUS on a submission by default)

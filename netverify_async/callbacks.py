@@ -27,7 +27,6 @@ IP address and image URLs, and origin errors never include the rejected address.
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import re
 import urllib.parse
 from collections.abc import Mapping, Sequence
@@ -43,6 +42,7 @@ from ._constants import (
 )
 from ._convert import Answer, extra_field, resolve_field_types, wire
 from ._enums import IdType as IdType
+from ._enums import TextEnum
 from ._errors import CallbackParseError, ValidationIssue
 from ._lenient import is_absent, read
 from ._origin import CallbackOriginVerifier as CallbackOriginVerifier
@@ -87,20 +87,20 @@ __all__ = [
 # Callback-only enums and value objects
 
 
-class CallbackType(str, enum.Enum):
+class CallbackType(TextEnum):
     """The kind of callback (``callBackType``); ID Verification callbacks say ``NETVERIFYID``."""
 
     NETVERIFYID = "NETVERIFYID"
 
 
-class IdScanStatus(str, enum.Enum):
+class IdScanStatus(TextEnum):
     """``idScanStatus``: SUCCESS when the verification was approved, ERROR otherwise."""
 
     SUCCESS = "SUCCESS"
     ERROR = "ERROR"
 
 
-class IdCheckResult(str, enum.Enum):
+class IdCheckResult(TextEnum):
     """Result of one ``idCheck*`` field: OK when approved, ``N/A`` otherwise.
 
     For these fields ``N/A`` is a documented value, so it is kept as :attr:`NOT_AVAILABLE` rather than read as
@@ -112,7 +112,7 @@ class IdCheckResult(str, enum.Enum):
     NOT_AVAILABLE = "N/A"
 
 
-class DlCarPermission(str, enum.Enum):
+class DlCarPermission(TextEnum):
     """Whether the driving licence permits driving a car (``dlCarPermission``)."""
 
     YES = "YES"
