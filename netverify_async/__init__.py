@@ -101,6 +101,9 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._ratelimit import UnlimitedLimiter as UnlimitedLimiter
     from ._ratelimit import make_limiter as make_limiter
     from ._ratelimit import parse_rate as parse_rate
+    from ._results_wait import VerificationResult as VerificationResult
+    from ._results_wait import WaitForResults as WaitForResults
+    from ._results_wait import wait_for_results as wait_for_results
     from ._retrieval import DownloadedImage as DownloadedImage
     from ._retrieval import ScanDetails as ScanDetails
     from ._retrieval import ScanDocumentData as ScanDocumentData
@@ -167,6 +170,9 @@ _LAZY = {
     "ScanResult": "._journal",
     "JournalEntry": "._journal",
     "JournalState": "._journal",
+    "VerificationResult": "._results_wait",
+    "WaitForResults": "._results_wait",
+    "wait_for_results": "._results_wait",
     "AdaptiveLimiter": "._ratelimit",
     "RateLimiter": "._ratelimit",
     "SlidingWindowLimiter": "._ratelimit",

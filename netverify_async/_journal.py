@@ -68,6 +68,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 import anyio.to_thread
+import attrs
 
 from ._errors import FailureKind, JournalError, PreflightError, RequestValidationError, failure_kind
 from ._journalfile import FileLock, create_private_file
@@ -515,6 +516,39 @@ class SqliteJournal:
                 _write_entry(conn, old, decision.entry)
             self._commit(conn)
             return decision
+
+        return await self._run(record)
+
+    async def record_result(
+        self, merchant_id_scan_reference: str, scan_reference: str, result: ScanResult
+    ) -> bool:
+        """Store a verification result learnt by polling the retrieval API (see
+        :func:`netverify_async.wait_for_results`) with a scan the journal already knows, in the same columns as a
+        callback's result (nothing personal). ``callback_at`` stays unset (no callback was received, so this is
+        no proof for ``--resend-unresolved-after``), and a result already stored (from a callback) is kept.
+
+        Returns True when the result was written; False when the journal does not know that scan, or it
+        already has a result. Committed and synced before this returns.
+        """
+        ref = merchant_id_scan_reference
+
+        def record(conn: sqlite3.Connection) -> bool:
+            self._ensure_transaction(conn)
+            old = _load_entry(conn, ref)
+            known = (
+                None
+                if old is None
+                else next((s for s in old.scans if s.scan_reference == scan_reference), None)
+            )
+            if old is None or known is None or known.result is not None:
+                self._commit(conn)
+                return False
+            scans = tuple(
+                attrs.evolve(s, result=result) if s.scan_reference == scan_reference else s for s in old.scans
+            )
+            _write_entry(conn, old, attrs.evolve(old, scans=scans, updated_at=_utcnow()))
+            self._commit(conn)
+            return True
 
         return await self._run(record)
 

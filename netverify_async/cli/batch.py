@@ -18,6 +18,11 @@ sent (proof that the callback receiver feeding this journal works, so the item's
 come). If there are such items and none qualifies, nothing is sent and the exit status is 2. See
 ``docs/batch.md`` for the reasoning and its limits.
 
+``--wait`` then waits for the verification result of every scan in the journal (results from callbacks fed to
+the journal first, the rest polled and stored in the journal, so a re-run polls nothing it knows), writes
+``--results PATH`` (``.csv`` or ``.jsonl``; default ``MANIFEST.results.csv``) and prints a table of the
+statuses; see :mod:`netverify_async.cli._waitresults`. A scan left without a result makes the exit status 1.
+
 Exit status: 0 when every row got a receipt (now or in an earlier run), 1 when any row failed, was refused,
 was invalid or has an unknown outcome, 2 for usage errors (and for a horizon that cannot be applied). ``--json`` prints one JSON object per row and line
 (reference, status, Jumio's scan reference, error type and message: never personal data), then a summary
@@ -153,6 +158,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--fix", action="store_true", help="normalise images Jumio would refuse when possible"
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object per row, then a summary")
+    parser.add_argument(
+        "--wait",
+        action="store_true",
+        help="after submitting, wait for the verification result of every scan in the journal (results from "
+        "callbacks fed to the journal first, the rest polled on Jumio's schedule), write a results file and "
+        "print a table of statuses; a re-run does not poll again what the journal already knows",
+    )
+    parser.add_argument(
+        "--results",
+        metavar="PATH",
+        help="the results file of --wait: .csv or .jsonl (default: MANIFEST.results.csv)",
+    )
     add_connection_arguments(parser)
     parser.set_defaults(func=run)
     return parser
@@ -223,12 +240,25 @@ def _outcome_line(outcome: BatchOutcome, row: int | None) -> dict[str, Any]:
         "status": outcome.status.value,
         "scanReference": outcome.receipt.scan_reference if outcome.receipt is not None else None,
         "errorType": type(error).__name__ if error is not None else None,
-        "error": cli_text(str(error)) if error is not None else None,
+        "error": _json_error_text(error, row),
     }
     issues = _issues_of(error)
     if issues:
         line["issues"] = issues
     return line
+
+
+def _json_error_text(error: BaseException | None, row: int | None) -> str | None:
+    """The ``error`` of a JSON item line. A validation error found by the batch (a repeated reference) reads
+    like one found in the manifest: ``row N: column: message [code]``, not the library's wire names."""
+    from .._errors import RequestValidationError
+
+    if error is None:
+        return None
+    if isinstance(error, RequestValidationError):
+        text = _error_text(error, "invalid")
+        return f"row {row}: {text}" if row is not None else text
+    return cli_text(str(error))
 
 
 def _issues_of(error: BaseException | None) -> list[dict[str, str]]:
@@ -267,6 +297,12 @@ def _invalid_text(invalid: InvalidRow) -> str:
     return "; ".join(
         f"{issue.message} [{issue.code}]" if issue.path == "row" else str(issue) for issue in invalid.issues
     )
+
+
+def _results_path(args: argparse.Namespace) -> Path:
+    from ._waitresults import RESULTS_SUFFIX
+
+    return Path(args.results) if args.results else Path(args.manifest + RESULTS_SUFFIX)
 
 
 def _journal_path(args: argparse.Namespace) -> Path:
@@ -377,9 +413,8 @@ async def _run_batch(
             def report_invalid() -> None:
                 while state.pending_invalid:
                     invalid = state.pending_invalid.pop(0)
-                    state.problems.append(
-                        (invalid.row, invalid.reference, "invalid", "RequestValidationError", invalid.message)
-                    )
+                    text = _invalid_text(invalid)  # the table has a row column: no "row N:" here
+                    state.problems.append((invalid.row, invalid.reference, "invalid", "RequestValidationError", text))
                     if args.json:
                         emit(print_json, _invalid_line(invalid))
                     else:
@@ -421,6 +456,13 @@ async def _run_batch(
         stats = client.stats
         journal_counts = await journal.counts()
         unknown_in_journal = sum(n for state_, n in journal_counts.items() if state_.outcome_unknown)
+        waited: dict[str, Any] | None = None
+        if args.wait and fatal is None and interruption.reason is None:
+            from ._waitresults import wait_and_write
+
+            waited = await wait_and_write(
+                client, journal, _results_path(args), interruption, concurrency=args.concurrency
+            )
     elapsed = time.perf_counter() - started
     counts = {status: 0 for status in _STATUS_LABELS}
     for outcome_status, n in summary.counts.items():
@@ -437,6 +479,7 @@ async def _run_batch(
         and interrupted is None
         and summary.complete
         and all(counts[s] == 0 for s in counts if s not in _OK_STATUSES)
+        and (waited is None or waited["complete"])
     )
     exit_status = interruption.exit_status or (0 if ok else 1)
     sent = summary.submitted
@@ -460,13 +503,20 @@ async def _run_batch(
         "error": f"{type(fatal).__name__}: {cli_text(str(fatal))}" if fatal is not None else None,
         "exitStatus": exit_status,
     }
+    if waited is not None:
+        figures["results"] = waited
     if found is not None:
         figures["declaredNoScan"] = found.declared
         figures["unresolvedNotDeclared"] = found.unproven
     if args.json and not interruption.output_closed:
         print_json(figures)
     else:
-        _print_summary(console if not interruption.output_closed else make_console(stderr=True), figures, state)
+        summary_console = console if not interruption.output_closed else make_console(stderr=True)
+        _print_summary(summary_console, figures, state)
+        if waited is not None:
+            from ._waitresults import print_results_summary
+
+            print_results_summary(summary_console, waited)
     if interrupted is not None:
         print(_stopped_note(figures), file=sys.stderr, flush=True)
     if fatal is not None:
@@ -601,6 +651,16 @@ def run(args: argparse.Namespace) -> int:
     from ._manifest import ManifestError, ManifestReader
     from ._progress import make_console
 
+    results = getattr(args, "results", None)
+    if results is not None:
+        from ._waitresults import results_format
+
+        if not getattr(args, "wait", False):
+            print("error: --results needs --wait", file=sys.stderr)
+            return 2
+        if results_format(results) is None:
+            print("error: --results: the file name must end in .csv or .jsonl", file=sys.stderr)
+            return 2
     horizon = getattr(args, "resend_unresolved_after", None)
     args.resend_unresolved_after_text = _horizon_text(horizon) if horizon is not None else None
     try:
