@@ -1,26 +1,36 @@
-"""The client's one send path (httpx's public interface) against plain httpx and raw aiohttp, on a 200 ms server.
+"""The client's one send path (httpx's public interface) against plain httpx and raw aiohttp; 200 ms servers.
 
 The server is a raw asyncio ``Protocol`` (on uvloop when installed) in a **separate process**, so its CPU does
 not count against the client: it reads each request (the head, then ``Content-Length`` bytes of body, counted
-and dropped), waits 200 ms, and answers ``200`` with a fixed, valid performNetverify receipt (106 bytes). It
-honours ``Connection: close`` and keeps other connections alive. A second listener of the same process answers
-at once, for the uploads of part 3.
+and dropped), waits, and answers ``200`` with a valid performNetverify receipt (106 bytes) whose scan reference
+ends with the delay it actually applied, in microseconds (from the last body byte read to the answer written).
+It honours ``Connection: close`` and keeps other connections alive. It listens on three ports:
+
+* **jittered** (the primary measurement): each answer is delayed by a value drawn from a seeded log-normal
+  distribution with a mean of 200 ms (sigma 0.32: median 190 ms, 5-95% 112-322 ms; ``--jitter uniform`` draws
+  from 100-300 ms instead), as a real API's latency varies from request to request;
+* **constant**: every answer after exactly 200 ms (the worst case, see below);
+* **fast**: answers at once, for the uploads of part 3.
 
 Throughput runs (parts 1 and 2): each run is a fresh event loop with a fresh client (and pool). One request
 first (not measured: imports, the client's TLS context); then N workers send requests back to back, all started
-at once; after 0.6 s the measured window (``--seconds``) opens. Achieved req/s = the sum over workers of each
-worker's rate inside the window ((answers - 1) / time between its first and last answer); ceiling = N / 0.2 s.
-Client CPU = this process's CPU time (``time.process_time``, every thread) inside the window, per answer; server
-CPU, other processes' CPU (the machine's busy time from ``/proc/stat`` minus both) and the time the event-loop
-thread waited for a CPU (schedstat), as shares of one core. Each row is the median of ``--repeats`` runs,
-interleaved with the other rows.
+at once. After 0.6 s each worker measures its next ``--cycles`` (8) cycles, a cycle being the time from one
+answer to the next (the first answer after 0.6 s starts the first cycle; counting cycles, not a fixed window,
+keeps long delays from being cut off at the window's end and under-counted); the workers keep sending until the
+last one has its cycles. Mean server delay = the sum of the server's delays for the requests answered at the
+ends of those cycles / their number; ceiling = N / mean server delay; achieved req/s = N / mean cycle; of
+ceiling = (sum of those server delays) / (sum of the cycles), which is achieved / ceiling, with the server's
+random draws in numerator and denominator alike (so the jitter adds no sampling noise). Client CPU = this
+process's CPU time (``time.process_time``, every thread) from 0.6 s until the last worker is done, per answer
+in that time; server CPU, other processes' CPU (the machine's busy time from ``/proc/stat`` minus both) and the
+time the event-loop thread waited for a CPU (schedstat), as shares of one core. Each row shows the median run of ``--repeats``,
+interleaved with the other rows, and against both servers.
 
-Why all at once: against a server whose latency never varies, closed-loop workers fall into step. When several
-answers arrive together, the loop interleaves the steps of their next requests (connect, write, read, close
-take several loop iterations each), so they all leave, and come back, together; the group grows and its cycle
-becomes about 200 ms + (group size) x (CPU per request). Workers whose starts are spread evenly over 200 ms
-(rows marked "starts spread") begin near the ceiling but drift into that state within 5-15 s; starting them
-together measures the state they end in, in a short window. The spread rows show the transient, not the goal.
+Worst case, lock-step (the constant server): closed-loop workers against a latency that never varies fall into
+step. When several answers arrive together, the loop interleaves the steps of their next requests (connect,
+write, read, close take several loop iterations each), so they all leave, and come back, together; the group
+grows and its cycle becomes about 200 ms + (group size) x (CPU per request). Jitter breaks the groups up: answers
+arrive spread out, so each request's CPU overlaps the other requests' server time.
 
 1. **The default transport** (``NetverifyClient(transport="httpx")``: httpx's ``AsyncHTTPTransport`` with
    ``max_keepalive_connections=0`` and ``Connection: close``, a fresh connection per request) calling
@@ -28,11 +38,12 @@ together measures the state they end in, in a short window. The spread rows show
    ``max_concurrency=N``) at 8, 16 and 32 in flight on asyncio, and at 16 on trio. Baselines: plain
    ``httpx.AsyncClient`` POSTing the same body with the same headers, with its default pool (keep-alive, at
    most 20 idle connections kept) and without keep-alive (``max_keepalive_connections=0`` plus
-   ``Connection: close``). Goal: the default transport >= 95% of the ceiling.
+   ``Connection: close``). Goal: the default transport >= 95% of the ceiling (jittered server).
 2. **The aiohttp extra** (``transport="aiohttp"``) at 64 in flight against raw aiohttp (an
-   ``aiohttp.ClientSession`` with its default connector, keep-alive, POSTing the same body). Goal >= 0.9x raw
-   aiohttp. For information: raw aiohttp with ``force_close=True`` (what a connection per request costs
-   aiohttp itself), and the default transport at 64.
+   ``aiohttp.ClientSession`` with its default connector, keep-alive, POSTing the same body), and against raw
+   aiohttp with ``force_close=True`` (a connection per request, as the extra uses). Ratios are of the shares of
+   the ceiling (the same as req/s at the same mean server delay). Goal >= 0.9x raw aiohttp with keep-alive
+   (jittered server). For information: the default transport at 64.
 3. **Event-loop lag during uploads**: ``--uploads`` (20) concurrent ``client.send_encoded`` calls with a 10 MB
    body each on the default transport, against the no-latency listener, while a ticker task sleeps 1 ms in a
    loop and records its oversleep. Lags are pooled over ``--upload-runs`` batches: per-tick p50/p99/max, and
@@ -42,8 +53,11 @@ together measures the state they end in, in a short window. The spread rows show
    information, the aiohttp extra and the ticker alone. Goal: the default transport's p99 < 10 ms, per tick
    and time-weighted.
 
-Run: ``/work/venv/bin/python benchmarks/transport.py`` (about 2.5 minutes; ``--parts 1 3`` for a subset).
-Exit status 1 when a goal is missed.
+Before each part the script waits up to ``--load-wait`` seconds (180) for the 1-minute load average to drop
+below ``--max-load`` (0.7), then runs anyway; each part's table states the load it started at.
+
+Run: ``/work/venv/bin/python benchmarks/transport.py`` (about 5 minutes plus the waits; ``--parts 1 3`` for a
+subset). Exit status 1 when a goal is missed.
 """
 
 from __future__ import annotations
@@ -51,7 +65,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
+import math
 import os
+import random
 import statistics
 import subprocess
 import sys
@@ -77,7 +94,11 @@ from _common import (
     time_weighted_percentile,
 )
 
+#: the constant server's latency and the jittered server's mean
 LATENCY = 0.2
+#: sigma of the jittered server's log-normal delays (median = mean x exp(-sigma^2 / 2), about 190 ms)
+JITTER_SIGMA = 0.32
+JITTER_SEED = 20240601
 GOAL_OF_CEILING = 0.95
 GOAL_VS_AIOHTTP = 0.9
 GOAL_P99_MS = 10.0
@@ -92,29 +113,36 @@ HEADERS = {
     "Content-Type": "application/json",
 }
 
-OneRequest = Callable[[], Awaitable[bool]]
+#: one request; the server's delay for its answer in seconds, or None when it failed
+OneRequest = Callable[[], Awaitable[float | None]]
+#: one upload of part 3; whether it succeeded
+Job = Callable[[], Awaitable[bool]]
 
 
 # -- the server (``transport.py --serve``, in its own process) --------------------------------------------------
 
-RECEIPT = (
-    b'{"timestamp":"2024-06-01T12:00:00.000Z","jumioIdScanReference":"5f1c0c7e-7d2a-4d35-9a52-0c8a6f0b1e2d"}'
+#: the receipt; the scan reference's last 12 characters are the delay the server applied, in microseconds
+RECEIPT = b'{"timestamp":"2024-06-01T12:00:00.000Z","jumioIdScanReference":"5f1c0c7e-7d2a-4d35-9a52-%012d"}'
+HEAD_KEEP = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % (
+    len(RECEIPT % 0)
 )
-
-
-def _answer(close: bool) -> bytes:
-    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(RECEIPT)}\r\n"
-    return (head + ("Connection: close\r\n" if close else "") + "\r\n").encode("ascii") + RECEIPT
-
-
-ANSWER_KEEP, ANSWER_CLOSE = _answer(False), _answer(True)
+HEAD_CLOSE = HEAD_KEEP[:-2] + b"Connection: close\r\n\r\n"
 REFUSE_CHUNKED = b"HTTP/1.1 411 Length Required\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 
 
-class _Connection(asyncio.Protocol):
-    """HTTP/1.1 with Content-Length bodies only: read the head, count the body, answer after ``delay``."""
+def delay_of(answer_body: bytes) -> float:
+    """The server's delay carried by a receipt body (see :data:`RECEIPT`)."""
+    return int(answer_body[-14:-2]) / 1e6
 
-    def __init__(self, delay: float) -> None:
+
+def delay_of_reference(scan_reference: str) -> float:
+    return int(scan_reference[-12:]) / 1e6
+
+
+class _Connection(asyncio.Protocol):
+    """HTTP/1.1 with Content-Length bodies only: read the head, count the body, answer after ``delay()``."""
+
+    def __init__(self, delay: Callable[[], float]) -> None:
         self.delay = delay
         self.head = bytearray()
         self.body_left = 0
@@ -153,16 +181,19 @@ class _Connection(asyncio.Protocol):
             view = memoryview(rest)
 
     def _complete(self) -> None:
-        if self.delay:
-            asyncio.get_running_loop().call_later(self.delay, self._respond, self.close_after)
+        delay = self.delay()
+        started = time.perf_counter()
+        if delay:
+            asyncio.get_running_loop().call_later(delay, self._respond, self.close_after, started)
         else:
-            self._respond(self.close_after)
+            self._respond(self.close_after, started)
 
-    def _respond(self, close: bool) -> None:
+    def _respond(self, close: bool, started: float) -> None:
         transport = self.transport
         if transport is None or transport.is_closing():
             return
-        transport.write(ANSWER_CLOSE if close else ANSWER_KEEP)
+        applied = round(1e6 * (time.perf_counter() - started))
+        transport.write((HEAD_CLOSE if close else HEAD_KEEP) + RECEIPT % applied)
         if close:
             transport.close()
 
@@ -170,13 +201,26 @@ class _Connection(asyncio.Protocol):
         self.transport = None
 
 
-def serve(latency: float) -> None:
+def jitter_source(mean: float, kind: str, seed: int) -> Callable[[], float]:
+    """Seeded random delays with the given mean: log-normal (sigma :data:`JITTER_SIGMA`) or uniform 0.5-1.5x."""
+    rng = random.Random(seed)
+    if kind == "uniform":
+        return lambda: rng.uniform(0.5 * mean, 1.5 * mean)
+    mu = math.log(mean) - JITTER_SIGMA**2 / 2
+    return lambda: rng.lognormvariate(mu, JITTER_SIGMA)
+
+
+def serve(latency: float, jitter: str, seed: int) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        slow = await loop.create_server(lambda: _Connection(latency), "127.0.0.1", 0, backlog=2048)
-        fast = await loop.create_server(lambda: _Connection(0.0), "127.0.0.1", 0, backlog=2048)
-        ports = [server.sockets[0].getsockname()[1] for server in (slow, fast)]
-        print(f"listening {ports[0]} {ports[1]}", flush=True)
+        draw = jitter_source(latency, jitter, seed)
+        delays: tuple[Callable[[], float], ...] = (lambda: latency, draw, lambda: 0.0)
+        servers = [
+            await loop.create_server(lambda d=d: _Connection(d), "127.0.0.1", 0, backlog=2048)  # type: ignore[misc]
+            for d in delays
+        ]
+        ports = [server.sockets[0].getsockname()[1] for server in servers]
+        print("listening", *ports, flush=True)
         await asyncio.Event().wait()
 
     try:
@@ -187,20 +231,27 @@ def serve(latency: float) -> None:
         uvloop.run(main())
 
 
+#: the two latency modes of parts 1 and 2
+JITTER, CONSTANT = "jitter", "constant"
+
+
 @attrs.frozen
 class Server:
     pid: int
-    slow_url: str  # answers after the latency
+    constant_url: str  # answers after the latency
+    jitter_url: str  # answers after a random delay with the latency as its mean
     fast_url: str  # answers at once
     loop_name: str
 
+    def url(self, mode: str) -> str:
+        return self.jitter_url if mode == JITTER else self.constant_url
+
 
 @contextmanager
-def server_process(latency: float) -> Iterator[Server]:
+def server_process(latency: float, jitter: str, seed: int) -> Iterator[Server]:
+    command = [sys.executable, os.path.abspath(__file__), "--serve", "--latency", str(latency)]
     proc = subprocess.Popen(
-        [sys.executable, os.path.abspath(__file__), "--serve", "--latency", str(latency)],
-        stdout=subprocess.PIPE,
-        text=True,
+        [*command, "--jitter", jitter, "--seed", str(seed)], stdout=subprocess.PIPE, text=True
     )
     try:
         first: list[str] = []
@@ -208,7 +259,7 @@ def server_process(latency: float) -> Iterator[Server]:
         reader.start()
         reader.join(30)
         line = first[0].split() if first else []
-        if len(line) != 3 or line[0] != "listening":
+        if len(line) != 4 or line[0] != "listening":
             raise RuntimeError(f"the server did not start ({line!r})")
         try:
             import uvloop  # noqa: F401
@@ -216,10 +267,23 @@ def server_process(latency: float) -> Iterator[Server]:
             loop_name = "uvloop"
         except ImportError:
             loop_name = "asyncio"
-        yield Server(proc.pid, f"http://127.0.0.1:{line[1]}", f"http://127.0.0.1:{line[2]}", loop_name)
+        constant, jittered, fast = (f"http://127.0.0.1:{port}" for port in line[1:])
+        yield Server(proc.pid, constant, jittered, fast, loop_name)
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def wait_for_quiet(max_load: float, timeout: float) -> str:
+    """Wait up to ``timeout`` s for the 1-minute load average to drop below ``max_load``; say what happened."""
+    started = time.monotonic()
+    while os.getloadavg()[0] >= max_load and time.monotonic() - started < timeout:
+        print(f"  waiting: 1-minute load average {os.getloadavg()[0]:.2f}", file=sys.stderr, flush=True)
+        time.sleep(10)
+    waited = time.monotonic() - started
+    quiet = os.getloadavg()[0] < max_load
+    outcome = "below it" if quiet else "still above it: ran anyway"
+    return f"waited {waited:.0f} s for the 1-minute load average to drop below {max_load:g} ({outcome}); {machine_load()}"
 
 
 # -- CPU readings -------------------------------------------------------------------------------------------------
@@ -273,51 +337,85 @@ def share(seconds: float, wall: float) -> str:
 
 @attrs.frozen
 class Run:
-    """One measured window of one variant."""
+    """One measured window of one variant; see the module doc."""
 
+    n: int  # workers
     ok: int  # answers (2xx) inside the window
     errors: int  # failed requests inside the window
-    rate: float  # the sum over workers of each worker's rate inside the window
+    cycles: int  # the workers' cycles inside the window (answers less one per worker)
+    cycle_seconds: float  # their total length
+    delay_seconds: float  # the server's delays of the requests answered at the ends of those cycles
     cpu: Cpu
+
+    @property
+    def mean_delay(self) -> float:
+        return self.delay_seconds / self.cycles if self.cycles else float("nan")
+
+    @property
+    def ceiling(self) -> float:
+        return self.n / self.mean_delay if self.delay_seconds else float("nan")
+
+    @property
+    def rate(self) -> float:
+        return self.n * self.cycles / self.cycle_seconds if self.cycle_seconds else 0.0
+
+    @property
+    def of_ceiling(self) -> float:
+        return self.delay_seconds / self.cycle_seconds if self.cycle_seconds else 0.0
 
     @property
     def cpu_ms_per_request(self) -> float:
         return 1000 * self.cpu.client / self.ok if self.ok else float("nan")
 
 
-async def drive(one: OneRequest, n: int, seconds: float, server: Server, *, burst: bool = False) -> Run:
+async def drive(one: OneRequest, n: int, cycles: int, server: Server) -> Run:
     """One request (not measured), then ``n`` workers sending requests back to back; see the module doc."""
     await one()
     t_open = time.perf_counter() + 3 * LATENCY
-    t_close = t_open + seconds
-    answers: list[list[float]] = [[] for _ in range(n)]
+    # per worker: (time of the answer, the server's delay for it; 0.0 for a failed request)
+    answers: list[list[tuple[float, float]]] = [[] for _ in range(n)]
     ok = errors = 0
+    measuring = True
+    pending = n  # workers that have not yet counted their cycles
+    all_counted = anyio.Event()
 
     async def worker(i: int) -> None:
-        nonlocal ok, errors
-        if not burst:
-            await anyio.sleep(i * LATENCY / n)
+        nonlocal ok, errors, pending
         clock = time.perf_counter
+        mine = answers[i]
         while True:
-            good = await one()
+            delay = await one()
             now = clock()
-            if t_open <= now <= t_close:
-                answers[i].append(now)
-                if good:
-                    ok += 1
-                else:
-                    errors += 1
+            if now < t_open or not measuring:
+                continue
+            ok += delay is not None
+            errors += delay is None
+            if len(mine) <= cycles:
+                mine.append((now, delay or 0.0))
+                if len(mine) == cycles + 1:
+                    pending -= 1
+                    if not pending:
+                        all_counted.set()
 
     async with anyio.create_task_group() as tg:
         for i in range(n):
             tg.start_soon(worker, i)
         await anyio.sleep(t_open - time.perf_counter())
         before = Cpu.snapshot(server)
-        await anyio.sleep(t_close - time.perf_counter())
+        with anyio.move_on_after(60 + 10 * cycles * LATENCY):
+            await all_counted.wait()
+        measuring = False
         after = Cpu.snapshot(server)
         tg.cancel_scope.cancel()
-    rate = sum((len(a) - 1) / (a[-1] - a[0]) for a in answers if len(a) >= 2 and a[-1] > a[0])
-    return Run(ok, errors, rate, Cpu.between(before, after))
+    return Run(
+        n,
+        ok,
+        errors,
+        sum(max(0, len(a) - 1) for a in answers),
+        sum(a[-1][0] - a[0][0] for a in answers if a),
+        sum(d for a in answers for _, d in a[1:]),
+        Cpu.between(before, after),
+    )
 
 
 def small_body() -> bytes:
@@ -357,12 +455,12 @@ def ours(transport: str) -> Runner:
 
         async with make_client(base_url, transport, n) as client:
 
-            async def one() -> bool:
+            async def one() -> float | None:
                 try:
-                    await client.send_encoded(body, merchant_id_scan_reference="bench-transport")
+                    receipt = await client.send_encoded(body, merchant_id_scan_reference="bench-transport")
                 except NetverifyError:
-                    return False
-                return True
+                    return None
+                return delay_of_reference(receipt.scan_reference)
 
             return await run(one)
 
@@ -378,12 +476,12 @@ def plain_httpx(keep_alive: bool) -> Runner:
         url = base_url + PATH
         async with httpx.AsyncClient(trust_env=False, timeout=60.0, limits=limits) as http:
 
-            async def one() -> bool:
+            async def one() -> float | None:
                 try:
                     response = await http.post(url, content=body, headers=headers)
                 except httpx.HTTPError:
-                    return False
-                return response.status_code == 200
+                    return None
+                return delay_of(response.content) if response.status_code == 200 else None
 
             return await run(one)
 
@@ -397,13 +495,13 @@ def raw_aiohttp(force_close: bool) -> Runner:
         url = base_url + PATH
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=force_close)) as session:
 
-            async def one() -> bool:
+            async def one() -> float | None:
                 try:
                     async with session.post(url, data=body, headers=HEADERS) as response:
-                        await response.read()
-                        return response.status == 200
+                        answer = await response.read()
+                        return delay_of(answer) if response.status == 200 else None
                 except (aiohttp.ClientError, OSError, TimeoutError):
-                    return False
+                    return None
 
             return await run(one)
 
@@ -430,50 +528,89 @@ THROUGHPUT_VARIANTS: dict[str, tuple[str, Runner]] = {
 }
 
 
-#: a variant name ending with this starts its workers spread over one latency period instead of all at once
-SPREAD = ", starts spread (transient)"
+#: (part, variant, in flight, latency mode)
+Key = tuple[int, str, int, str]
 
 
-def measure(variant: str, server: Server, body: bytes, n: int, seconds: float) -> Run:
-    backend, runner = THROUGHPUT_VARIANTS[variant.removesuffix(SPREAD)]
-    burst = not variant.endswith(SPREAD)
+def measure(key: Key, server: Server, body: bytes, cycles: int) -> Run:
+    _, variant, n, mode = key
+    backend, runner = THROUGHPUT_VARIANTS[variant]
 
     async def run(one: OneRequest) -> Run:
-        return await drive(one, n, seconds, server, burst=burst)
+        return await drive(one, n, cycles, server)
 
     async def entry() -> Run:
-        return await runner(server.slow_url, body, n, run)
+        return await runner(server.url(mode), body, n, run)
 
     return anyio.run(entry, backend=backend)
 
 
-def throughput_plan(parts: Sequence[int], in_flight: Sequence[int], trio: bool) -> list[tuple[int, str, int]]:
-    """(part, variant, in flight) of one round; the rounds repeat it, so each variant's runs spread over the
-    whole benchmark."""
-    plan: list[tuple[int, str, int]] = []
-    if 1 in parts:
+def throughput_plan(part: int, in_flight: Sequence[int], trio: bool) -> list[Key]:
+    """The keys of one round of a part; the rounds repeat it, so each row's runs spread over the whole part."""
+    if part == 1:
+        variants = []
         for n in in_flight:
-            plan += [(1, variant, n) for variant in (OURS, HTTPX_KEEP, HTTPX_CLOSE)]
+            variants += [(OURS, n), (HTTPX_KEEP, n), (HTTPX_CLOSE, n)]
             if trio and n == 16:
-                plan.append((1, OURS_TRIO, n))
-            plan.append((1, OURS + SPREAD, n))
-    if 2 in parts:
-        variants = (
-            AIOHTTP_KEEP,
-            OURS_AIOHTTP,
-            AIOHTTP_CLOSE,
-            OURS,
-            AIOHTTP_KEEP + SPREAD,
-            OURS_AIOHTTP + SPREAD,
+                variants.append((OURS_TRIO, n))
+    else:
+        variants = [(variant, 64) for variant in (AIOHTTP_KEEP, OURS_AIOHTTP, AIOHTTP_CLOSE, OURS)]
+    return [(part, variant, n, mode) for variant, n in variants for mode in (JITTER, CONSTANT)]
+
+
+@attrs.frozen
+class Row:
+    """The runs of one variant at one concurrency against one server; the median run (by share of the ceiling)
+    for the throughput figures, medians for the CPU figures."""
+
+    runs: tuple[Run, ...]
+
+    @property
+    def median(self) -> Run:
+        return sorted(self.runs, key=lambda r: r.of_ceiling)[(len(self.runs) - 1) // 2]
+
+    @property
+    def of_ceiling(self) -> float:
+        return self.median.of_ceiling
+
+    @property
+    def errors(self) -> int:
+        return sum(r.errors for r in self.runs)
+
+    def share(self, pick: Callable[[Cpu], float]) -> str:
+        return f"{100 * statistics.median(pick(r.cpu) / r.cpu.wall for r in self.runs):.0f}%"
+
+    def each_run(self) -> str:
+        return ", ".join(
+            f"{100 * r.of_ceiling:.1f}% ({share(r.cpu.loop_waiting, r.cpu.wall)})" for r in self.runs
         )
-        plan += [(2, variant, 64) for variant in variants]
-    return plan
+
+    def columns(self) -> list[str]:
+        """The columns named by :data:`ROW_COLUMNS`."""
+        run = self.median
+        return [
+            f"{run.rate:,.1f}",
+            f"{1000 * run.mean_delay:.1f}",
+            f"{run.ceiling:,.1f}",
+            f"{100 * run.of_ceiling:.1f}%",
+        ]
+
+    def cpu_columns(self) -> list[str]:
+        """The columns named by :data:`CPU_COLUMNS`."""
+        return [
+            self.each_run(),
+            f"{statistics.median(r.cpu_ms_per_request for r in self.runs):.2f}",
+            self.share(lambda c: c.client),
+            self.share(lambda c: c.server),
+            self.share(lambda c: c.other),
+            self.share(lambda c: c.loop_waiting),
+            str(self.errors),
+        ]
 
 
-#: the columns of :meth:`Row.columns` after req/s
-ROW_COLUMNS = (
-    "of ceiling",
-    "each run: req/s (loop waiting for a CPU)",
+ROW_COLUMNS = ("req/s", "mean server delay ms", "ceiling req/s", "of ceiling")
+CPU_COLUMNS = (
+    "each run: of ceiling (loop waiting for a CPU)",
     "client CPU ms/request",
     "client CPU",
     "server CPU",
@@ -481,44 +618,7 @@ ROW_COLUMNS = (
     "loop waiting for a CPU",
     "errors",
 )
-
-
-@attrs.frozen
-class Row:
-    """The runs of one variant at one concurrency; medians."""
-
-    runs: tuple[Run, ...]
-    n: int
-
-    @property
-    def rate(self) -> float:
-        return statistics.median(r.rate for r in self.runs)
-
-    @property
-    def of_ceiling(self) -> float:
-        return self.rate / (self.n / LATENCY)
-
-    @property
-    def errors(self) -> int:
-        return sum(r.errors for r in self.runs)
-
-    def columns(self) -> dict[str, str]:
-        def median_share(pick: Callable[[Cpu], float]) -> str:
-            return f"{100 * statistics.median(pick(r.cpu) / r.cpu.wall for r in self.runs):.0f}%"
-
-        return {
-            "req/s": f"{self.rate:,.1f}",
-            "of ceiling": f"{100 * self.of_ceiling:.1f}%",
-            "each run: req/s (loop waiting for a CPU)": ", ".join(
-                f"{r.rate:,.1f} ({share(r.cpu.loop_waiting, r.cpu.wall)})" for r in self.runs
-            ),
-            "client CPU ms/request": f"{statistics.median(r.cpu_ms_per_request for r in self.runs):.2f}",
-            "client CPU": median_share(lambda c: c.client),
-            "server CPU": median_share(lambda c: c.server),
-            "other processes' CPU": median_share(lambda c: c.other),
-            "loop waiting for a CPU": median_share(lambda c: c.loop_waiting),
-            "errors": str(self.errors),
-        }
+LOCKSTEP = "worst case, lock-step (constant 200 ms)"
 
 
 # -- part 3: event-loop lag during uploads ------------------------------------------------------------------------
@@ -531,6 +631,8 @@ class LagRun:
     waits: tuple[float, ...]
     errors: int
     cpu: Cpu
+    #: the durations of the garbage collections during the batch (all generations)
+    gc_pauses: tuple[float, ...] = ()
 
 
 class _RunqueueClock:
@@ -552,7 +654,7 @@ class _RunqueueClock:
             os.close(self._fd)
 
 
-async def lag_during(jobs: list[OneRequest], idle_seconds: float, server: Server) -> LagRun:
+async def lag_during(jobs: list[Job], idle_seconds: float, server: Server) -> LagRun:
     """Run ``jobs`` concurrently while a ticker records its oversleep; with no jobs, tick for ``idle_seconds``."""
     lags: list[float] = []
     waits: list[float] = []
@@ -568,7 +670,7 @@ async def lag_during(jobs: list[OneRequest], idle_seconds: float, server: Server
             lags.append(clock() - started - TICK)
             waits.append(runqueue() - waited)
 
-    async def guarded(job: OneRequest) -> None:
+    async def guarded(job: Job) -> None:
         nonlocal errors
         try:
             good = await job()
@@ -576,7 +678,17 @@ async def lag_during(jobs: list[OneRequest], idle_seconds: float, server: Server
             good = False
         errors += not good
 
+    gc_pauses: list[float] = []
+    gc_started = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_pauses.append(time.perf_counter() - gc_started[0])
+
     before = Cpu.snapshot(server)
+    gc.callbacks.append(on_gc)
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ticker)
@@ -588,8 +700,10 @@ async def lag_during(jobs: list[OneRequest], idle_seconds: float, server: Server
                 await anyio.sleep(idle_seconds)
             done.set()
     finally:
+        gc.callbacks.remove(on_gc)
         runqueue.close()
-    return LagRun(tuple(lags), tuple(waits), errors, Cpu.between(before, Cpu.snapshot(server)))
+    cpu = Cpu.between(before, Cpu.snapshot(server))
+    return LagRun(tuple(lags), tuple(waits), errors, cpu, tuple(gc_pauses))
 
 
 IDLE = "idle (ticker alone)"
@@ -610,7 +724,7 @@ def measure_upload(variant: str, server: Server, bodies: list[bytes], warm: byte
             async with httpx.AsyncClient(trust_env=False, timeout=120.0) as http:
                 await http.post(url, content=warm, headers=HEADERS)
 
-                def plain_job(body: bytes) -> OneRequest:
+                def plain_job(body: bytes) -> Job:
                     async def job() -> bool:
                         response = await http.post(url, content=body, headers=HEADERS)
                         return response.status_code == 200
@@ -622,7 +736,7 @@ def measure_upload(variant: str, server: Server, bodies: list[bytes], warm: byte
         async with make_client(server.fast_url, transport, len(bodies)) as client:
             await client.send_encoded(warm, merchant_id_scan_reference="bench-upload-warm")
 
-            def ours_job(body: bytes, i: int) -> OneRequest:
+            def ours_job(body: bytes, i: int) -> Job:
                 async def job() -> bool:
                     try:
                         await client.send_encoded(body, merchant_id_scan_reference=f"bench-upload-{i}")
@@ -658,58 +772,120 @@ def ms(seconds: float) -> str:
     return f"{1000 * seconds:.1f}"
 
 
-def report_part1(plan: list[tuple[int, str, int]], results: dict[tuple[int, str, int], list[Run]]) -> bool:
+def lockstep_note(lockstep: Row, met: bool | None) -> list[str]:
+    """The worst-case columns of a row: the constant server's figures."""
+    return [
+        f"{100 * lockstep.of_ceiling:.1f}%" + ("" if met is None else f" ({verdict(met)})"),
+        lockstep.each_run(),
+        f"{statistics.median(r.cpu_ms_per_request for r in lockstep.runs):.2f}",
+        lockstep.share(lambda c: c.other),
+    ]
+
+
+LOCKSTEP_COLUMNS = (
+    f"{LOCKSTEP}: of ceiling (against the goal, for information)",
+    "lock-step: each run (loop waiting for a CPU)",
+    "lock-step: client CPU ms/request",
+    "lock-step: other processes' CPU",
+)
+
+
+def report_part1(plan: list[Key], results: dict[Key, list[Run]], load: str) -> bool:
     rows, failed = [], False
-    for part, variant, n in plan:
-        if part != 1:
+    for part, variant, n, mode in plan:
+        if mode != JITTER:
             continue
-        row = Row(tuple(results[(part, variant, n)]), n)
-        met = row.of_ceiling >= GOAL_OF_CEILING and not row.errors
-        goal = "-"
+        row = Row(tuple(results[(part, variant, n, JITTER)]))
+        lockstep = Row(tuple(results[(part, variant, n, CONSTANT)]))
+        goal, lockstep_met = "-", None
         if variant in (OURS, OURS_TRIO):
+            met = row.of_ceiling >= GOAL_OF_CEILING and not row.errors
             failed |= not met
             goal = verdict(met)
-        elif variant == OURS + SPREAD:
-            goal = f"({verdict(met)}, not the goal)"
-        cols = row.columns()
-        rows.append([str(n), variant, cols.pop("req/s"), f"{n / LATENCY:,.0f}", *cols.values(), goal])
-    headers = ["in flight", "variant", "req/s", "ceiling", *ROW_COLUMNS]
-    headers.append(f"goal >= {GOAL_OF_CEILING:.0%} of ceiling")
+            lockstep_met = lockstep.of_ceiling >= GOAL_OF_CEILING and not lockstep.errors
+        rows.append(
+            [
+                str(n),
+                variant,
+                *row.columns(),
+                *row.cpu_columns(),
+                goal,
+                *lockstep_note(lockstep, lockstep_met),
+            ]
+        )
+    headers = [
+        "in flight",
+        "variant",
+        *ROW_COLUMNS,
+        *CPU_COLUMNS,
+        f"goal >= {GOAL_OF_CEILING:.0%} of ceiling",
+    ]
+    headers += LOCKSTEP_COLUMNS
     print("### Part 1: the default transport at 8, 16 and 32 in flight\n")
-    print(markdown_table(headers, rows, align="rlrrrlrrrrrrl"))
+    print(f"Before this part: {load}. Server: jittered (the goal) and, in the last columns, constant.\n")
+    print(markdown_table(headers, rows, align="rl" + "r" * 4 + "l" + "r" * 6 + "l" + "rlrr"))
     print()
     return failed
 
 
-def report_part2(plan: list[tuple[int, str, int]], results: dict[tuple[int, str, int], list[Run]]) -> bool:
+def report_part2(plan: list[Key], results: dict[Key, list[Run]], load: str) -> bool:
     rows, failed = [], False
-    for part, variant, n in plan:
-        if part != 2:
+
+    def ratios(of_ceiling: float, mode: str) -> list[str]:
+        out = []
+        for base in (AIOHTTP_KEEP, AIOHTTP_CLOSE):
+            base_share = Row(tuple(results[(2, base, 64, mode)])).of_ceiling
+            out.append(f"{of_ceiling / base_share:.2f}x" if base_share else "-")
+        return out
+
+    for part, variant, n, mode in plan:
+        if mode != JITTER:
             continue
-        row = Row(tuple(results[(part, variant, n)]), n)
-        # each row against raw aiohttp started the same way
-        base = Row(
-            tuple(results[(2, AIOHTTP_KEEP + SPREAD if variant.endswith(SPREAD) else AIOHTTP_KEEP, 64)]), 64
-        )
-        ratio = row.rate / base.rate if base.rate else 0.0
-        met = ratio >= GOAL_VS_AIOHTTP and not row.errors
+        row = Row(tuple(results[(part, variant, n, JITTER)]))
+        lockstep = Row(tuple(results[(part, variant, n, CONSTANT)]))
+        jitter_ratios = ratios(row.of_ceiling, JITTER)
         goal = "-"
         if variant == OURS_AIOHTTP:
+            base_share = Row(tuple(results[(2, AIOHTTP_KEEP, 64, JITTER)])).of_ceiling
+            met = row.of_ceiling >= GOAL_VS_AIOHTTP * base_share and not row.errors
             failed |= not met
             goal = verdict(met)
-        elif variant == OURS_AIOHTTP + SPREAD:
-            goal = f"({verdict(met)}, not the goal)"
-        cols = row.columns()
-        rows.append([variant, cols.pop("req/s"), f"{ratio:.2f}x", *cols.values(), goal])
-    headers = ["variant", "req/s", "vs raw aiohttp", *ROW_COLUMNS]
-    headers.append(f"goal >= {GOAL_VS_AIOHTTP}x raw aiohttp")
-    print(f"### Part 2: the aiohttp extra at 64 in flight (ceiling {64 / LATENCY:,.0f} req/s)\n")
-    print(markdown_table(headers, rows, align="lrrrlrrrrrrl"))
+        lock = lockstep_note(lockstep, None)
+        rows.append(
+            [
+                variant,
+                *row.columns(),
+                *jitter_ratios,
+                *row.cpu_columns(),
+                goal,
+                lock[0],
+                *ratios(lockstep.of_ceiling, CONSTANT),
+                *lock[1:],
+            ]
+        )
+    headers = [
+        "variant",
+        *ROW_COLUMNS,
+        "vs raw aiohttp (keep-alive)",
+        "vs raw aiohttp, force_close",
+        *CPU_COLUMNS,
+        f"goal >= {GOAL_VS_AIOHTTP}x raw aiohttp (keep-alive)",
+        f"{LOCKSTEP}: of ceiling",
+        "lock-step: vs raw aiohttp (keep-alive)",
+        "lock-step: vs raw aiohttp, force_close",
+        *LOCKSTEP_COLUMNS[1:],
+    ]
+    print("### Part 2: the aiohttp extra at 64 in flight\n")
+    print(
+        f"Before this part: {load}. Server: jittered (the goal) and, in the last columns, constant. The ratios "
+        "are of the shares of the ceiling, each against the raw aiohttp row measured against the same server.\n"
+    )
+    print(markdown_table(headers, rows, align="l" + "r" * 6 + "l" + "r" * 6 + "l" + "rrrlrr"))
     print()
     return failed
 
 
-def report_part3(lag_runs: dict[str, list[LagRun]], bodies: list[bytes]) -> bool:
+def report_part3(lag_runs: dict[str, list[LagRun]], bodies: list[bytes], load: str) -> bool:
     mb = len(bodies[0]) / 1e6
     rows, failed = [], False
     for variant in UPLOAD_VARIANTS:
@@ -718,6 +894,7 @@ def report_part3(lag_runs: dict[str, list[LagRun]], bodies: list[bytes]) -> bool
         waits = [wait for run in runs for wait in run.waits]
         own = [max(0.0, lag - wait) for lag, wait in zip(lags, waits, strict=True)]
         p99, weighted = percentile(lags, 99), time_weighted_percentile(lags, 99, TICK)
+        pauses = [pause for run in runs for pause in run.gc_pauses]
         goal = "-"
         errors = sum(run.errors for run in runs)
         if variant == OURS:
@@ -743,6 +920,7 @@ def report_part3(lag_runs: dict[str, list[LagRun]], bodies: list[bytes]) -> bool
                 " / ".join(share(x, wall) for x in cpu),
                 share(sum(waits), wall),
                 share(sum(run.cpu.other for run in runs), wall),
+                f"{len(pauses)} / {ms(max(pauses, default=0.0))}",
                 str(errors),
                 goal,
             ]
@@ -760,18 +938,19 @@ def report_part3(lag_runs: dict[str, list[LagRun]], bodies: list[bytes]) -> bool
         "CPU client / server",
         "loop waiting for a CPU",
         "other processes' CPU",
+        "garbage collections: count / longest ms",
         "errors",
         f"goal p99 < {GOAL_P99_MS:g} ms (both)",
     ]
     print(f"### Part 3: event-loop lag during {len(bodies)} concurrent uploads of {mb:.1f} MB\n")
     print(
-        f"A 1 ms ticker's oversleep, pooled over {len(lag_runs[OURS])} batches per variant (interleaved); "
+        f"Before this part: {load}. A 1 ms ticker's oversleep, pooled over {len(lag_runs[OURS])} batches per variant (interleaved); "
         "time-weighted: each tick weighted by its duration. Minus the wait for a CPU: each tick's lag less the "
         "time the loop thread was runnable but not running during it (Linux schedstat), i.e. the lag the "
         "process caused itself. Batch: wall time of the 20 uploads (median). CPU and waiting: share of one "
         "core over the batches.\n"
     )
-    print(markdown_table(headers, rows, align="lrrrrrrrrrrrrl"))
+    print(markdown_table(headers, rows, align="lrrrrrrrrrrrrrl"))
     print()
     return failed
 
@@ -780,17 +959,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3], choices=[1, 2, 3])
     parser.add_argument("--in-flight", type=int, nargs="+", default=[8, 16, 32], help="part 1 concurrencies")
-    parser.add_argument("--seconds", type=float, default=1.5, help="measured window of each throughput run")
+    parser.add_argument(
+        "--cycles", type=int, default=8, help="cycles measured per worker in a throughput run"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="runs per throughput row (median shown)")
     parser.add_argument("--no-trio", action="store_true", help="skip the trio row of part 1")
+    parser.add_argument(
+        "--jitter", choices=["lognormal", "uniform"], default="lognormal", help="jittered delays"
+    )
+    parser.add_argument("--seed", type=int, default=JITTER_SEED, help="seed of the jittered delays")
     parser.add_argument("--uploads", type=int, default=20, help="part 3: concurrent uploads per batch")
     parser.add_argument("--upload-mb", type=float, default=10.0, help="part 3: body size in MB")
     parser.add_argument("--upload-runs", type=int, default=10, help="part 3: batches per variant (pooled)")
+    parser.add_argument(
+        "--max-load", type=float, default=0.7, help="wait for a 1-minute load average below this"
+    )
+    parser.add_argument(
+        "--load-wait", type=float, default=180.0, help="wait at most this long (s) before a part"
+    )
     parser.add_argument("--latency", type=float, default=LATENCY, help=argparse.SUPPRESS)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        serve(args.latency)
+        serve(args.latency, args.jitter, args.seed)
         return 0
 
     import aiohttp
@@ -798,39 +989,47 @@ def main() -> int:
 
     started = time.perf_counter()
     body = small_body()
-    plan = throughput_plan(args.parts, args.in_flight, not args.no_trio)
-    bodies = upload_bodies(args.uploads, int(args.upload_mb * 1_000_000)) if 3 in args.parts else []
-    load_before = machine_load()
-    results: dict[tuple[int, str, int], list[Run]] = {}
-    lag_runs: dict[str, list[LagRun]] = {v: [] for v in UPLOAD_VARIANTS}
-    with server_process(LATENCY) as server:
-        rounds = max(args.repeats if plan else 0, args.upload_runs if bodies else 0)
-        for round_no in range(rounds):
-            if round_no < args.repeats:
+    failed = False
+    jitter = (
+        f"log-normal, sigma {JITTER_SIGMA}, median {LATENCY * math.exp(-(JITTER_SIGMA**2) / 2) * 1000:.0f} ms"
+        if args.jitter == "lognormal"
+        else f"uniform {LATENCY * 500:.0f}-{LATENCY * 1500:.0f} ms"
+    )
+    with server_process(LATENCY, args.jitter, args.seed) as server:
+        print(
+            f"Machine: {machine_load()} at the start; Python {sys.version.split()[0]}, httpx {httpx.__version__}, "
+            f"aiohttp {aiohttp.__version__}; server: a raw asyncio protocol on {server.loop_name} in its own "
+            f"process; jittered: delays drawn from a {jitter}, mean {LATENCY * 1000:.0f} ms (seed {args.seed}); "
+            f"constant: {LATENCY * 1000:.0f} ms. Throughput: body {len(body):,} bytes; the median of "
+            f"{args.repeats} interleaved runs, each a fresh event loop and client, all workers started at once; "
+            f"{args.cycles} cycles of each worker measured, from its first answer after {3 * LATENCY:g} s. CPU columns: share of one core (2 cores "
+            "in all).\n",
+            flush=True,
+        )
+        for part in (1, 2):
+            if part not in args.parts:
+                continue
+            load = wait_for_quiet(args.max_load, args.load_wait)
+            plan = throughput_plan(part, args.in_flight, not args.no_trio)
+            results: dict[Key, list[Run]] = {}
+            for round_no in range(args.repeats):
                 for key in plan:
-                    run = measure(key[1], server, body, key[2], args.seconds)
-                    results.setdefault(key, []).append(run)
-            if bodies and round_no < args.upload_runs:
+                    results.setdefault(key, []).append(measure(key, server, body, args.cycles))
+                print(f"  part {part}: round {round_no + 1} done", file=sys.stderr, flush=True)
+            load += f"; after it: {machine_load()}"
+            report = report_part1 if part == 1 else report_part2
+            failed |= report(plan, results, load)
+            sys.stdout.flush()
+        if 3 in args.parts:
+            bodies = upload_bodies(args.uploads, int(args.upload_mb * 1_000_000))
+            load = wait_for_quiet(args.max_load, args.load_wait)
+            lag_runs: dict[str, list[LagRun]] = {v: [] for v in UPLOAD_VARIANTS}
+            for _ in range(args.upload_runs):
                 for variant in UPLOAD_VARIANTS:
                     lag_runs[variant].append(measure_upload(variant, server, bodies, body))
-    load_after = machine_load()
-
-    print(
-        f"Machine: {load_before} before, {load_after} after; Python {sys.version.split()[0]}, httpx "
-        f"{httpx.__version__}, aiohttp {aiohttp.__version__}; server: a raw asyncio protocol on {server.loop_name} "
-        f"in its own process ({LATENCY * 1000:.0f} ms latency). Throughput: body {len(body):,} bytes; median of "
-        f"{args.repeats} interleaved runs, each a fresh event loop and client; workers all started at once "
-        f"(steady state) unless the row says 'starts spread'; measured over {args.seconds:g} s after "
-        f"{3 * LATENCY:g} s. CPU columns: share of one core (2 cores in all). Whole run "
-        f"{time.perf_counter() - started:.0f} s.\n"
-    )
-    failed = False
-    if 1 in args.parts:
-        failed |= report_part1(plan, results)
-    if 2 in args.parts:
-        failed |= report_part2(plan, results)
-    if 3 in args.parts:
-        failed |= report_part3(lag_runs, bodies)
+            load += f"; after it: {machine_load()}"
+            failed |= report_part3(lag_runs, bodies, load)
+    print(f"Whole run {time.perf_counter() - started:.0f} s.")
     return 1 if failed else 0
 
 
