@@ -68,7 +68,6 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._batch import BatchSummary as BatchSummary
     from ._batch import OutcomeStatus as OutcomeStatus
     from ._batch import check_unique_references as check_unique_references
-    from ._client import ImageStream as ImageStream
     from ._enums import ImageRole as ImageRole
     from ._exchange import ForeignImageURLError as ForeignImageURLError
     from ._exchange import ImageTooLargeError as ImageTooLargeError
@@ -79,6 +78,7 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._idtypes import IdTypeNotAcceptedError as IdTypeNotAcceptedError
     from ._idtypes import IdTypeOption as IdTypeOption
     from ._idtypes import SupportedIdTypes as SupportedIdTypes
+    from ._images import ImageStream as ImageStream
     from ._journal import CallbackEffect as CallbackEffect
     from ._journal import CallbackJournal as CallbackJournal
     from ._journal import CallbackReconciliation as CallbackReconciliation
@@ -138,7 +138,7 @@ _LAZY = {
     "ScanImages": "._retrieval",
     "ScanTransactionData": "._retrieval",
     "ScanVerificationData": "._retrieval",
-    "ImageStream": "._client",
+    "ImageStream": "._images",
     "ForeignImageURLError": "._exchange",
     "ImageTooLargeError": "._exchange",
     "AcceptedIdTypes": "._idtypes",

@@ -9,6 +9,10 @@ The client wires the stages together; each stage lives in its own module:
 * retry: :func:`netverify_async._retry.run_with_retries` (tenacity, driven by the pure :func:`~._retry.decide`).
 
 The nesting is retry(admission + send): every attempt takes its own limiter slot.
+
+Why one module of about 850 lines: it is the client's public surface, one short method per API endpoint
+(submission, status, details and its parts, images, ID types, deletion, polling, batches) plus the retry
+orchestration they share; the work itself lives in the stage modules named above.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import contextlib
 import logging
 import os
 import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -48,13 +51,12 @@ from ._errors import (
     SubmissionOutcomeUnknown,
 )
 from ._exchange import Answer, BasicAuth, Call, Exchange, trusted_image_path
+from ._images import FileSink, ImageStream, ImageStreamContext, StreamSink, image_classifier
 from ._models import NetverifyRequest, ScanReceipt
 from ._retry import AttemptHistory, RetryBudget, RetryEvent, RetryPolicy, run_with_retries
 from ._transport import TransportName, build_http_client, check_transport_name
 
 if TYPE_CHECKING:
-    from anyio.abc import TaskGroup
-    from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
     from ._batch import Batch, ProgressHook
     from ._idtypes import AcceptedIdTypes, IdTypeCatalog, SupportedIdTypes
@@ -89,8 +91,6 @@ DEFAULT_MAX_IMAGE_BYTES = 32 * 1024 * 1024
 DEFAULT_ID_TYPES_TTL = 3600.0
 #: What an image download accepts.
 _IMAGE_ACCEPT = "image/jpeg, image/png"
-_IMAGE_ROLES = frozenset({"front", "back", "face"})
-
 _CatalogT = TypeVar("_CatalogT", bound="IdTypeCatalog")
 
 SleepFunc = Callable[[float], Awaitable[None]]
@@ -609,14 +609,14 @@ class NetverifyClient:
             url = source
         if url is not None:
             path, reference, found = trusted_image_path(self.base_url, url, operation="downloadImage")
-            if classifier is not None and _classifier(classifier) != found:
+            if classifier is not None and image_classifier(classifier) != found:
                 raise ConfigurationError("classifier: does not match the image URL (leave it out for a URL)")
             return path, reference, found
         if not isinstance(source, str):
             raise ConfigurationError("source: must be a scan reference, an image URL or a ScanImage")
         if classifier is None:
             raise ConfigurationError("classifier: required with a scan reference (front, back, face, liveness/N)")
-        name = _classifier(classifier)
+        name = image_classifier(classifier)
         return self._scan_path(source, f"/images/{name}"), source, name
 
     def _image_call(self, path: str, sink: Any, max_bytes: int) -> Call:
@@ -659,7 +659,7 @@ class NetverifyClient:
 
         path, reference, name = self._image_target(source, classifier)
         destination = Path(os.fspath(to))
-        sink = _FileSink(destination)
+        sink = FileSink(destination)
         call = self._image_call(path, sink, max_bytes)
         try:
             await self._call(call, self.retrieval_limiter)
@@ -700,8 +700,8 @@ class NetverifyClient:
         path, reference, name = self._image_target(source, classifier)
         send, receive = anyio.create_memory_object_stream[bytes](0)
         stream = ImageStream(receive, scan_reference=reference, classifier=name)
-        call = self._image_call(path, _StreamSink(send, stream), max_bytes)
-        return _ImageStreamContext(self, call, send, stream)
+        call = self._image_call(path, StreamSink(send, stream), max_bytes)
+        return ImageStreamContext(lambda: self._call(call, self.retrieval_limiter), send, stream)
 
     async def _id_type_catalog(
         self, operation: str, parse: Callable[[dict[str, Any]], _CatalogT], refresh: bool
@@ -820,186 +820,6 @@ class NetverifyClient:
             max_bytes_in_flight=max_bytes_in_flight,
             on_progress=on_progress,
         )
-
-
-def _classifier(value: str | int) -> str:
-    """``front``, ``back``, ``face`` or ``liveness/N`` from what a caller may pass."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        if value < 1:
-            raise ConfigurationError("classifier: a liveness image number starts at 1")
-        return f"liveness/{value}"
-    if isinstance(value, str):
-        name = str(value.value if hasattr(value, "value") else value).strip().lower()
-        if name in _IMAGE_ROLES:
-            return name
-        number = name[len("liveness/") :] if name.startswith("liveness/") else ""
-        if number.isascii() and number.isdigit() and 0 < int(number) < 1_000_000:
-            return f"liveness/{int(number)}"
-    raise ConfigurationError("classifier: must be front, back, face, liveness/N or a liveness number N")
-
-
-class _FileSink:
-    """Writes a download into a temporary file beside its destination; :meth:`commit` renames it there."""
-
-    replayable = True
-
-    def __init__(self, destination: Path) -> None:
-        self._destination = destination
-        self._file: Any = None
-        self._temp: str | None = None
-        self.size = 0
-        self.content_type: str | None = None
-
-    async def start(self, content_type: str | None, content_length: int | None) -> None:
-        self.content_type = content_type
-        self.size = 0
-        if self._file is None:
-            directory = self._destination.parent
-            prefix = f".{self._destination.name}."
-            fd, self._temp = await anyio.to_thread.run_sync(
-                lambda: tempfile.mkstemp(dir=directory, prefix=prefix, suffix=".part")
-            )
-            self._file = anyio.wrap_file(os.fdopen(fd, "wb"))
-        else:  # another attempt: start the file again
-            await self._file.seek(0)
-            await self._file.truncate()
-
-    async def write(self, chunk: bytes) -> None:
-        await self._file.write(chunk)
-        self.size += len(chunk)
-
-    async def commit(self) -> None:
-        if self._file is None or self._temp is None:  # pragma: no cover - a 2xx always starts the sink
-            raise ResponseError("downloadImage: the answer had no body", operation="downloadImage")
-        file, temp = self._file, self._temp
-        self._file = None
-        await file.aclose()
-        await anyio.to_thread.run_sync(os.replace, temp, self._destination)
-        self._temp = None
-
-    async def discard(self) -> None:
-        file, temp = self._file, self._temp
-        self._file = self._temp = None
-        if file is not None:
-            with contextlib.suppress(OSError):
-                await file.aclose()
-        if temp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-
-
-class ImageStream:
-    """The chunks of an image being downloaded (:meth:`NetverifyClient.stream_image`), as an async iterator.
-
-    ``content_type`` (``image/jpeg`` or ``image/png``) and ``declared_size`` (the ``Content-Length``, or None)
-    are known once the block is entered; ``size`` counts the bytes handed out so far.
-    """
-
-    def __init__(
-        self, receive: MemoryObjectReceiveStream[bytes], *, scan_reference: str, classifier: str
-    ) -> None:
-        self._receive = receive
-        self.scan_reference = scan_reference
-        self.classifier = classifier
-        self.content_type: str | None = None
-        self.declared_size: int | None = None
-        self.size = 0
-        self._error: BaseException | None = None
-        self._started = False
-        self._ready = anyio.Event()
-
-    def __repr__(self) -> str:
-        return (
-            f"ImageStream(scan_reference={self.scan_reference!r}, classifier={self.classifier!r}, "
-            f"content_type={self.content_type!r}, size={self.size})"
-        )
-
-    def __aiter__(self) -> ImageStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        try:
-            chunk = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            if self._error is not None:
-                raise self._error from None
-            raise StopAsyncIteration from None
-        self.size += len(chunk)
-        return chunk
-
-    async def read(self) -> bytes:
-        """The rest of the image, whole."""
-        return b"".join([chunk async for chunk in self])
-
-
-class _StreamSink:
-    """Hands a download's chunks to an :class:`ImageStream` (not replayable: they cannot be taken back)."""
-
-    replayable = False
-
-    def __init__(self, send: MemoryObjectSendStream[bytes], stream: ImageStream) -> None:
-        self._send = send
-        self._stream = stream
-
-    async def start(self, content_type: str | None, content_length: int | None) -> None:
-        self._stream.content_type = content_type
-        self._stream.declared_size = content_length
-        self._stream._started = True
-        self._stream._ready.set()
-
-    async def write(self, chunk: bytes) -> None:
-        await self._send.send(chunk)
-
-
-class _ImageStreamContext:
-    """Runs a streamed download in a task of its own while the caller reads the :class:`ImageStream`.
-
-    The download task never raises: its failure is kept and raised to the reader (on entering, when nothing
-    came yet; else from the iteration), so neither loop wraps it in an exception group.
-    """
-
-    def __init__(
-        self, client: NetverifyClient, call: Call, send: MemoryObjectSendStream[bytes], stream: ImageStream
-    ) -> None:
-        self._client = client
-        self._call = call
-        self._send = send
-        self._stream = stream
-        self._tasks: TaskGroup | None = None
-
-    async def _download(self) -> None:
-        try:
-            await self._client._call(self._call, self._client.retrieval_limiter)
-        except Exception as exc:
-            self._stream._error = exc
-        finally:
-            self._send.close()
-            self._stream._ready.set()
-
-    async def __aenter__(self) -> ImageStream:
-        tasks = anyio.create_task_group()
-        await tasks.__aenter__()
-        self._tasks = tasks
-        tasks.start_soon(self._download)
-        try:
-            await self._stream._ready.wait()
-        except BaseException:
-            await self._close()
-            raise
-        if not self._stream._started and self._stream._error is not None:
-            await self._close()
-            raise self._stream._error
-        return self._stream
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self._close()
-
-    async def _close(self) -> None:
-        tasks, self._tasks = self._tasks, None
-        if tasks is not None:
-            tasks.cancel_scope.cancel()
-            await tasks.__aexit__(None, None, None)
-        self._stream._receive.close()
 
 
 @attrs.define

@@ -17,6 +17,9 @@ The exchange builds no error that holds an httpx object: the library's errors ar
 and the parsed JSON error body only, and raised outside the ``except`` block that caught the transport's
 exception, so neither ``__cause__`` nor ``__context__`` leads back to a request (which carries the
 ``Authorization`` header and the body).
+
+Why one module of over 600 lines: sending, reading (with its caps and sinks) and classifying are one decision,
+"what does this attempt say about the request's effect", and keeping them together keeps it in one place.
 """
 
 from __future__ import annotations

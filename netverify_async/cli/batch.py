@@ -27,6 +27,10 @@ Exit status: 0 when every row got a receipt (now or in an earlier run), 1 when a
 was invalid or has an unknown outcome, 2 for usage errors (and for a horizon that cannot be applied). ``--json`` prints one JSON object per row and line
 (reference, status, Jumio's scan reference, error type and message: never personal data), then a summary
 object.
+
+Why one module of about 700 lines: the command's options, its pre-run steps (journal, horizon), the live
+display and the summary in text and JSON belong to one command; the manifest reader and the results file are in
+their own modules.
 """
 
 from __future__ import annotations
