@@ -15,16 +15,15 @@ sent (and billed: Jumio creates the scan and answers DENIED_UNSUPPORTED_ID_TYPE 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
 
-from ._convert import Answer, extra_field, json_type, resolve_field_types, wire
+from ._convert import Answer, extra_field, resolve_field_types, wire
 from ._enums import IdType
-from ._errors import RequestValidationError, ResponseError, ValidationIssue
-from ._lenient import read
+from ._errors import RequestValidationError, ValidationIssue
+from ._lenient import load_json_object, read
 
 __all__ = [
     "AcceptedIdTypes",
@@ -154,30 +153,16 @@ def _name(value: object) -> str | None:
     return value.strip().upper() if isinstance(value, str) else None
 
 
-def _load(body: Mapping[str, Any] | bytes | str, operation: str) -> Mapping[str, Any]:
-    decoded: Any = body
-    if isinstance(body, (bytes, bytearray, str)):
-        try:
-            decoded = json.loads(body)
-        except (ValueError, RecursionError):
-            raise ResponseError(f"{operation}: the answer is not JSON", operation=operation) from None
-    if not isinstance(decoded, Mapping):
-        raise ResponseError(
-            f"{operation}: the answer must be a JSON object, got a JSON {json_type(decoded)}", operation=operation
-        )
-    return decoded
-
-
 def parse_supported_id_types(body: Mapping[str, Any] | bytes | str) -> SupportedIdTypes:
     """Parse the answer of ``GET /supportedIdTypes``; raises :class:`~netverify_async.ResponseError` only when
     it is not a JSON object."""
-    return read(_load(body, "supportedIdTypes"), SupportedIdTypes)
+    return read(load_json_object(body, "supportedIdTypes"), SupportedIdTypes)
 
 
 def parse_accepted_id_types(body: Mapping[str, Any] | bytes | str) -> AcceptedIdTypes:
     """Parse the answer of ``GET /acceptedIdTypes`` (its list named ``acceptedIdTypes`` or
     ``supportedIdTypes``); raises :class:`~netverify_async.ResponseError` only when it is not a JSON object."""
-    return read(_load(body, "acceptedIdTypes"), AcceptedIdTypes)
+    return read(load_json_object(body, "acceptedIdTypes"), AcceptedIdTypes)
 
 
 class IdTypeNotAcceptedError(RequestValidationError):

@@ -39,7 +39,7 @@ from ._convert import (
     parse_timestamp_lenient,
     wire_fields,
 )
-from ._errors import ValidationIssue
+from ._errors import ResponseError, ValidationIssue
 
 if TYPE_CHECKING:
     import enum
@@ -357,3 +357,19 @@ def read(
         kwargs["problems"] = tuple(reading.problems)
     built: _T = cast(Any, cls)(**given, **kwargs, extra=extra)
     return built
+
+
+def load_json_object(body: Mapping[str, Any] | bytes | bytearray | str, operation: str) -> Mapping[str, Any]:
+    """An API answer as a JSON object (decoded here when given as bytes or text), or :class:`ResponseError`."""
+    decoded: Any = body
+    if isinstance(body, (bytes, bytearray, str)):
+        try:
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):
+            raise ResponseError(f"{operation}: the answer is not JSON", operation=operation) from None
+    if not isinstance(decoded, Mapping):
+        raise ResponseError(
+            f"{operation}: the answer must be a JSON object, got a JSON {json_type(decoded)}",
+            operation=operation,
+        )
+    return decoded

@@ -35,10 +35,10 @@ from typing import Any, Literal
 
 import attrs
 
-from ._convert import Answer, extra_field, json_type, resolve_field_types, wire
+from ._convert import Answer, extra_field, resolve_field_types, wire
 from ._enums import IdType, TextEnum
 from ._errors import ResponseError, ValidationIssue
-from ._lenient import is_absent, read, text_or_texts
+from ._lenient import is_absent, load_json_object, read, text_or_texts
 from ._results import Address as Address
 from ._results import Gender as Gender
 from ._results import IdentityVerification as IdentityVerification
@@ -443,17 +443,7 @@ _REFERENCE_KEY = "scanReference"
 
 def _load_answer(body: Mapping[str, Any] | bytes | bytearray | str, operation: str) -> Mapping[str, Any]:
     """The answer as a JSON object with a usable ``scanReference``, or :class:`ResponseError`."""
-    decoded: Any = body
-    if isinstance(body, (bytes, bytearray, str)):
-        try:
-            decoded = json.loads(body)
-        except (ValueError, RecursionError):
-            raise ResponseError(f"{operation}: the answer is not JSON", operation=operation) from None
-    if not isinstance(decoded, Mapping):
-        raise ResponseError(
-            f"{operation}: the answer must be a JSON object, got a JSON {json_type(decoded)}",
-            operation=operation,
-        )
+    decoded = load_json_object(body, operation)
     reference = decoded.get(_REFERENCE_KEY)
     if not isinstance(reference, str) or is_absent(reference):
         raise ResponseError(
