@@ -57,15 +57,13 @@ class EmulatorProcess:
 
 
 @contextmanager
-def emulator_process(*extra_args: str, start_timeout: float = 60.0) -> Iterator[EmulatorProcess]:
-    """Start the emulator as a subprocess on a free loopback port; stop it on exit.
-
-    ``extra_args`` are passed to its command line (e.g. ``"--latency", "0.2"``). Scans are ready at once
-    (``--processing-delay 0``) unless ``extra_args`` say otherwise.
-    """
-    cmd = [sys.executable, "-m", "netverify_async.emulator", "--port", "0", "--processing-delay", "0"]
-    cmd.extend(extra_args)
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+def listening_process(
+    cmd: list[str], what: str, *, start_timeout: float = 60.0, stop_timeout: float = 10.0, quiet: bool = True
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Start ``cmd``, wait for its first stdout line ``listening on URL``; yield the process and the URL (without
+    a trailing ``/``); stop it on exit. ``quiet`` discards its stderr (else it goes to ours)."""
+    stderr = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True)
     try:
         assert proc.stdout is not None
         first_line: list[str] = []
@@ -74,15 +72,28 @@ def emulator_process(*extra_args: str, start_timeout: float = 60.0) -> Iterator[
         reader.join(start_timeout)
         line = first_line[0].strip() if first_line else ""
         if not line.startswith("listening on "):
-            raise RuntimeError(f"the emulator did not start (first line: {line!r})")
-        yield EmulatorProcess(proc, line.removeprefix("listening on ").rstrip("/"))
+            raise RuntimeError(f"{what} did not start (first line: {line!r})")
+        yield proc, line.removeprefix("listening on ").rstrip("/")
     finally:
         proc.terminate()
         try:
-            proc.wait(10)
+            proc.wait(stop_timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+@contextmanager
+def emulator_process(*extra_args: str, start_timeout: float = 60.0) -> Iterator[EmulatorProcess]:
+    """Start the emulator as a subprocess on a free loopback port; stop it on exit.
+
+    ``extra_args`` are passed to its command line (e.g. ``"--latency", "0.2"``). Scans are ready at once
+    (``--processing-delay 0``) unless ``extra_args`` say otherwise.
+    """
+    cmd = [sys.executable, "-m", "netverify_async.emulator", "--port", "0", "--processing-delay", "0"]
+    cmd.extend(extra_args)
+    with listening_process(cmd, "the emulator", start_timeout=start_timeout) as (proc, url):
+        yield EmulatorProcess(proc, url)
 
 
 def process_cpu_seconds(pid: int) -> float | None:

@@ -58,10 +58,8 @@ import io
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections import Counter
@@ -74,6 +72,7 @@ from _common import (
     EMULATOR_TOKEN,
     USER_AGENT,
     emulator_process,
+    listening_process,
     machine_load,
     markdown_table,
 )
@@ -251,24 +250,10 @@ def callback_receiver(journal_path: str, start_timeout: float = 60.0) -> Iterato
     """Run :func:`serve_callbacks` as a child process (this script with ``--serve-callbacks``); yield its
     URL; stop it on exit."""
     cmd = [sys.executable, os.path.abspath(__file__), "--serve-callbacks", journal_path]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    try:
-        assert proc.stdout is not None
-        first_line: list[str] = []
-        reader = threading.Thread(target=lambda: first_line.append(proc.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-        reader.start()
-        reader.join(start_timeout)
-        line = first_line[0].strip() if first_line else ""
-        if not line.startswith("listening on "):
-            raise RuntimeError(f"the callback receiver did not start (first line: {line!r})")
-        yield line.removeprefix("listening on ")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    with listening_process(
+        cmd, "the callback receiver", start_timeout=start_timeout, stop_timeout=15, quiet=False
+    ) as (_, url):
+        yield url
 
 
 def wait_for_callbacks(base_url: str, timeout: float) -> tuple[dict[str, Any], float]:
