@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Awaitable, Callable
 
@@ -41,6 +40,7 @@ from _common import (
     EMULATOR_TOKEN,
     USER_AGENT,
     EmulatorProcess,
+    RunqueueClock,
     emulator_process,
     large_jpeg,
     machine_load,
@@ -92,25 +92,6 @@ def naive_body(request: NetverifyRequest) -> bytes:
     return json.dumps(request_to_wire(request)).encode("utf-8")
 
 
-class _RunqueueClock:
-    """Seconds this thread has waited for a CPU so far (Linux schedstat; always 0.0 elsewhere), cheap to read."""
-
-    def __init__(self) -> None:
-        try:
-            self._fd: int | None = os.open(
-                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
-            )
-        except OSError:
-            self._fd = None
-
-    def __call__(self) -> float:
-        return 0.0 if self._fd is None else int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-
-
 def own_lags(runs: list[Run]) -> list[float]:
     """Each tick's lag less the time the loop thread waited for a CPU during it: the lag the process caused."""
     return [max(0.0, lag - wait) for run in runs for lag, wait in zip(run.lags, run.waits, strict=True)]
@@ -128,7 +109,7 @@ async def measure_batch(work: list[Callable[[], Awaitable[None]]], idle_seconds:
     waits: list[float] = []
     done = anyio.Event()
     errors = 0
-    runqueue = _RunqueueClock()
+    runqueue = RunqueueClock()
 
     async def ticker() -> None:
         clock = time.perf_counter

@@ -84,6 +84,7 @@ from _common import (
     EMULATOR_SECRET,
     EMULATOR_TOKEN,
     USER_AGENT,
+    RunqueueClock,
     basic_auth,
     machine_load,
     markdown_table,
@@ -635,32 +636,13 @@ class LagRun:
     gc_pauses: tuple[float, ...] = ()
 
 
-class _RunqueueClock:
-    """Seconds this thread has waited for a CPU so far (Linux schedstat; always 0.0 elsewhere), cheap to read."""
-
-    def __init__(self) -> None:
-        try:
-            self._fd: int | None = os.open(
-                f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY
-            )
-        except OSError:
-            self._fd = None
-
-    def __call__(self) -> float:
-        return 0.0 if self._fd is None else int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-
-
 async def lag_during(jobs: list[Job], idle_seconds: float, server: Server) -> LagRun:
     """Run ``jobs`` concurrently while a ticker records its oversleep; with no jobs, tick for ``idle_seconds``."""
     lags: list[float] = []
     waits: list[float] = []
     done = anyio.Event()
     errors = 0
-    runqueue = _RunqueueClock()
+    runqueue = RunqueueClock()
 
     async def ticker() -> None:
         clock = time.perf_counter
