@@ -126,10 +126,13 @@ class RetryPolicy:
         """A policy that makes exactly one attempt."""
         return cls(max_attempts=1)
 
+    def backoff_ceiling(self, retry_number: int) -> float:
+        """The longest wait before the given retry (1 = first retry): exponential, capped at ``backoff_max``."""
+        return min(self.backoff_max, self.backoff_base * (2 ** max(0, retry_number - 1)))
+
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Full-jitter wait before the given retry (1 = first retry)."""
-        ceiling = min(self.backoff_max, self.backoff_base * (2 ** max(0, retry_number - 1)))
-        return (rng or random).uniform(0, ceiling)
+        return (rng or random).uniform(0, self.backoff_ceiling(retry_number))
 
     def should_retry(self, kind: FailureKind, *, idempotent: bool) -> bool:
         """Whether a failure of this kind may be retried at all (attempts and budget aside)."""
@@ -294,8 +297,7 @@ def decide(
         return GiveUp(GiveUpReason.NOT_RETRYABLE)
     if attempts >= policy.max_attempts:
         return GiveUp(GiveUpReason.ATTEMPTS)
-    ceiling = min(policy.backoff_max, policy.backoff_base * (2 ** max(0, attempts - 1)))
-    delay = jitter * ceiling
+    delay = jitter * policy.backoff_ceiling(attempts)
     if retry_after is not None:
         if retry_after > policy.max_retry_after:
             return GiveUp(GiveUpReason.RETRY_AFTER_TOO_LONG)
