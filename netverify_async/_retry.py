@@ -128,7 +128,7 @@ class RetryPolicy:
 
     def backoff_ceiling(self, retry_number: int) -> float:
         """The longest wait before the given retry (1 = first retry): exponential, capped at ``backoff_max``."""
-        return min(self.backoff_max, self.backoff_base * (2 ** max(0, retry_number - 1)))
+        return min(self.backoff_max, self.backoff_base * (2.0 ** max(0, retry_number - 1)))
 
     def backoff(self, retry_number: int, rng: random.Random | None = None) -> float:
         """Full-jitter wait before the given retry (1 = first retry)."""
