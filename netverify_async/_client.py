@@ -814,7 +814,7 @@ class NetverifyClient:
         return submit_many(
             self,
             requests,
-            concurrency=concurrency or self.max_concurrency,
+            concurrency=self.max_concurrency if concurrency is None else concurrency,
             journal=journal,
             resend_unknown=resend_unknown,
             max_bytes_in_flight=max_bytes_in_flight,
