@@ -12,11 +12,13 @@ Cases (durations with ``--quick`` in brackets):
   rate (goal >= 95 % of 20/s).
 - baseline: the same load with ``rate_limit=None`` against the same 20/s emulator, 10 s [4 s].
 - (b) ``rate_limit="5/5s"`` against ``5/5s``, 60 s [15 s]: 429s (goal 0), steady rate (goal >= 95 % of 1/s).
-- (c) ``rate_limit="adaptive"`` (nothing configured) against an emulator enforcing 10/s **without**
-  ``Retry-After`` (the hard case: only the 429s themselves tell the client anything), 60 s [20 s]: share of
-  requests answered 429 after the first 10 s (goal < 5 %) and accepted rate after the first 10 s (goal >= 85 %
-  of 10/s). Writes a plot of the emulator's per-second counts to ``benchmarks/out/ratelimit_adaptive.png``
-  and copies it to ``benchmarks/ratelimit_adaptive.png``.
+- (c) the opening: ``rate_limit="adaptive"`` (nothing configured) against emulators enforcing 5/5s, 15/5s and
+  10/s, all three at once (one emulator and one client each; together 14 requests/s, so they do not compete
+  for the CPU), **without** ``Retry-After`` (only the 429s themselves tell the client anything), 90 s [45 s].
+  Goals for each limit: at most 3 429s in the first 30 s, accepted rate in 20-30 s >= 80 % of the limit,
+  after 30 s >= 90 %, share of requests answered 429 after 30 s < 3 %. Writes a plot of the emulators'
+  per-second counts and the clients' pacing rates to ``benchmarks/out/ratelimit_adaptive.png`` and copies it to
+  ``benchmarks/ratelimit_adaptive.png``.
 - (d) 4 fresh processes sharing ``20/s`` through one ``RedisRateLimiter`` key (``margin=0.04``, the 4 % the
   client itself adds to a 1 s window; a redis-server started here on a free loopback port, or
   ``NETVERIFY_TEST_REDIS_URL``), 8 uploads at once each, against one emulator enforcing 20/s, 20 s [6 s]:
@@ -24,6 +26,13 @@ Cases (durations with ``--quick`` in brackets):
   process builds its client's HTTP transport before the first request (a private call), which tells whether
   429s come from the first request of a fresh process. Baseline, 10 s [4 s]: 4 processes with
   ``rate_limit="20/s"`` each (no shared state).
+
+- (e) random 429s are not overload: one emulator enforcing 50/s with ``Retry-After``, where 0.5 % of the
+  submission attempts get a random 429 and 0.5 % a random 503 (both with ``Retry-After: 1``, a seeded fault
+  sequence posted to ``/__emulator/faults``, the same for every run). The client's default limiter for
+  ``"50/s"`` (adaptive under that ceiling) and a plain ``SlidingWindowLimiter("50/s")`` with the same margin
+  run in turns A B B A, 30 s each [10 s]; goal: the adaptive limiter's steady rate >= 85 % of the plain
+  window's.
 
 Each emulator gets one submission from a throwaway client before the measurement and is then reset: its first
 request pays for lazy imports (about 0.1 s) that a production server has long paid, and would otherwise
@@ -37,7 +46,7 @@ requests through at once, so a plain "accepted / duration" over a short run over
 plain figure is printed too. "429s in the first 2 s" separates start-up effects from the steady state. A run
 stops at its duration: uploads still in flight are cut and not counted.
 
-Run: ``python benchmarks/ratelimit.py [--quick] [--cases a,baseline,b,c,d]`` (markdown tables on stdout).
+Run: ``python benchmarks/ratelimit.py [--quick] [--cases a,baseline,b,c,d,e]`` (markdown tables on stdout).
 """
 
 from __future__ import annotations
@@ -46,6 +55,7 @@ import argparse
 import asyncio
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -54,7 +64,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +88,35 @@ CONCURRENCY = 32
 #: Processes and uploads at once per process in case (d).
 REDIS_PROCESSES = 4
 REDIS_CONCURRENCY = 8
-#: The adaptive case is judged after this many seconds (the limit is unknown at the start).
-ADAPTIVE_WARMUP = 10
+#: Case (c): the unknown limits the adaptive opening is run against (at once, one emulator each), and the
+#: seconds that count as the opening.
+OPENING_LIMITS = ("5/5s", "15/5s", "10/s")
+OPENING_JUDGE = 30
+#: Case (e): the emulator's limit and the share of answers that are a random 429 (and as many a random 503),
+#: each with ``Retry-After: 1``.
+SOAK_LIMIT = "50/s"
+SOAK_NOISE = 0.005
 
-FULL = {"a": 20.0, "baseline": 10.0, "b": 60.0, "c": 60.0, "d": 20.0, "d_warm": 10.0, "d_baseline": 10.0}
-QUICK = {"a": 5.0, "baseline": 4.0, "b": 15.0, "c": 20.0, "d": 6.0, "d_warm": 4.0, "d_baseline": 4.0}
+FULL = {
+    "a": 20.0,
+    "baseline": 10.0,
+    "b": 60.0,
+    "c": 90.0,
+    "d": 20.0,
+    "d_warm": 10.0,
+    "d_baseline": 10.0,
+    "e": 30.0,
+}
+QUICK = {
+    "a": 5.0,
+    "baseline": 4.0,
+    "b": 15.0,
+    "c": 45.0,
+    "d": 6.0,
+    "d_warm": 4.0,
+    "d_baseline": 4.0,
+    "e": 10.0,
+}
 
 
 # -- requests ------------------------------------------------------------------------------------------------
@@ -280,43 +314,56 @@ async def single_process_case(
 
 
 class AdaptiveResult:
-    def __init__(self) -> None:
+    """One adaptive run against one emulator: its per-second counts and the client's pacing rate."""
+
+    def __init__(self, limit: str, duration: float) -> None:
+        self.limit = limit
+        self.duration = duration
         self.per_second: list[dict[str, Any]] = []
         self.fill_rate: list[tuple[float, float | None]] = []
         self.client_429 = 0
-        self.duration = 0.0
 
 
-async def adaptive_case(duration: float, image: bytes) -> AdaptiveResult:
-    result = AdaptiveResult()
-    result.duration = duration
-    with emulator_process("--rate-limit", "10/s") as emu:  # no --retry-after: 429s carry no hint
-        await warm_up_emulator(emu.base_url, image)
-        client = make_client(emu.base_url, "adaptive", CONCURRENCY)
-        limiter = client.submit_limiter
-        async with client:
-            t0 = time.monotonic()
+async def _adaptive_run(base_url: str, result: AdaptiveResult, image: bytes, prefix: str) -> None:
+    client = make_client(base_url, "adaptive", CONCURRENCY)
+    limiter = client.submit_limiter
+    async with client:
+        t0 = time.monotonic()
 
-            async def sample() -> None:
-                while True:
-                    await anyio.sleep(0.25)
-                    result.fill_rate.append((time.monotonic() - t0, limiter.current_rate))
+        async def sample() -> None:
+            while True:
+                result.fill_rate.append((time.monotonic() - t0, limiter.current_rate))
+                await anyio.sleep(0.25)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(sample)
-                await run_load(
-                    client,
-                    duration=duration,
-                    prefix="rl-c",
-                    concurrency=CONCURRENCY,
-                    image=image,
-                    clock=time.monotonic,
-                )
-                tg.cancel_scope.cancel()
-        stats = await anyio.to_thread.run_sync(fetch_stats, emu.base_url)
-    result.per_second = stats["perSecond"]
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sample)
+            await run_load(
+                client,
+                duration=result.duration,
+                prefix=prefix,
+                concurrency=CONCURRENCY,
+                image=image,
+                clock=time.monotonic,
+            )
+            tg.cancel_scope.cancel()
     result.client_429 = client.stats.throttled
-    return result
+
+
+async def opening_case(duration: float, image: bytes) -> list[AdaptiveResult]:
+    """Case (c): ``rate_limit="adaptive"`` against each of OPENING_LIMITS at once, one emulator each."""
+    results = [AdaptiveResult(limit, duration) for limit in OPENING_LIMITS]
+    with ExitStack() as stack:
+        # no --retry-after: only the 429s themselves tell the client anything
+        emulators = [stack.enter_context(emulator_process("--rate-limit", r.limit)) for r in results]
+        for emu in emulators:
+            await warm_up_emulator(emu.base_url, image)  # ends with a reset: per-second counts from here
+        async with anyio.create_task_group() as tg:
+            for index, (emu, result) in enumerate(zip(emulators, results, strict=True)):
+                tg.start_soon(_adaptive_run, emu.base_url, result, image, f"rl-c{index}")
+        for emu, result in zip(emulators, results, strict=True):
+            stats = await anyio.to_thread.run_sync(fetch_stats, emu.base_url)
+            result.per_second = stats["perSecond"]
+    return results
 
 
 def adaptive_series(result: AdaptiveResult) -> tuple[list[int], list[int], list[int]]:
@@ -334,59 +381,172 @@ def adaptive_series(result: AdaptiveResult) -> tuple[list[int], list[int], list[
     return total, ok, throttled
 
 
-def plot_adaptive(result: AdaptiveResult, path: Path) -> None:
+class OpeningFigures:
+    """The judged figures of one opening run (seconds are the emulator's, from its reset)."""
+
+    def __init__(self, result: AdaptiveResult) -> None:
+        total, ok, throttled = adaptive_series(result)
+        self.limit = limit_rate(result.limit)
+        end = len(total)
+        j = OPENING_JUDGE
+        self.early_429 = sum(throttled[:j])
+        self.rate_opening = sum(ok[:j]) / j / self.limit
+        self.rate_by_judge = sum(ok[j - 10 : j]) / 10 / self.limit
+        self.rate_after = sum(ok[j:end]) / max(1, end - j) / self.limit
+        seen_after = sum(total[j:end])
+        self.share_after = sum(throttled[j:end]) / seen_after if seen_after else 0.0
+        self.total_429 = sum(throttled)
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.early_429 <= 3
+            and self.rate_by_judge >= 0.80
+            and self.rate_after >= 0.90
+            and self.share_after < 0.03
+        )
+
+
+def plot_opening(results: Sequence[AdaptiveResult], path: Path) -> None:
+    """One panel per limit: accepted/s (5 s average), 429s per second, the client's pacing rate, the limit."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    total, ok, throttled = adaptive_series(result)
-    seconds = list(range(len(total) + 1))  # step edges: the last second is drawn to its end
-    fig, ax = plt.subplots(figsize=(10, 5.2), dpi=110)
-    ax.axvspan(0, ADAPTIVE_WARMUP, color="0.92", zorder=0, label=f"first {ADAPTIVE_WARMUP} s (not judged)")
-    ax.bar(seconds[:-1], throttled, width=1.0, align="edge", color="tab:red", alpha=0.7, label="429s/s")
-    ax.step(
-        seconds,
-        [*total, total[-1]],
-        where="post",
-        color="tab:blue",
-        linewidth=3.5,
-        alpha=0.45,
-        label="requests/s (all answers)",
-    )
-    ax.step(seconds, [*ok, ok[-1]], where="post", color="tab:green", linewidth=1.6, label="accepted/s (200)")
-    ax.axhline(10, color="black", linestyle="--", linewidth=1.2, label="emulator limit: 10/s")
-    rates = [(t, r) for t, r in result.fill_rate if r is not None]
-    if rates:
+    fig, axes = plt.subplots(len(results), 1, figsize=(10, 3.2 * len(results)), dpi=110, sharex=True)
+    for ax, result in zip(axes, results, strict=True):
+        total, ok, throttled = adaptive_series(result)
+        limit = limit_rate(result.limit)
+        seconds = list(range(len(total)))
+        smoothed = [sum(ok[max(0, s - 4) : s + 1]) / min(5, s + 1) for s in seconds]
+        ax.axvspan(0, OPENING_JUDGE, color="0.93", zorder=0, label=f"opening (first {OPENING_JUDGE} s)")
+        ax.bar(
+            seconds,
+            throttled,
+            width=1.0,
+            align="edge",
+            color="tab:red",
+            alpha=0.75,
+            label="429s in the second",
+        )
         ax.plot(
-            [t for t, _ in rates],
-            [r for _, r in rates],
-            color="tab:orange",
-            linewidth=1.2,
-            label="client's adaptive rate (/s)",
+            [s + 1 for s in seconds],
+            smoothed,
+            color="tab:green",
+            linewidth=1.8,
+            label="accepted/s (last 5 s)",
         )
-    ax.set_xlim(0, len(total))
-    top = max([*total, 12])
-    ax.set_ylim(0, min(top * 1.1, 60))
-    if top > 60:
-        ax.annotate(
-            f"first second: {total[0]} requests (off scale)",
-            xy=(0.5, 58),
-            xytext=(3, 52),
-            arrowprops={"arrowstyle": "->"},
-            fontsize=9,
+        rates = [(t, r) for t, r in result.fill_rate if r is not None]
+        if rates:
+            ax.step(
+                [t for t, _ in rates],
+                [r for _, r in rates],
+                where="post",
+                color="tab:orange",
+                linewidth=1.2,
+                label="client's pacing rate (/s)",
+            )
+        ax.axhline(
+            limit, color="black", linestyle="--", linewidth=1.1, label=f"emulator limit {result.limit}"
         )
-    ax.set_xlabel("seconds since the client started")
-    ax.set_ylabel("requests per second (emulator's count)")
-    ax.set_title(
-        'rate_limit="adaptive" (no limit configured) against an emulator enforcing 10/s, no Retry-After'
-    )
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9, framealpha=0.95)
+        ax.set_xlim(0, len(total))
+        ax.set_ylim(0, max(3.0, limit * 1.8, *[r for _, r in rates if r <= limit * 3]) * 1.05)
+        ax.set_ylabel("per second")
+        ax.set_title(f'rate_limit="adaptive" against an unknown {result.limit} (no Retry-After)', fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8, framealpha=0.95)
+    axes[-1].set_xlabel("seconds since the client started (emulator's count)")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     plt.close(fig)
+
+
+# -- random 429s: noise is not overload ---------------------------------------------------------------------
+
+
+def noise_sequence(length: int, seed: int) -> list[str]:
+    """One action per submission attempt: a 429 or a 503 (each with ``Retry-After: 1``) with SOAK_NOISE each."""
+    rng = random.Random(seed)
+    sequence = []
+    for _ in range(length):
+        draw = rng.random()
+        sequence.append("429" if draw < SOAK_NOISE else "503" if draw < 2 * SOAK_NOISE else "ok")
+    return sequence
+
+
+def post_faults(base_url: str, body: dict[str, Any]) -> None:
+    req = urllib.request.Request(
+        base_url + "/__emulator/faults",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        resp.read()
+
+
+class SoakRow:
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.runs: list[tuple[int, float, int, int, int]] = []  # accepted, steady, 429 real/injected, 503
+
+    def add(self, accepted: list[float], stats: dict[str, Any]) -> None:
+        faults = stats.get("faultsInjected", {})
+        self.runs.append(
+            (
+                len(accepted),
+                steady_rate(accepted),
+                int(faults.get("rate_limited", 0)),
+                int(faults.get("429", 0)),
+                int(faults.get("503", 0)),
+            )
+        )
+
+    def mean(self, index: int) -> float:
+        return sum(run[index] for run in self.runs) / len(self.runs)
+
+
+async def soak_case(duration: float, image: bytes) -> tuple[SoakRow, SoakRow]:
+    """Case (e): the client's default limiter for SOAK_LIMIT and a plain sliding window, in turns (ABBA), on
+    one emulator enforcing SOAK_LIMIT with Retry-After and the same seeded sequence of random 429s/503s."""
+    adaptive = SoakRow(f'rate_limit="{SOAK_LIMIT}" (adaptive under that ceiling, the default)')
+    shortest = min(w.seconds for w in _parse(SOAK_LIMIT))
+    margin = min(0.25, 0.04 * shortest)  # make_limiter's default margin, so only the adaptation differs
+    plain = SoakRow(f'SlidingWindowLimiter("{SOAK_LIMIT}", margin={margin:g}) (does not adapt)')
+    sequence = noise_sequence(int(limit_rate(SOAK_LIMIT) * duration * 3) + 1000, seed=11)
+    from netverify_async._ratelimit import SlidingWindowLimiter
+
+    with emulator_process("--rate-limit", SOAK_LIMIT, "--retry-after") as emu:
+        await warm_up_emulator(emu.base_url, image)
+        for turn, row in enumerate((adaptive, plain, plain, adaptive)):
+            await anyio.to_thread.run_sync(reset_emulator, emu.base_url)
+            await anyio.to_thread.run_sync(post_faults, emu.base_url, {"sequence": sequence})
+            limit: Any = (
+                SOAK_LIMIT
+                if row is adaptive
+                else SlidingWindowLimiter(SOAK_LIMIT, margin=margin, max_concurrency=CONCURRENCY)
+            )
+            client = make_client(emu.base_url, limit, CONCURRENCY)
+            async with client:
+                accepted = await run_load(
+                    client,
+                    duration=duration,
+                    prefix=f"rl-e{turn}",
+                    concurrency=CONCURRENCY,
+                    image=image,
+                    clock=time.monotonic,
+                )
+            await anyio.sleep(0.2)
+            row.add(accepted, await anyio.to_thread.run_sync(fetch_stats, emu.base_url))
+    return adaptive, plain
+
+
+def _parse(spec: str) -> Any:
+    from netverify_async._ratelimit import parse_rate
+
+    return parse_rate(spec)
 
 
 # -- several processes through Redis -----------------------------------------------------------------------
@@ -602,32 +762,45 @@ async def main(args: argparse.Namespace) -> int:
         )
         goals.append(["(b) steady rate / 1/s", f"{row.steady:.1%}", ">= 95%", verdict(row.steady >= 0.95)])
 
-    adaptive: AdaptiveResult | None = None
+    opening: list[AdaptiveResult] = []
     if "c" in cases:
-        adaptive = await adaptive_case(durations["c"], image)
-        total, ok, throttled = adaptive_series(adaptive)
-        judged = slice(ADAPTIVE_WARMUP, len(total))
-        seen = sum(total[judged])
-        share = sum(throttled[judged]) / seen if seen else 0.0
-        rate = sum(ok[judged]) / max(1, len(total) - ADAPTIVE_WARMUP)
-        goals.append(
-            [
-                f"(c) 429 share after {ADAPTIVE_WARMUP} s, adaptive vs 10/s",
-                f"{share:.1%}",
-                "< 5%",
-                verdict(share < 0.05),
-            ]
-        )
-        goals.append(
-            [
-                f"(c) accepted rate after {ADAPTIVE_WARMUP} s / 10/s",
-                f"{rate / 10:.1%}",
-                ">= 85%",
-                verdict(rate >= 8.5),
-            ]
-        )
+        opening = await opening_case(durations["c"], image)
+        for result in opening:
+            f = OpeningFigures(result)
+            goals.append(
+                [
+                    f"(c) {result.limit}: 429s in the first {OPENING_JUDGE} s",
+                    f.early_429,
+                    "<= 3",
+                    verdict(f.early_429 <= 3),
+                ]
+            )
+            goals.append(
+                [
+                    f"(c) {result.limit}: accepted rate {OPENING_JUDGE - 10}-{OPENING_JUDGE} s / limit",
+                    f"{f.rate_by_judge:.1%}",
+                    ">= 80%",
+                    verdict(f.rate_by_judge >= 0.80),
+                ]
+            )
+            goals.append(
+                [
+                    f"(c) {result.limit}: accepted rate after {OPENING_JUDGE} s / limit",
+                    f"{f.rate_after:.1%}",
+                    ">= 90%",
+                    verdict(f.rate_after >= 0.90),
+                ]
+            )
+            goals.append(
+                [
+                    f"(c) {result.limit}: 429 share after {OPENING_JUDGE} s",
+                    f"{f.share_after:.1%}",
+                    "< 3%",
+                    verdict(f.share_after < 0.03),
+                ]
+            )
         OUT_DIR.mkdir(exist_ok=True)
-        plot_adaptive(adaptive, OUT_DIR / PLOT_NAME)
+        plot_opening(opening, OUT_DIR / PLOT_NAME)
         if not args.quick:
             shutil.copyfile(OUT_DIR / PLOT_NAME, HERE / PLOT_NAME)
 
@@ -686,6 +859,20 @@ async def main(args: argparse.Namespace) -> int:
                     )
                 )
 
+    soak: tuple[SoakRow, SoakRow] | None = None
+    if "e" in cases:
+        soak = await soak_case(durations["e"], image)
+        adaptive_soak, plain_soak = soak
+        ratio = adaptive_soak.mean(1) / plain_soak.mean(1) if plain_soak.mean(1) else 0.0
+        goals.append(
+            [
+                "(e) random 429s: adaptive / plain sliding window (steady rate)",
+                f"{ratio:.1%}",
+                ">= 85%",
+                verdict(ratio >= 0.85),
+            ]
+        )
+
     print(f"## Client rate limits against the emulator's limit{' (--quick)' if args.quick else ''}\n")
     print(
         f"Emulator in its own process; {CONCURRENCY} uploads at once in one process, or {REDIS_PROCESSES} "
@@ -693,36 +880,96 @@ async def main(args: argparse.Namespace) -> int:
     )
     if rows:
         print(markdown_table(MAIN_HEADERS, [r.cells() for r in rows], align="lllrrrrrrrr"))
-    if adaptive is not None:
-        total, ok, throttled = adaptive_series(adaptive)
+    if opening:
         print(
-            f'\n### (c) rate_limit="adaptive" against an unknown 10/s limit, no Retry-After '
-            f"({adaptive.client_429} 429s seen by the client in all)\n"
+            f'\n### (c) rate_limit="adaptive" opening against unknown limits, no Retry-After '
+            f"({', '.join(OPENING_LIMITS)} at once, one emulator each, {durations['c']:.0f} s)\n"
         )
         table = []
-        for start in range(0, len(total), 5):
-            part = slice(start, min(start + 5, len(total)))
-            width = part.stop - part.start
-            seen = sum(total[part])
-            fills = [r for t, r in adaptive.fill_rate if start <= t < part.stop and r is not None]
+        for result in opening:
+            f = OpeningFigures(result)
             table.append(
                 [
-                    f"{start}-{part.stop} s",
-                    f"{seen / width:.1f}",
-                    f"{sum(ok[part]) / width:.1f}",
-                    f"{sum(throttled[part]) / width:.1f}",
-                    f"{sum(throttled[part]) / seen:.1%}" if seen else "-",
-                    f"{sum(fills) / len(fills):.2f}" if fills else "off",
+                    result.limit,
+                    f"{f.limit:g}",
+                    f.early_429,
+                    f"{f.rate_opening:.0%}",
+                    f"{f.rate_by_judge:.0%}",
+                    f"{f.rate_after:.1%}",
+                    f"{f.share_after:.1%}",
+                    f"{f.total_429} / {result.client_429}",
+                    verdict(f.passed),
                 ]
             )
         print(
             markdown_table(
-                ["seconds", "requests/s", "accepted/s", "429s/s", "429 share", "mean adaptive rate /s"], table
+                [
+                    "emulator limit",
+                    "limit /s",
+                    f"429s 0-{OPENING_JUDGE} s (<= 3)",
+                    f"accepted 0-{OPENING_JUDGE} s / limit",
+                    f"accepted {OPENING_JUDGE - 10}-{OPENING_JUDGE} s / limit (>= 80%)",
+                    f"accepted after {OPENING_JUDGE} s / limit (>= 90%)",
+                    f"429 share after {OPENING_JUDGE} s (< 3%)",
+                    "429s in all (emulator / client)",
+                    "result",
+                ],
+                table,
+                align="lrrrrrrrl",
             )
+        )
+        print("\nAccepted per second as a share of the limit (429s in brackets), by 10 s of the run:\n")
+        spans = list(range(0, int(durations["c"]), 10))
+        timeline = []
+        for result in opening:
+            _, ok, throttled = adaptive_series(result)
+            limit = limit_rate(result.limit)
+            cells: list[object] = [result.limit]
+            for start in spans:
+                part = slice(start, min(start + 10, len(ok)))
+                width = part.stop - part.start
+                cells.append(f"{sum(ok[part]) / width / limit:.0%} ({sum(throttled[part])})")
+            timeline.append(cells)
+        print(
+            markdown_table(["limit", *[f"{s}-{min(s + 10, int(durations['c']))} s" for s in spans]], timeline)
         )
         print(
             f"\nPlot: benchmarks/out/{PLOT_NAME}"
             + ("" if args.quick else f" (copied to benchmarks/{PLOT_NAME})")
+        )
+    if soak is not None:
+        print(
+            f"\n### (e) random 429s are not overload: {SOAK_NOISE:.1%} of answers a random 429 and {SOAK_NOISE:.1%} "
+            f"a random 503 (both with Retry-After: 1), emulator limit {SOAK_LIMIT} with Retry-After, "
+            f"{durations['e']:.0f} s per run, runs in the order A B B A\n"
+        )
+        rows_e = []
+        for row in soak:
+            rows_e.append(
+                [
+                    row.label,
+                    len(row.runs),
+                    f"{row.mean(0) / durations['e']:.1f}",
+                    f"{row.mean(1):.1f}",
+                    " / ".join(f"{run[1]:.1f}" for run in row.runs),
+                    f"{row.mean(2):.1f}",
+                    f"{row.mean(3):.1f} / {row.mean(4):.1f}",
+                ]
+            )
+        print(
+            markdown_table(
+                [
+                    "client limiter",
+                    "runs",
+                    "accepted / run time (/s)",
+                    "steady accepted rate (/s)",
+                    "steady rate per run",
+                    "429s of the real limit (mean)",
+                    "random 429s / 503s (mean)",
+                ],
+                rows_e,
+                align="lrrrlrr",
+            )
         )
     if goals:
         print("\n### Goals\n")
@@ -738,7 +985,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="short durations, for a smoke run")
-    parser.add_argument("--cases", default="a,baseline,b,c,d", help="cases to run (default: all)")
+    parser.add_argument("--cases", default="a,baseline,b,c,d,e", help="cases to run (default: all)")
     worker = parser.add_argument_group("worker process of case (d) (internal)")
     worker.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument("--emulator", help=argparse.SUPPRESS)

@@ -83,11 +83,26 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
 
 
 class Server:
-    def __init__(self, spec: str) -> None:
+    """``noise``: the share of requests answered with a random 429, and as many with a random 503, each with
+    ``Retry-After: 1`` (see :meth:`answer`), whatever the rate."""
+
+    def __init__(self, spec: str, noise: float = 0.0, seed: int = 7) -> None:
         self.windows = parse_rate(spec)
         self._log = _StartLog(self.windows)
         self.accepted: list[float] = []
         self.rejected: list[float] = []
+        self.noise: list[float] = []
+        self._noise = noise
+        self._rng = random.Random(seed)
+
+    def answer(self, now: float) -> tuple[int, float | None]:
+        """The status and Retry-After of one request: a random fault first, else the limit's verdict."""
+        if self._noise:
+            draw = self._rng.random()
+            if draw < 2 * self._noise:
+                self.noise.append(now)
+                return (429 if draw < self._noise else 503), 1.0
+        return self.handle(now), None
 
     def handle(self, now: float) -> int:
         if self._log.earliest(now) <= now:
@@ -179,6 +194,7 @@ async def simulate(
     think: float = 0.0,
     jitter: float = 0.0,
     seed: int = 1,
+    workers: int = WORKERS,
 ) -> dict[str, Any]:
     """Run WORKERS workers for ``duration``; each pauses ``think`` seconds on average (exponential) between
     requests (0: saturating demand). Returns the client's start times and a trace of the adaptive rate."""
@@ -194,9 +210,9 @@ async def simulate(
             async with limiter.slot() as slot:
                 starts.append(anyio.current_time() - t0)
                 await anyio.sleep(LATENCY + jitter * rng.random())
-                status = server.handle(anyio.current_time() - t0)
+                status, retry_after = server.answer(anyio.current_time() - t0)
                 await anyio.sleep(RESPONSE)
-                slot.record(status)
+                slot.record(status, retry_after)
 
     async def sampler() -> None:
         while anyio.current_time() - t0 < duration:
@@ -206,7 +222,7 @@ async def simulate(
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(sampler)
-        for _ in range(WORKERS):
+        for _ in range(workers):
             tg.start_soon(worker)
     return {"starts": starts, "trace": trace}
 
@@ -309,6 +325,26 @@ CASES = [
 ]
 
 
+#: The opening: AdaptiveLimiter() against limits it is not told, judged as in benchmarks/ratelimit.py.
+OPENING_LIMITS = ("5/5s", "15/5s", "10/s", "3/s,180/min", "20/s")
+OPENING_RUN = 90.0
+#: Random 429s and 503s: the plain sliding window against the client's default limiter for the same limit.
+NOISE = 0.005
+NOISE_LIMITS = ("50/s", "150/s")
+NOISE_RUN = 120.0
+NOISE_WORKERS = 64
+
+
+def opening_row(spec: str, server: Server) -> list[object]:
+    limit = server.allowed_rate
+    early = sum(1 for t in server.rejected if t < 30)
+    by_30 = sum(1 for t in server.accepted if 20 <= t < 30) / 10
+    after = sum(1 for t in server.accepted if 30 <= t < OPENING_RUN) / (OPENING_RUN - 30)
+    refused_after = sum(1 for t in server.rejected if 30 <= t < OPENING_RUN)
+    seen = refused_after + after * (OPENING_RUN - 30)
+    return [spec, early, f"{by_30 / limit:.0%}", f"{after / limit:.1%}", f"{refused_after / seen:.1%}"]
+
+
 def summarise(case: Case, server: Server, starts: list[float]) -> list[object]:
     measured = [t for t in starts if t >= case.warmup]
     accepted = [t for t in server.accepted if case.warmup <= t < case.duration]
@@ -339,6 +375,26 @@ async def main() -> None:
         if case.section == "adaptive" and case.server == "10/s":
             convergence.append((case.client, result["trace"], server.accepted))
 
+    opening_rows: list[list[object]] = []
+    for spec in OPENING_LIMITS:
+        server = Server(spec)
+        await simulate(AdaptiveLimiter(), server, OPENING_RUN, jitter=0.05)
+        opening_rows.append(opening_row(spec, server))
+    noise_rows: list[list[object]] = []
+    for spec in NOISE_LIMITS:
+        plain_rate = 0.0
+        for label, limiter in (
+            (f"SlidingWindowLimiter('{spec}', margin=0.04)", SlidingWindowLimiter(spec, margin=0.04)),
+            (f"make_limiter('{spec}') (adaptive under that ceiling)", make_limiter(spec)),
+        ):
+            server = Server(spec, noise=NOISE)
+            await simulate(limiter, server, NOISE_RUN, workers=NOISE_WORKERS)
+            rate = sum(1 for t in server.accepted if t < NOISE_RUN) / NOISE_RUN
+            plain_rate = plain_rate or rate
+            noise_rows.append(
+                [spec, label, f"{rate:.1f}", f"{rate / plain_rate:.0%}", len(server.rejected), len(server.noise)]
+            )
+
     print("## Rate limiters against a simulated server (virtual time)\n")
     print(
         markdown_table(
@@ -355,6 +411,33 @@ async def main() -> None:
             ],
             rows,
             align="lllrrrrrl",
+        )
+    )
+    print(
+        f"\n### AdaptiveLimiter() opening against unknown limits ({OPENING_RUN:.0f} s, {WORKERS} workers, "
+        "0-50 ms of jitter)\n"
+    )
+    print(
+        markdown_table(
+            [
+                "server limit",
+                "429s 0-30 s",
+                "accepted 20-30 s / limit",
+                "accepted after 30 s / limit",
+                "429 share after 30 s",
+            ],
+            opening_rows,
+        )
+    )
+    print(
+        f"\n### Random 429s: {NOISE:.1%} of answers a random 429 and {NOISE:.1%} a random 503 (Retry-After: 1), "
+        f"{NOISE_RUN:.0f} s, {NOISE_WORKERS} workers\n"
+    )
+    print(
+        markdown_table(
+            ["server limit", "client limiter", "accepted/s", "vs plain window", "429s of the limit", "random faults"],
+            noise_rows,
+            align="llrrrr",
         )
     )
     for client, trace, accepted in convergence:

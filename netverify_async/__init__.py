@@ -41,6 +41,18 @@ from ._errors import ServerError as ServerError
 from ._errors import SubmissionOutcomeUnknown as SubmissionOutcomeUnknown
 from ._errors import TransportError as TransportError
 from ._errors import ValidationIssue as ValidationIssue
+from ._events import AttemptFinished as AttemptFinished
+from ._events import AttemptStarted as AttemptStarted
+from ._events import CallbackHandled as CallbackHandled
+from ._events import CallFinished as CallFinished
+from ._events import CallOutcome as CallOutcome
+from ._events import CallStarted as CallStarted
+from ._events import Event as Event
+from ._events import EventHook as EventHook
+from ._events import JournalTransition as JournalTransition
+from ._events import LimiterWaited as LimiterWaited
+from ._events import PreflightRejected as PreflightRejected
+from ._events import RetryScheduled as RetryScheduled
 from ._logging import configure_from_environment as _configure_logging_from_environment
 from ._models import CallbackGranularity as CallbackGranularity
 from ._models import Consent as Consent
@@ -115,6 +127,12 @@ if TYPE_CHECKING:  # the lazily imported names, for type checkers
     from ._retrieval import ScanTransactionData as ScanTransactionData
     from ._retrieval import ScanVerificationData as ScanVerificationData
     from ._retrieval import VerificationStatus as VerificationStatus
+    from ._worker import LeasingJournal as LeasingJournal
+    from ._worker import WorkerStats as WorkerStats
+    from ._worker import manifest_row_payload as manifest_row_payload
+    from ._worker import process_one as process_one
+    from ._worker import request_from_payload as request_from_payload
+    from ._worker import run_worker as run_worker
     from .callbacks import CallbackOriginVerifier as CallbackOriginVerifier
     from .callbacks import NetverifyCallback as NetverifyCallback
     from .callbacks import parse_callback as parse_callback
@@ -178,6 +196,12 @@ _LAZY = {
     "SlidingWindowLimiter": "._ratelimit",
     "UnlimitedLimiter": "._ratelimit",
     "parse_rate": "._ratelimit",
+    "LeasingJournal": "._worker",
+    "WorkerStats": "._worker",
+    "manifest_row_payload": "._worker",
+    "process_one": "._worker",
+    "request_from_payload": "._worker",
+    "run_worker": "._worker",
     "make_limiter": "._ratelimit",
     "RateWindow": "._ratelimit",
 }
@@ -216,6 +240,18 @@ __all__ = [
     "BatchStoppedError",
     "RateLimiterError",
     *_LAZY,
+    "AttemptFinished",
+    "AttemptStarted",
+    "CallFinished",
+    "CallOutcome",
+    "CallStarted",
+    "CallbackHandled",
+    "Event",
+    "EventHook",
+    "JournalTransition",
+    "LimiterWaited",
+    "PreflightRejected",
+    "RetryScheduled",
     "APIError",
     "AuthenticationError",
     "BadRequestError",

@@ -185,6 +185,16 @@ class Batch:
             raise error
         raise StopAsyncIteration
 
+    def stop(self) -> None:
+        """Stop taking new items, gently: items read but not sent yet stay pending (with a journal, the next run
+        sends them), uploads already in flight finish and get their outcome, then the iteration ends.
+
+        Unlike :meth:`aclose`, nothing in flight is cut off. An input that is itself waiting (an async generator
+        polling a queue) must also return for the batch to end: stop it the same way. Safe to call more than
+        once, and before the block is entered.
+        """
+        self._pipeline.stopping = True
+
     async def aclose(self) -> None:
         """Stop the batch early (uploads in flight become ``unknown``) and wait for its bookkeeping.
 

@@ -46,10 +46,12 @@ from ._errors import (
     ConfigurationError,
     DeadlineExceeded,
     NetverifyError,
+    PreflightError,
     RequestError,
     ResponseError,
     SubmissionOutcomeUnknown,
 )
+from ._events import AttemptMeter, CallTrace, EventHook, PreflightRejected, check_event_hooks, dispatch
 from ._exchange import Answer, BasicAuth, Call, Exchange, trusted_image_path
 from ._images import FileSink, ImageStream, ImageStreamContext, StreamSink, image_classifier
 from ._models import NetverifyRequest, ScanReceipt
@@ -130,6 +132,10 @@ class NetverifyClient:
       fetched every time).
     - ``check_accepted_id_types``: before a submission, refuse a country + ID type (+ back side) the account
       does not accept (:class:`~netverify_async.IdTypeNotAcceptedError`, nothing sent); default False.
+    - ``event_hooks``: callables (sync or async) that receive every event of the client (call started, limiter
+      wait, attempt, retry, call finished, preflight rejection, journal state; see ``docs/observability.md``).
+      The list is kept as :attr:`event_hooks` and may be changed later; an exception in a hook is logged and
+      ignored. :mod:`netverify_async.otel` turns the events into OpenTelemetry spans and metrics.
     """
 
     def __init__(
@@ -154,6 +160,7 @@ class NetverifyClient:
         sleep: SleepFunc | None = None,
         id_types_ttl: float = DEFAULT_ID_TYPES_TTL,
         check_accepted_id_types: bool = False,
+        event_hooks: Sequence[EventHook] | None = None,
     ) -> None:
         self._auth = BasicAuth(check_credential("api_token", api_token), check_credential("api_secret", api_secret))
         self.user_agent = check_user_agent(user_agent)
@@ -196,6 +203,8 @@ class NetverifyClient:
         )
         self._closed = False
         self.stats = ClientStats()
+        #: the callables that receive the client's events (see :mod:`netverify_async._events`)
+        self.event_hooks: list[EventHook] = check_event_hooks(event_hooks)
         if isinstance(id_types_ttl, bool) or not isinstance(id_types_ttl, (int, float)) or not id_types_ttl >= 0:
             raise ConfigurationError("id_types_ttl: must be a number of seconds >= 0")
         self.id_types_ttl = float(id_types_ttl)
@@ -279,8 +288,37 @@ class NetverifyClient:
             )
         return self._exchange
 
+    def _trace(self, call: Call, limiter: RateLimiter) -> CallTrace | None:
+        """The events of one call, or None when nobody listens."""
+        if not self.event_hooks:
+            return None
+        kind = "submission" if limiter is self.submit_limiter else "retrieval"
+        return CallTrace(self.event_hooks, call, base_url=self.base_url, limiter=kind)
+
     async def _call(
-        self, call: Call, limiter: RateLimiter, on_send: OnSend | None = None
+        self, call: Call, limiter: RateLimiter, on_send: OnSend | None = None, trace: CallTrace | None = None
+    ) -> tuple[Answer, int]:
+        """:meth:`_retrying` with the call's events; a caller that passes its own ``trace`` starts and finishes
+        it itself."""
+        own = trace is None
+        if own:
+            trace = self._trace(call, limiter)
+            if trace is None:
+                return await self._retrying(call, limiter, on_send, None)
+            await trace.started()
+        assert trace is not None
+        try:
+            result = await self._retrying(call, limiter, on_send, trace)
+        except BaseException as error:
+            if own:
+                await trace.finished(error)
+            raise
+        if own:
+            await trace.finished(None)
+        return result
+
+    async def _retrying(
+        self, call: Call, limiter: RateLimiter, on_send: OnSend | None, trace: CallTrace | None
     ) -> tuple[Answer, int]:
         """Run ``call`` with retries. A submission that may have been processed ends only in an answer or in
         :class:`~netverify_async.SubmissionOutcomeUnknown`, whatever fails after (a refusal, the limiter, the
@@ -293,10 +331,12 @@ class NetverifyClient:
         self._get_exchange()
 
         async def attempt(number: int) -> Answer:
-            return await self._attempt(call, limiter, number, history, on_send if number == 1 else None)
+            return await self._attempt(call, limiter, number, history, on_send if number == 1 else None, trace)
 
         async def before_sleep(number: int, error: RequestError, delay: float) -> None:
             await self._before_sleep(call, number, error, delay)
+            if trace is not None:
+                await trace.retry_scheduled(number, error, delay)
 
         try:
             answer = await run_with_retries(
@@ -319,11 +359,20 @@ class NetverifyClient:
         return answer, history.attempts
 
     async def _attempt(
-        self, call: Call, limiter: RateLimiter, number: int, history: AttemptHistory, on_send: OnSend | None
+        self,
+        call: Call,
+        limiter: RateLimiter,
+        number: int,
+        history: AttemptHistory,
+        on_send: OnSend | None,
+        trace: CallTrace | None = None,
     ) -> Answer:
         exchange = self._get_exchange()
         async with contextlib.AsyncExitStack() as stack:
+            waited_from = anyio.current_time()
             slot = await self._admit(call, limiter, number, history, stack)
+            if trace is not None:
+                await trace.limiter_waited(number, anyio.current_time() - waited_from)
             remaining = history.deadline_at - anyio.current_time()
             if on_send is not None and remaining > 0:
                 await on_send()
@@ -336,9 +385,17 @@ class NetverifyClient:
                     attempts=number - 1,
                 )
             self.stats.attempts += 1
+            meter: AttemptMeter | None = None
+            if trace is not None:
+                meter = await trace.attempt_started(number, len(call.body or b""))
+            received: Answer | None = None
+            failure: BaseException | None = None
             try:
-                answer = await exchange.send(call, within=min(self.retry_policy.attempt_timeout, remaining))
+                answer = received = await exchange.send(
+                    call, within=min(self.retry_policy.attempt_timeout, remaining), meter=meter
+                )
             except RequestError as error:
+                failure = error
                 status = getattr(error, "status_code", None)
                 slot.record(status, getattr(error, "retry_after", None))
                 if status is not None:
@@ -353,6 +410,12 @@ class NetverifyClient:
                     call.merchant_ref,
                 )
                 raise
+            except BaseException as error:
+                failure = error
+                raise
+            finally:
+                if trace is not None and meter is not None:
+                    await trace.attempt_finished(number, meter, received, failure)
             slot.record(answer.status_code, None)
             self.stats.count_status(answer.status_code)
             return answer
@@ -443,7 +506,17 @@ class NetverifyClient:
         reports = await preflight_request(request, fix=self.preflight_fix)
         fixed = {}
         for role, report in reports.items():
-            report.raise_for_errors()
+            try:
+                report.raise_for_errors()
+            except PreflightError:
+                if self.event_hooks:
+                    rejected = PreflightRejected(
+                        role=str(role),
+                        codes=tuple(sorted(report.error_codes)),
+                        merchant_id_scan_reference=request.merchant_id_scan_reference,
+                    )
+                    await dispatch(tuple(self.event_hooks), rejected)
+                raise
             if (
                 self.preflight_fix
                 and report.image is not None
@@ -500,7 +573,22 @@ class NetverifyClient:
             on_body_sent=on_body_sent,
         )
         del body
-        answer, attempts = await self._call(call, self.submit_limiter, on_send)
+        trace = self._trace(call, self.submit_limiter)
+        if trace is None:
+            return await self._send_call(call, on_send, None)
+        await trace.started()
+        try:
+            receipt = await self._send_call(call, on_send, trace)
+        except BaseException as error:
+            await trace.finished(error)
+            raise
+        await trace.finished(None)
+        return receipt
+
+    async def _send_call(self, call: Call, on_send: OnSend | None, trace: CallTrace | None) -> ScanReceipt:
+        merchant_id_scan_reference = call.merchant_ref
+        assert merchant_id_scan_reference is not None
+        answer, attempts = await self._call(call, self.submit_limiter, on_send, trace)
         receipt: ScanReceipt | None = None
         parsed = answer.json_object()
         if parsed is not None:
@@ -824,7 +912,11 @@ class NetverifyClient:
 
 @attrs.define
 class ClientStats:
-    """Counters of what the client did (for demos, dashboards and tests)."""
+    """Counters of what the client did (for demos, dashboards and tests), as ``client.stats``.
+
+    For a hook on every step, or OpenTelemetry spans and metrics that agree with these counters, see the
+    client's ``event_hooks`` and :mod:`netverify_async.otel`.
+    """
 
     #: HTTP attempts made (each holds a limiter slot)
     attempts: int = 0
@@ -842,4 +934,5 @@ class ClientStats:
 
     @property
     def throttled(self) -> int:
+        """429 answers (from ``status_counts``)."""
         return self.status_counts.get(429, 0)

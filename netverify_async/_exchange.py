@@ -55,6 +55,7 @@ from ._errors import (
     ResponseError,
     ServerError,
 )
+from ._events import AttemptMeter
 from ._retry import parse_retry_after
 
 __all__ = [
@@ -267,13 +268,17 @@ class _Body(httpx.AsyncByteStream):
         self._data = data
         self._on_complete = on_complete
         self.complete = not data
+        #: bytes the transport took (it asks for the next slice once it wrote the previous one)
+        self.sent = 0
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         data = self._data
         for start in range(0, len(data), UPLOAD_SLICE):
             if start:
                 await anyio.lowlevel.checkpoint()
-            yield data[start : start + UPLOAD_SLICE]
+            piece = data[start : start + UPLOAD_SLICE]
+            yield piece
+            self.sent += len(piece)
         self.complete = True
         self._data = b""  # the request object may outlive the call (httpx keeps it on the response)
         if self._on_complete is not None:
@@ -415,16 +420,20 @@ class Exchange:
             "Connection": "close",
         }
 
-    async def send(self, call: Call, *, within: float) -> Answer:
+    async def send(self, call: Call, *, within: float, meter: AttemptMeter | None = None) -> Answer:
         """Send ``call`` once, bounded by ``within`` seconds in all; a 2xx :class:`Answer` or a raised
-        :class:`~netverify_async.RequestError` with its kind."""
+        :class:`~netverify_async.RequestError` with its kind. ``meter`` receives the body bytes sent."""
         body = _Body(call.body or b"", call.on_body_sent if call.body else None)
         failure: RequestError | None = None
         sink_error: BaseException | None = None
         delivery = _Delivery()
         try:
             with anyio.fail_after(within):
-                status, headers, content = await self._round_trip(call, body, delivery)
+                try:
+                    status, headers, content = await self._round_trip(call, body, delivery)
+                finally:
+                    if meter is not None:
+                        meter.bytes_sent = body.sent
         except httpx.PoolTimeout:
             failure = PoolTimeoutError(f"{call.operation}: no free connection in time", **_where(call))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:

@@ -138,7 +138,8 @@ def _safe_to_retry(error: BaseException) -> bool:
 @runtime_checkable
 class Journal(Protocol):
     """What a batch needs from a journal. :class:`SqliteJournal` is the implementation shipped with the
-    library; another store (a database table, say) can be used by implementing these coroutines.
+    library, and ``netverify_async.postgres.PostgresJournal`` (the ``postgres`` extra) keeps the same states in
+    PostgreSQL; another store can be used by implementing these coroutines.
 
     Optional: a journal that also has ``record_callback`` (see :class:`CallbackJournal`) can be fed by
     ``callback_router(journal=...)``, which checks for the method when it is built. A journal without it

@@ -9,6 +9,7 @@ counts) and its bookkeeping on stop; splitting them would pass that state around
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
@@ -37,6 +38,7 @@ from ._errors import (
     ValidationIssue,
     failure_kind,
 )
+from ._events import JournalTransition, emit_via
 from ._journal import Journal, JournalState, SqliteJournal
 from ._models import NetverifyRequest, ScanReceipt
 from ._outcomes import BatchOutcome, BatchProgress, BatchStatus, BatchSummary, OutcomeStatus, ProgressHook
@@ -49,6 +51,13 @@ if TYPE_CHECKING:
 __all__ = ["Pipeline", "Stages"]
 
 logger = logging.getLogger("netverify_async.batch")
+
+#: The journal state an upload's outcome is recorded as.
+_JOURNALED = {
+    OutcomeStatus.RECEIPT: JournalState.RECEIPT,
+    OutcomeStatus.UNKNOWN: JournalState.UNKNOWN,
+    OutcomeStatus.FAILED: JournalState.FAILED,
+}
 
 #: Seconds between progress calls while nothing else happens.
 PROGRESS_INTERVAL_S = 0.2
@@ -241,6 +250,11 @@ class Pipeline:
 
     # -- outcomes --------------------------------------------------------------------------------------------
 
+    async def _journaled(self, state: JournalState, refs: Iterable[str]) -> None:
+        """Tell the client's event hooks that the journal recorded ``state`` for each of ``refs``."""
+        for ref in refs:
+            await emit_via(self.client, functools.partial(JournalTransition, state=state.value, merchant_id_scan_reference=ref))
+
     async def _emit(self, out: MemoryObjectSendStream[BatchOutcome], outcome: BatchOutcome) -> None:
         self.counts[outcome.status] += 1
         ref = outcome.merchant_id_scan_reference
@@ -375,6 +389,8 @@ class Pipeline:
         self.pending[index] = ref  # from now on it is "not sent" until it is uploaded or has an outcome
         if self.journal is not None:
             entry = await self.journal.begin_item(ref)
+            if entry is None:
+                await self._journaled(JournalState.PENDING, [ref])
             if entry is not None and entry.state is JournalState.RECEIPT:
                 await self._emit(
                     out,
@@ -460,6 +476,8 @@ class Pipeline:
         self.budget.release(item.reserved)
         item.reserved = 0
         failure = await _record(self.journal.mark_failed(item.ref, error) if self.journal else None)
+        if self.journal is not None and failure is None:
+            await self._journaled(JournalState.FAILED, [item.ref])
         await self._emit(out, self._outcome(item.index, item.ref, status, item.started, error=error))
         if failure is not None:
             raise failure
@@ -500,6 +518,8 @@ class Pipeline:
             self.in_flight[item.index] = ref
             self.submitted += 1
             sent = True
+            if self.journal is not None:
+                await self._journaled(JournalState.SENT, [ref])
 
         receipt: ScanReceipt | None = None
         error: NetverifyError | None = None
@@ -543,6 +563,8 @@ class Pipeline:
                 status = OutcomeStatus.FAILED
                 failure = await _record(journal.mark_failed(ref, error) if journal else None)
             outcome = self._outcome(item.index, ref, status, item.started, error=error, attempts=attempts)
+        if journal is not None and failure is None:
+            await self._journaled(_JOURNALED[outcome.status], [ref])
         # The caller learns the outcome even when the journal could not record it (the journal then still
         # says "sent", which a re-run treats as unknown); the journal failure then stops the batch.
         self.arrived.discard(item.index)
@@ -683,11 +705,13 @@ class Pipeline:
                         maybe_arrived = self._stopped_in_flight(arrived=True)
                         if maybe_arrived:
                             await self.journal.mark_unknown(maybe_arrived, "BatchCancelled")
+                            await self._journaled(JournalState.UNKNOWN, maybe_arrived)
                         for ref in self._stopped_in_flight(arrived=False):
                             # every attempt failed before its body was out: no scan can exist
                             await self.journal.mark_failed(
                                 ref, BatchStoppedError("the batch stopped before the body was sent")
                             )
+                            await self._journaled(JournalState.FAILED, [ref])
                         if journal_started:
                             counts = {s.value: n for s, n in self.counts.items()}
                             counts[OutcomeStatus.UNKNOWN.value] += len(maybe_arrived)

@@ -72,10 +72,6 @@ Clock = Callable[[], float]
 #: such a request is retried at all.
 DEFAULT_MAX_PAUSE: Final = 300.0
 
-#: Seconds the adaptive rate takes to climb back to the level that was throttled (CUBIC's K). Jumio counts in
-#: windows of seconds (5 s today), so probing faster than that overshoots before the first 429 can tell.
-DEFAULT_RECOVERY_TIME: Final = 4.0
-
 #: Status codes that mean "slow down". A 503 counts only when it carries ``Retry-After``.
 _THROTTLE_STATUS: Final = 429
 _UNAVAILABLE_STATUS: Final = 503
@@ -319,10 +315,13 @@ class _TokenBucket:
             self._refill(now)
             self.tokens = max(0.0, self.tokens - 1.0)
 
-    def set_rate(self, now: float, rate: float, *, empty: bool = False) -> None:
+    def set_rate(self, now: float, rate: float | None, *, debt: float = 0.0) -> None:
+        """Continue at ``rate`` (None: off); ``debt`` tokens are owed first (a pause of ``debt / rate``)."""
         self._refill(now)  # tokens earned so far are earned at the old rate
+        if self.rate is None:
+            self.tokens = min(1.0, self.capacity)  # pacing switches on: the next start may go now
         self.rate = rate
-        self.tokens = 0.0 if empty else min(self.tokens, self.capacity)
+        self.tokens = min(self.tokens, self.capacity) - debt
 
 
 #: Seconds after which a pause no longer weighs on _RateMeter's smoothed rate (0.8 per 0.5 s bucket: 0.2**4).
@@ -359,32 +358,157 @@ class _RateMeter:
         return self._count / self._bucket_seconds
 
 
-@attrs.define
-class _Cubic:
-    """CUBIC growth after a throttle at ``last_fail``: ``rate(t) = C * (t - last_fail - K)**3 + w_max``.
+#: Seconds a rate must run without a real overload before it counts as good and the next step up is tried.
+#: Jumio counts in windows of up to 5 s, so a shorter hold could call a rate good that a 5 s window refuses.
+DEFAULT_RECOVERY_TIME: Final = 5.0
 
-    At the throttle the rate is ``beta * w_max``; it is back at ``w_max`` after ``K`` seconds. ``C`` is chosen
-    per throttle as ``w_max * (1 - beta) / K**3``, so the curve has the same shape at every rate.
+#: The window the adaptive limiter opens with when nothing is known: the most conservative documented Jumio
+#: limit for initiate requests (accounts created after March 2024).
+DEFAULT_OPENING: Final = "5/5s"
+#: The opening rate is this share of the opening window's rate, so that evenly spaced starts leave the server's
+#: window a little room for network jitter (5 per 5.26 s for ``"5/5s"``).
+_OPENING_SHARE: Final = 0.95
+#: Factor of each step up while no overload has been seen; after _FAST_AFTER such steps, its square.
+_GROWTH: Final = 2.0
+_FAST_AFTER: Final = 2
+#: A step up adds at most this many requests per round trip: a probe that overshoots is answered one round
+#: trip late, and every request sent above the limit meanwhile is a 429.
+_PROBE_OVERSHOOT: Final = 2.0
+#: Weight of the newest round trip in its moving average.
+_RTT_WEIGHT: Final = 0.2
+#: The search between the known-good and the lowest failed rate stops when they are this close (relative) ...
+_PRECISION: Final = 0.05
+#: ... or less than this many requests per hold apart (a finer step cannot be told apart by the server).
+_RESOLUTION: Final = 2.0
+#: Seconds before a converged search checks once whether the failed rate still fails; doubled after each
+#: failed check up to _MAX_REPROBE_WAIT, reset when a rate is found to fail anew.
+_REPROBE_WAIT: Final = 60.0
+_MAX_REPROBE_WAIT: Final = 900.0
+#: A rate is promoted only if the client really used it: at least this share of it was sent during the hold.
+_SATURATION: Final = 0.8
+#: Window lengths (seconds) the server may count in, used to bound its limit when it refuses a request.
+_BOUND_WINDOWS: Final = (1.0, 5.0, 60.0)
+#: Throttles at the known-good rate are an overload only when at least this many of them, and this share of
+#: the answers, fall within the last hold; fewer are noise (a gateway's odd 429), paused for but not cut for.
+_OVERLOAD_COUNT: Final = 2
+#: The noise filter looks at the answers of the last hold, but at least at this many.
+_FILTER_ANSWERS: Final = 100
+DEFAULT_NOISE_SHARE: Final = 0.05
+
+
+@attrs.define
+class _Prober:
+    """The adaptive rate policy as pure bookkeeping: a known-good rate, the lowest rate that failed, a probe.
+
+    ``rate`` is the pacing rate (None: pacing off, only the configured ceiling applies; used at and above
+    ``top``, the ceiling's rate). A rate that ran for ``hold`` seconds, saturated, without an overload becomes
+    ``good``; the next probe is then ``good * growth`` while nothing failed, else the geometric middle between
+    ``good`` and ``failed`` until the two are within the precision; then the search rests at ``good`` and, after
+    ``reprobe_wait`` seconds, checks once just above ``failed`` (the limit may have been raised). An overload
+    during a probe returns to ``good``; an overload at the good rate cuts to ``beta`` times the failed rate.
     """
 
-    recovery_time: float
+    hold: float
+    growth: float
     beta: float
-    w_max: float = 0.0
-    last_fail: float = 0.0
-    scale: float = 0.0
+    min_rate: float
+    max_rate: float
+    top: float
+    good: float
+    rate: float | None
+    since: float = 0.0
+    starts: int = 0
+    failed: float = math.inf
+    reprobe_wait: float = _REPROBE_WAIT
+    reprobe_at: float = math.inf
+    climbs: int = 0
+    max_step: float = math.inf
 
-    def reset(self, w_max: float, at: float) -> None:
-        self.w_max = w_max
-        self.last_fail = at
-        self.scale = w_max * (1.0 - self.beta) / self.recovery_time**3
+    @property
+    def probing(self) -> bool:
+        """Whether the current rate is above the known-good one (a 429 then means: too fast)."""
+        return self.rate is not None and self.rate > self.good * (1.0 + _EPSILON)
 
-    def rate_at(self, now: float) -> float:
-        return self.scale * (now - self.last_fail - self.recovery_time) ** 3 + self.w_max
+    def _set(self, rate: float, now: float) -> None:
+        rate = min(self.max_rate, max(self.min_rate, rate))
+        self.rate = None if rate >= self.top else rate
+        self.since = now
+        self.starts = 0
 
-    def throttled(self, rate: float, now: float) -> float:
-        """Remember ``rate`` as the level that failed and return the reduced rate to continue with."""
-        self.reset(rate, now)
-        return rate * self.beta
+    def restart(self, now: float) -> None:
+        """The clock of the current rate starts at ``now`` (the first request)."""
+        self.since = now
+        self.starts = 0
+
+    def started(self) -> None:
+        self.starts += 1
+
+    def _next(self, now: float) -> float:
+        good, failed = self.good, self.failed
+        highest = good + self.max_step  # what may overshoot, times the round trip, stays a few requests
+        if math.isinf(failed):
+            self.climbs += 1
+            return min(highest, good * (self.growth**2 if self.climbs > _FAST_AFTER else self.growth))
+        if failed > good * (1.0 + _PRECISION) and (failed - good) * self.hold >= _RESOLUTION:
+            step = good * self.growth  # a normal step up, when it stays clear of the failure
+            return min(highest, step if step * (1.0 + _PRECISION) < failed else math.sqrt(good * failed))
+        if math.isinf(self.reprobe_at):
+            self.reprobe_at = now + self.reprobe_wait
+        if now >= self.reprobe_at:
+            self.reprobe_at = math.inf
+            return failed * (1.0 + _PRECISION)
+        return good
+
+    def succeeded(self, now: float) -> bool:
+        """An answer that was not a throttle; True when the pacing rate changed."""
+        rate = self.rate
+        if rate is None:
+            return False
+        elapsed = now - self.since
+        if elapsed < self.hold or self.starts < _SATURATION * rate * elapsed:
+            return False
+        if rate > self.good:
+            self.good = rate
+            if rate >= self.failed:  # the old failure does not hold any more: the limit was raised
+                self.failed = math.inf
+                self.reprobe_wait = _REPROBE_WAIT
+        nxt = self._next(now)
+        if nxt == rate:
+            self.restart(now)
+            return False
+        self._set(nxt, now)
+        return True
+
+    def isolated_throttle(self, now: float) -> bool:
+        """A second 429 within the filter's window, too few for an overload. Where the search has converged just
+        under a failure, it may mean that the known-good rate is a hair above the limit (it passed its hold by
+        luck): step down by half the precision. True when the pacing rate changed."""
+        rate = self.rate
+        if rate is None or self.probing or self.failed > self.good * (1.0 + 2.0 * _PRECISION):
+            return False
+        self.failed = min(self.failed, self.good)
+        self.good = max(self.min_rate, self.good * (1.0 - _PRECISION / 2.0))
+        self._set(self.good, now)
+        return self.rate != rate
+
+    def overloaded(self, now: float, bound: float) -> float | None:
+        """A real overload while sending at the current rate; ``bound`` is an upper bound of the server's
+        rate from its own count. Returns the new pacing rate (None: pacing off)."""
+        at = self.top if self.rate is None else self.rate
+        probing = self.probing
+        self.climbs = 0
+        if not probing:
+            self.reprobe_wait = _REPROBE_WAIT
+        elif self.reprobe_at == math.inf and self.failed < math.inf and at > self.failed:
+            self.reprobe_wait = min(_MAX_REPROBE_WAIT, 2.0 * self.reprobe_wait)  # a check above `failed`
+        floor = min(at, self.good * (1.0 + _PRECISION)) if probing else self.min_rate
+        self.failed = min(self.failed, at, max(bound, floor))  # a probe's failure never undoes a proven rate
+        if not probing or self.good >= self.failed:
+            self.good = max(self.min_rate, self.beta * self.failed)
+            self._set(self.good, now)
+        else:  # the known-good rate stands: the search goes on between it and the failure
+            self._set(self._next(now), now)
+        return self.rate
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -443,12 +567,14 @@ class _Waiter:
 class LimiterSlot:
     """A slot of an in-process limiter; ``start_time`` is when it was granted (the limiter's clock)."""
 
-    __slots__ = ("_limiter", "_recorded", "start_time")
+    __slots__ = ("_limiter", "_recorded", "refused", "start_time")
 
     def __init__(self, limiter: _QueuedLimiter, start_time: float) -> None:
         self._limiter = limiter
         self._recorded = False
         self.start_time = start_time
+        #: Whether the answer was a throttle (429 or 503 with ``Retry-After``): the server did not count it.
+        self.refused = False
 
     def record(self, status_code: int | None, retry_after: float | None = None) -> None:
         """Report the attempt's HTTP status (None: no answer) and ``Retry-After`` seconds.
@@ -632,6 +758,7 @@ class _QueuedLimiter:
         throttled = _is_throttle(status_code, retry_after)
         if throttled:
             self._throttled += 1
+            slot.refused = True
             if (
                 self._honour_retry_after
                 and retry_after is not None
@@ -715,35 +842,41 @@ class SlidingWindowLimiter(_QueuedLimiter):
 class AdaptiveLimiter(_QueuedLimiter):
     """Finds the rate the server accepts from its 429 answers, under an optional sliding-window ceiling.
 
-    **Algorithm** (the CUBIC congestion controller applied to request rates, as in botocore's adaptive retry
-    mode):
+    **Opening.** With nothing known, requests start evenly spaced at 95 % of the ``opening`` window's rate
+    (default ``"5/5s"``, the most conservative limit Jumio documents): never an unpaced burst. ``initial_rate``
+    opens at that rate instead. With a ``ceiling`` (a known limit, e.g. ``"15/5s"``) and no ``initial_rate``,
+    pacing is off and only the ceiling applies: no probing at all until the server disagrees.
 
-    - Starts pass through a token bucket that refills at the *fill rate* and holds ``burst`` tokens (default
-      1, so starts are evenly spaced). With ``initial_rate=None`` the bucket is off until the first 429: only
-      the ceiling and the concurrency cap apply, so a configured limit that the server accepts costs nothing.
-    - The *measured rate* is the rate of granted starts, counted in 0.5 s buckets and smoothed with an
-      exponential moving average (weight 0.8 for the newest bucket).
-    - On a 429: ``w_max`` becomes the rate that failed (the measured rate, or the fill rate if lower), the
-      fill rate drops to ``beta * w_max`` (default beta 0.7), and the time of the failure is remembered.
-      Answers to requests that started before the latest cut are not counted again: one overload is one cut,
-      however many requests were in flight. Within a few seconds after a ``Retry-After`` pause the measured
-      rate still counts the idle pause, so the fill rate alone is taken as the rate that failed (a pause must
-      not make the next cut deeper).
-    - On any other answer the fill rate follows the cubic ``C * (t - t_fail - K)**3 + w_max``: it climbs
-      fast back towards ``w_max``, lingers there, then probes above it ever faster until the next 429.
-      ``K`` is ``recovery_time`` (default 4 s), the time to get back to ``w_max``, and
-      ``C = w_max * (1 - beta) / K**3`` makes the curve start at ``beta * w_max``. (botocore fixes C = 0.4
-      instead; at a few requests per second that probes within about a second, faster than a server counting
-      in 5 s windows can answer, and costs many 429s.) Growth is capped at twice the measured rate, so an idle
-      client does not build up a rate it never tested, and a success never lowers the rate.
-    - The fill rate stays within ``[min_rate, max_rate]``. Transport failures and 5xx answers carry no
-      information about the rate and leave it alone; a 503 with ``Retry-After`` (the service is unavailable
-      for a while, whatever the rate) pauses every start as a 429 with ``Retry-After`` does, without a cut.
+    **Probing up.** A rate that ran for ``recovery_time`` seconds (default 5 s, one Jumio window) with the
+    demand above it and no overload becomes the *known-good* rate. While nothing has failed, the next step is
+    twice that (four times after two such steps); once a rate has failed, it is twice the known-good rate if
+    that stays clear of the failure, else the geometric middle of the two, until they are within 5 % (or
+    2 requests per hold) of each other. No step adds more than 2 requests per round trip: an overshoot is
+    answered a round trip late, and each request sent above the limit meanwhile is a 429. The search then rests
+    at the known-good rate and checks once, after 60 s (doubling up to 15 min while it keeps failing), whether
+    the failed rate still fails.
 
-    ``ceiling`` (a rate spec such as ``"20/s"``) is enforced exactly as by :class:`SlidingWindowLimiter`
-    (with the same optional ``margin``), on top of the adaptive rate: the adaptive part can only go lower.
-    ``current_rate`` is the fill rate (None while the bucket is off), ``measured_rate`` the smoothed send
-    rate; ``granted`` and ``throttled`` count slots and throttled answers.
+    **Overload.** 429s answered to a probe (sent above the known-good rate), as soon as they are at least
+    ``noise_share`` of the probe's answers (at a few requests per second: the first one), end it: the search
+    goes on from the known-good rate after a pause that lets the probe's extra starts leave the server's
+    windows, and the failed rate is remembered, bounded by what the server accepted (one more than the accepted
+    starts in the last 1, 5 or 60 s, whichever gives the highest rate). At the known-good rate (or at the
+    ceiling), 429s are an overload only when at least 2 of them, and at least ``noise_share`` (default 5 %) of
+    the answers, fall within the last hold (at least the last 100 answers): then the rate is cut to ``beta``
+    (default 0.7) times the failed rate and the search starts again. An isolated 429 is noise: its
+    ``Retry-After`` pause is honoured and the rate is kept, except that a second one within that window, where
+    the search has converged just under a failure (the known-good rate may then be a hair above the limit),
+    steps it down by 2.5 %. Answers to
+    requests that started before the latest change of rate are not counted again (one overload is one cut,
+    however many requests were in flight). Transport failures and 5xx answers carry no information about the
+    rate; a 503 with ``Retry-After`` pauses every start as a 429 with ``Retry-After`` does, without a cut.
+
+    The rate stays within ``[min_rate, max_rate]``; ``burst`` tokens (default 1: evenly spaced starts) may be
+    used at once. ``ceiling`` is enforced exactly as by :class:`SlidingWindowLimiter` (with the same optional
+    ``margin``) on top of the adaptive rate: the adaptive part can only go lower, and pacing switches off when
+    the rate reaches the ceiling's. ``current_rate`` is the pacing rate (None while off), ``known_good_rate``
+    and ``failed_rate`` the search's bounds, ``measured_rate`` the smoothed send rate; ``granted`` and
+    ``throttled`` count slots and throttled answers.
     """
 
     def __init__(
@@ -760,6 +893,8 @@ class AdaptiveLimiter(_QueuedLimiter):
         recovery_time: float = DEFAULT_RECOVERY_TIME,
         clock: Clock | None = None,
         max_pause: float = DEFAULT_MAX_PAUSE,
+        opening: RateSpec = DEFAULT_OPENING,
+        noise_share: float = DEFAULT_NOISE_SHARE,
     ) -> None:
         super().__init__(
             max_concurrency=max_concurrency, clock=clock, honour_retry_after=True, max_pause=max_pause
@@ -778,22 +913,60 @@ class AdaptiveLimiter(_QueuedLimiter):
         beta = _check_positive("beta", beta)
         if beta >= 1:
             raise ConfigurationError(f"beta: must lie strictly between 0 and 1, got {beta!r}")
+        noise_share = _check_positive("noise_share", noise_share)
+        if noise_share >= 1:
+            raise ConfigurationError(f"noise_share: must lie strictly between 0 and 1, got {noise_share!r}")
+        self._noise_share = noise_share
+        hold = _check_positive("recovery_time", recovery_time)
+        margin = _check_margin(margin)
         self._ceiling = parse_rate(ceiling) if ceiling is not None else ()
-        self._log = _StartLog(_widen(self._ceiling, _check_margin(margin))) if self._ceiling else None
-        self._bucket = _TokenBucket(initial_rate, burst)
+        self._opening = parse_rate(opening)
+        self._log = _StartLog(_widen(self._ceiling, margin)) if self._ceiling else None
+        top = min((w.limit / (w.seconds + margin) for w in self._ceiling), default=math.inf)
+        if initial_rate is not None:
+            start: float | None = initial_rate
+        elif self._ceiling:
+            start = None
+        else:
+            opening_rate = _OPENING_SHARE * min(w.rate for w in self._opening)
+            start = min(self._max_rate, max(self._min_rate, opening_rate))
+        self._prober = _Prober(
+            hold=hold,
+            growth=_GROWTH,
+            beta=beta,
+            min_rate=self._min_rate,
+            max_rate=self._max_rate,
+            top=top,
+            good=top if start is None else start,
+            rate=start if start is None or start < top else None,
+        )
+        self._bucket = _TokenBucket(self._prober.rate, burst)
         self._meter = _RateMeter()
-        self._cubic = _Cubic(recovery_time=_check_positive("recovery_time", recovery_time), beta=beta)
-        self._initial_rate = initial_rate
+        self._hold = hold
         self._started = False
         self._last_cut = -math.inf
-        self._pause_seen_until = -math.inf  # the end of the latest Retry-After pause, as of the last answer
+        self._pause_seen_until = -math.inf
+        self._rtt: float | None = None  # smoothed seconds from a start to its answer
+        #: Slots of the last 60 s (for the bound of the server's rate) and recent answers (for the noise filter).
+        self._history: deque[LimiterSlot] = deque()
+        self._answers: deque[tuple[float, bool]] = deque()
 
     # -- observability -------------------------------------------------------------------------------------
 
     @property
     def current_rate(self) -> float | None:
-        """The adaptive fill rate in requests per second; None while no 429 has switched pacing on."""
+        """The adaptive pacing rate in requests per second; None while pacing is off (only the ceiling)."""
         return self._bucket.rate
+
+    @property
+    def known_good_rate(self) -> float:
+        """The highest rate that ran for a hold without an overload (the ceiling's rate when one is set)."""
+        return self._prober.good
+
+    @property
+    def failed_rate(self) -> float | None:
+        """The lowest rate the server refused since the search last moved past it (None: none)."""
+        return None if math.isinf(self._prober.failed) else self._prober.failed
 
     @property
     def measured_rate(self) -> float:
@@ -805,16 +978,17 @@ class AdaptiveLimiter(_QueuedLimiter):
         """The configured sliding windows that are never exceeded (empty: none)."""
         return self._ceiling
 
+    @property
+    def opening(self) -> tuple[RateWindow, ...]:
+        """The window whose rate the limiter opens with when nothing else is known."""
+        return self._opening
+
     # -- hooks ---------------------------------------------------------------------------------------------
 
-    def _start(self, now: float) -> None:
+    def _earliest_start(self, now: float) -> float:
         if not self._started:
             self._started = True
-            if self._initial_rate is not None:
-                self._cubic.reset(self._initial_rate, now)
-
-    def _earliest_start(self, now: float) -> float:
-        self._start(now)
+            self._prober.restart(now)
         at = self._bucket.earliest(now)
         if self._log is not None:
             at = max(at, self._log.earliest(now))
@@ -823,41 +997,108 @@ class AdaptiveLimiter(_QueuedLimiter):
     def _on_grant(self, start: float) -> None:
         self._bucket.take(start)
         self._meter.record(start)
+        self._prober.started()
         if self._log is not None:
             self._log.add(start)
 
-    def _clamp(self, rate: float) -> float:
-        return min(self._max_rate, max(self._min_rate, rate))
+    async def _try_start(self) -> LimiterSlot | float:
+        outcome = await super()._try_start()
+        if isinstance(outcome, LimiterSlot):
+            history = self._history
+            history.append(outcome)
+            horizon = outcome.start_time - _BOUND_WINDOWS[-1]
+            while history[0].start_time <= horizon:
+                history.popleft()
+        return outcome
+
+    def _server_bound(self, refused: LimiterSlot) -> float:
+        """An upper bound of the server's rate: a window of the server was full when it refused ``refused``,
+        so its limit is at most the starts not refused in that window up to it (+1 for timing differences).
+        Starts still waiting for their answer count as accepted; only windows of 1, 5 or 60 s are looked at."""
+        at = refused.start_time
+        best = 0.0
+        for seconds in _BOUND_WINDOWS:
+            since = at - seconds
+            accepted = sum(
+                1 for s in self._history if since < s.start_time <= at and not s.refused and s is not refused
+            )
+            best = max(best, (accepted + 1) / seconds)
+        return best
+
+    def _drain_time(self, now: float, rate: float) -> float:
+        """The pause after which starts at ``rate`` never put more requests in a window of the server than it
+        held when it refused (for windows of 1 s and of one hold that can take ``rate``; at most one hold).
+
+        The server's window of W seconds was full with the accepted starts s_1 < ... < s_n of the last W
+        seconds; the k-th new start (at ``now + pause + (k - 1) / rate``) may come only after s_k has left the
+        window (at ``s_k + W``).
+        """
+        pause = 0.0
+        for seconds in (1.0, self._hold):
+            recent = [s.start_time for s in self._history if s.start_time > now - seconds and not s.refused]
+            if rate * seconds > len(recent):
+                continue  # too fast for such a window anyway: if it is the server's, the next 429 will say so
+            for k, start in enumerate(recent):
+                pause = max(pause, start + seconds - now - k / rate)
+        return min(pause, self._hold)
+
+    def _overload(self) -> bool:
+        """Whether the 429 just recorded shows real overload rather than noise.
+
+        While probing: the probe's 429s are at least ``noise_share`` of its answers (at a few requests per
+        second, the first 429 already is). At the known-good rate: the same over the last hold (at least the
+        last 100 answers), and at least 2 of them.
+        """
+        prober = self._prober
+        if prober.probing:
+            outcomes = [throttled for at, throttled in self._answers if at >= prober.since]
+            least = 1
+        else:
+            outcomes = [throttled for _, throttled in self._answers]
+            least = _OVERLOAD_COUNT
+        throttles = sum(outcomes)
+        return throttles >= least and throttles >= self._noise_share * len(outcomes)
 
     def _on_feedback(self, slot: LimiterSlot, status_code: int | None, throttled: bool, now: float) -> None:
-        self._start(now)
-        earlier_pause_end = self._pause_seen_until
-        self._pause_seen_until = self._paused_until
-        if status_code is None or status_code >= 500:
+        prober = self._prober
+        if self._paused_until > max(now, self._pause_seen_until):
+            # a Retry-After pause stops the clock of the current rate: the hold counts sending time only
+            prober.since += self._paused_until - max(now, self._pause_seen_until)
+        self._pause_seen_until = max(self._pause_seen_until, self._paused_until)
+        if status_code is not None:
+            rtt = max(now - slot.start_time, 1e-3)
+            self._rtt = rtt if self._rtt is None else self._rtt + _RTT_WEIGHT * (rtt - self._rtt)
+            prober.max_step = _PROBE_OVERSHOOT / self._rtt
+        if status_code is None or status_code >= 500 or slot.start_time <= self._last_cut:
+            return  # no information about the rate, or sent at an earlier rate already answered for
+        answers = self._answers
+        answers.append((now, throttled))
+        while len(answers) > _FILTER_ANSWERS and answers[0][0] < now - self._hold:
+            answers.popleft()
+        if not throttled:
+            if prober.succeeded(now):
+                self._bucket.set_rate(now, prober.rate)
             return
-        current = self._bucket.rate
-        measured = self._meter.rate
-        if throttled:
-            if slot.start_time <= self._last_cut:
-                return  # sent at the old rate, already answered for by the last cut
-            after_pause = now - earlier_pause_end < _METER_MEMORY
-            if current is None:
-                failed_at = self._meter.estimate()
-            elif after_pause or measured <= 0:
-                failed_at = current
-            else:
-                failed_at = min(measured, current)
-            new_rate = self._clamp(self._cubic.throttled(max(failed_at, self._min_rate), now))
-            self._bucket.set_rate(now, new_rate, empty=current is None)
-            self._last_cut = now
-            logger.debug(
-                "throttled: send rate %.3f/s -> %.3f/s (measured %.3f/s)", failed_at, new_rate, measured
-            )
-        elif current is not None:
-            target = min(self._cubic.rate_at(now), 2.0 * measured)
-            new_rate = self._clamp(max(current, target))
-            if new_rate != current:
-                self._bucket.set_rate(now, new_rate)
+        if not self._overload():
+            if sum(throttled for _, throttled in answers) >= _OVERLOAD_COUNT and prober.isolated_throttle(now):
+                self._bucket.set_rate(now, prober.rate)
+            logger.debug("isolated 429 taken as noise: rate %s", self._bucket.rate)
+            return
+        before = prober.rate
+        rate = prober.overloaded(now, self._server_bound(slot))
+        pause = 0.0 if rate is None else self._drain_time(now, rate)
+        self._bucket.set_rate(now, rate, debt=0.0 if rate is None else pause * rate)
+        if rate is not None:
+            prober.since = now + pause  # the hold starts once the server's windows have drained
+        self._last_cut = now
+        self._answers.clear()
+        logger.debug(
+            "overload at %s/s: rate -> %s/s, failed at %.3f/s, pause %.2f s",
+            "off" if before is None else f"{before:.3f}",
+            "off" if rate is None else f"{rate:.3f}",
+            prober.failed,
+            pause,
+        )
 
     def __repr__(self) -> str:
         ceiling = f"ceiling={_format_windows(self._ceiling)!r}, " if self._ceiling else ""

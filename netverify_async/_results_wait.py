@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 import anyio.abc
@@ -45,7 +45,15 @@ if TYPE_CHECKING:
 
     from ._retrieval import ScanDetails
 
-__all__ = ["RESULT_COLUMNS", "VerificationResult", "WaitForResults", "wait_for_results"]
+__all__ = [
+    "FORMULA_TRIGGERS",
+    "RESULT_COLUMNS",
+    "VerificationResult",
+    "WaitForResults",
+    "csv_cells",
+    "spreadsheet_safe",
+    "wait_for_results",
+]
 
 #: Default number of scans polled at once (the retrieval limiter still applies).
 DEFAULT_CONCURRENCY = 8
@@ -62,6 +70,23 @@ RESULT_COLUMNS = (
     "source",
     "error",
 )
+
+
+#: First characters that make a spreadsheet read a cell as a formula (or, for tab and CR, hide what follows).
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(text: str) -> str:
+    """``text`` with a leading apostrophe when it starts with one of :data:`FORMULA_TRIGGERS`, so that a
+    spreadsheet opening the results file shows it as text instead of evaluating it ("CSV injection"): the
+    reject reason's description is Jumio's text, and an undocumented value is kept as sent."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def csv_cells(row: Mapping[str, Any]) -> dict[str, str]:
+    """A row of :meth:`VerificationResult.as_row` as CSV cells: missing values empty, every text guarded with
+    :func:`spreadsheet_safe`."""
+    return {key: "" if value is None else spreadsheet_safe(str(value)) for key, value in row.items()}
 
 
 def _text(value: object) -> str | None:
@@ -115,6 +140,10 @@ class VerificationResult:
             "error": None if self.error is None else type(self.error).__name__,
         }
 
+    def as_csv_row(self) -> dict[str, str]:
+        """:meth:`as_row` as the cells of a CSV file (see :func:`csv_cells`): safe to open in a spreadsheet."""
+        return csv_cells(self.as_row())
+
 
 @attrs.frozen
 class _Item:
@@ -153,14 +182,30 @@ def result_from_details(details: ScanDetails) -> ScanResult | None:
     )
 
 
+@runtime_checkable
+class ResultsJournal(Protocol):
+    """What :func:`wait_for_results` needs from a journal (:class:`~netverify_async.SqliteJournal` and
+    :class:`~netverify_async.postgres.PostgresJournal` have it)."""
+
+    async def open(self) -> Any: ...
+
+    async def aclose(self) -> None: ...
+
+    async def get(self, merchant_id_scan_reference: str) -> JournalEntry | None: ...
+
+    async def entries(self, state: JournalState | str | None = None) -> list[JournalEntry]: ...
+
+    async def record_result(self, merchant_id_scan_reference: str, scan_reference: str, result: Any) -> Any: ...
+
+
 class WaitForResults:
     """Returned by :func:`wait_for_results`: ``async with ... as results: async for result in results``."""
 
     def __init__(
         self,
         client: Any,
-        source: SqliteJournal | Iterable[BatchOutcome],
-        journal: SqliteJournal | None,
+        source: ResultsJournal | Iterable[BatchOutcome],
+        journal: ResultsJournal | None,
         owns_journal: bool,
         concurrency: int,
         schedule: Sequence[float] | None,
@@ -177,6 +222,8 @@ class WaitForResults:
         #: Scans polled by this call (the others came from the journal).
         self.polled = 0
         self.from_journal = 0
+        #: How many results to expect (every scan known), once the source was read; None before.
+        self.total: int | None = None
 
     async def __aenter__(self) -> WaitForResults:
         if self._group is not None or self._receive is not None:
@@ -230,7 +277,7 @@ class WaitForResults:
     async def _items(self) -> list[_Item]:
         journal = self._journal
         items: list[_Item] = []
-        if isinstance(self._source, SqliteJournal):
+        if isinstance(self._source, ResultsJournal):
             for known in await self._source.entries(JournalState.RECEIPT):
                 if known.scan_reference is not None:
                     items.append(self._item(known.merchant_id_scan_reference, known.scan_reference, known))
@@ -266,6 +313,7 @@ class WaitForResults:
         async with send:
             try:
                 items = await self._items()
+                self.total = len(items)
                 to_poll = []
                 for item in items:
                     if item.stored is None:
@@ -332,16 +380,17 @@ def _result(
 
 def wait_for_results(
     client: Any,
-    source: SqliteJournal | str | os.PathLike[str] | Iterable[BatchOutcome],
+    source: ResultsJournal | str | os.PathLike[str] | Iterable[BatchOutcome],
     *,
-    journal: SqliteJournal | str | os.PathLike[str] | None = None,
+    journal: ResultsJournal | str | os.PathLike[str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     schedule: Sequence[float] | None = None,
 ) -> WaitForResults:
     """The verification result of every scan of a batch, as :class:`VerificationResult` in the order they are
     known: ``async with wait_for_results(client, journal) as results: async for result in results: ...``.
 
-    - ``source``: a journal (an open :class:`~netverify_async.SqliteJournal` or a path: every item with a
+    - ``source``: a journal (an open :class:`~netverify_async.SqliteJournal` or
+      :class:`~netverify_async.postgres.PostgresJournal`, or a SQLite path: every item with a
       receipt), or the :class:`~netverify_async.BatchOutcome` of a batch (those without a scan are left out).
     - ``journal``: with outcomes as the source, the journal to read stored results from and write polled ones
       to (a journal source is used for both).
@@ -355,17 +404,17 @@ def wait_for_results(
     owns = False
     if isinstance(source, (str, os.PathLike)):
         source, owns = SqliteJournal(source), True
-    if isinstance(source, SqliteJournal):
+    if isinstance(source, ResultsJournal):
         if journal is not None:
             raise ConfigurationError("journal: not with a journal as the source (it is used for both)")
-        journal_obj: SqliteJournal | None = source
+        journal_obj: ResultsJournal | None = source
     elif isinstance(journal, (str, os.PathLike)):
         journal_obj, owns = SqliteJournal(journal), True
-    elif journal is None or isinstance(journal, SqliteJournal):
+    elif journal is None or isinstance(journal, ResultsJournal):
         journal_obj = journal
     else:
-        raise ConfigurationError("journal: expected a SqliteJournal, a path or None")
-    if not isinstance(source, SqliteJournal):
+        raise ConfigurationError("journal: expected a journal (SqliteJournal, PostgresJournal), a path or None")
+    if not isinstance(source, ResultsJournal):
         if isinstance(source, (bytes, BatchOutcome)) or not isinstance(source, Iterable):
             raise ConfigurationError(
                 "source: expected a SqliteJournal, a path, or an iterable of BatchOutcome"

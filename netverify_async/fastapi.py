@@ -47,7 +47,7 @@ import math
 import os
 import traceback
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar, overload
 
@@ -70,6 +70,7 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by t
 from ._client import NetverifyClient
 from ._constants import CALLBACK_MAX_BODY_BYTES
 from ._errors import CallbackOriginError, CallbackParseError, ConfigurationError
+from ._events import CallbackHandled, EventHook, check_event_hooks, dispatch
 from .callbacks import CallbackOriginVerifier, NetverifyCallback, parse_callback
 
 if TYPE_CHECKING:
@@ -250,6 +251,28 @@ class _RecentBodies:
         self._digests.pop(digest, None)
 
 
+#: The outcome of a callback delivery (:class:`~netverify_async.CallbackHandled`) by answer status.
+_CALLBACK_OUTCOMES = {
+    200: "accepted",
+    400: "invalid",
+    403: "origin_refused",
+    408: "body_timeout",
+    413: "body_too_large",
+    503: "journal_unavailable",
+}
+
+
+class _Delivery:
+    """What handling one delivery learnt, for its :class:`~netverify_async.CallbackHandled` event."""
+
+    __slots__ = ("callback", "journal_effect", "outcome")
+
+    def __init__(self) -> None:
+        self.outcome: str | None = None
+        self.callback: NetverifyCallback | None = None
+        self.journal_effect: str | None = None
+
+
 def _json(status_code: int, content: dict[str, str], background: BackgroundTask | None = None) -> Response:
     return JSONResponse(content, status_code=status_code, background=background)
 
@@ -292,6 +315,7 @@ def callback_router(
     body_timeout: float = CALLBACK_BODY_TIMEOUT,
     name: str = "netverify_callback",
     include_in_schema: bool = True,
+    event_hooks: Sequence[EventHook] | None = None,
 ) -> APIRouter:
     """An ``APIRouter`` with one ``POST path`` route that receives Jumio's ID Verification callbacks.
 
@@ -329,7 +353,12 @@ def callback_router(
     redelivery of the same body runs the handler again. Jumio has already had its 200 by then, so failed
     work is yours to retry; for long work, put the callback on a queue in the handler. A handler still
     running when the server shuts down is subject to the server's graceful-shutdown timeout.
+
+    ``event_hooks`` (sync or async callables) receive a :class:`~netverify_async.CallbackHandled`
+    event for each delivery, after its answer was decided (see ``docs/observability.md``;
+    :class:`netverify_async.otel.OpenTelemetryHooks` is one).
     """
+    hooks = check_event_hooks(event_hooks)
     if handler is None and journal is None:
         raise ConfigurationError("callback_router: give a handler, a journal (journal=...), or both")
     if handler is not None and not _is_async_callable(handler):
@@ -377,7 +406,7 @@ def callback_router(
     recent = _RecentBodies(dedupe_size)
     handler_name = _handler_name(handler)
 
-    async def record(callback: NetverifyCallback) -> bool:
+    async def record(callback: NetverifyCallback, seen: _Delivery) -> bool:
         """Store the callback in the journal; False (logged) when the journal could not."""
         assert journal is not None
         try:
@@ -398,6 +427,7 @@ def callback_router(
             )
         else:
             logger.info("callback for scan %s: journal %s", callback.jumio_id_scan_reference, effect)
+        seen.journal_effect = effect
         return True
 
     async def run_handler(callback: NetverifyCallback, digest: bytes) -> None:
@@ -417,6 +447,24 @@ def callback_router(
             )
 
     async def receive_netverify_callback(request: Request) -> Response:
+        if not hooks:
+            return await handle(request, _Delivery())
+        seen = _Delivery()
+        started = anyio.current_time()
+        response = await handle(request, seen)
+        callback = seen.callback
+        event = CallbackHandled(
+            status_code=response.status_code,
+            outcome=seen.outcome or _CALLBACK_OUTCOMES.get(response.status_code, "other"),
+            duration=anyio.current_time() - started,
+            verification_status=str(callback.verification_status) if callback is not None else None,
+            journal_effect=seen.journal_effect,
+            scan_reference=callback.jumio_id_scan_reference if callback is not None else None,
+        )
+        await dispatch(tuple(hooks), event)
+        return response
+
+    async def handle(request: Request, seen: _Delivery) -> Response:
         if origin is not None:
             peer = request.client.host if request.client is not None else None
             forwarded_for = ", ".join(request.headers.getlist("x-forwarded-for")) or None
@@ -431,6 +479,7 @@ def callback_router(
                 body = await _read_capped(request, max_body_bytes)
         except ClientDisconnect:
             logger.info("callback sender disconnected before the body was complete")
+            seen.outcome = "disconnected"
             return Response(status_code=400)
         if deadline.cancelled_caught:
             logger.warning(
@@ -447,13 +496,15 @@ def callback_router(
         digest = hashlib.sha256(body).digest()
         if recent.seen(digest):
             logger.info("callback delivered again with an identical body; handler not run again")
+            seen.outcome = "duplicate"
             return _json(200, {"status": "duplicate"})
         try:
             callback = parse_callback(body)
         except CallbackParseError as exc:
             logger.warning("callback refused on %s: %s", path, exc)
             return _json(400, {"detail": str(exc)})
-        if journal is not None and not await record(callback):
+        seen.callback = callback
+        if journal is not None and not await record(callback, seen):
             return _json(503, {"detail": "the callback could not be stored; send it again"})
         recent.add(digest)
         logger.info(

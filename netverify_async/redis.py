@@ -8,6 +8,12 @@ never need to agree.
 
 It uses redis-py's asyncio client and therefore runs under asyncio only (not trio). The concurrency cap is per
 process; fairness is first come, first served inside a process, not across processes.
+
+Redis may lose the windows (a restart without persistence, ``FLUSHALL``, a failover to an empty replica) while
+the API still counts the requests made just before. A marker key written with the windows tells the script when
+that happened, and the script then holds every admission, in every process, for one longest window: a restart
+costs time, never a 429. While Redis cannot be reached, waiters keep asking (with back-off) for up to
+``outage_timeout`` seconds, and never start without a booked slot.
 """
 
 from __future__ import annotations
@@ -50,37 +56,78 @@ DEFAULT_OPERATION_TIMEOUT: Final = 5.0
 #: Up to this many seconds of random delay are added to every wait, so processes that wait for the same
 #: start to leave the window do not all come back at the same instant.
 DEFAULT_JITTER: Final = 0.003
-#: Keys outlive their last entry by this long, so an idle account leaves nothing behind.
-_KEY_TTL_SLACK_MS: Final = 1000
+#: How long (seconds) a waiter keeps asking a Redis that cannot be reached (refused or dropped connections,
+#: timeouts, a server still loading, a replica that is read-only during a failover) before the limiter gives
+#: up with RateLimiterError.
+DEFAULT_OUTAGE_TIMEOUT: Final = 30.0
+#: The state marker outlives the last admission by this long (7 days); the window keys expire much sooner.
+_EPOCH_TTL_MS: Final = 7 * 24 * 3600 * 1000
+#: Back-off between attempts while Redis cannot be reached: first delay, cap (seconds).
+_OUTAGE_FIRST_DELAY: Final = 0.05
+_OUTAGE_MAX_DELAY: Final = 1.0
 _MICROS: Final = 1_000_000
 
 # Atomic sliding-window admission on the Redis server's clock.
 #   KEYS[1]    string: the end of the shared pause (server time, microseconds)
-#   KEYS[2..]  sorted sets, one per window length: recent start times (score, microseconds), kept for two
+#   KEYS[2]    string: the state marker "<id>:<created, server time in microseconds>"; written together with the
+#              windows and refreshed by every call, so a missing marker means the windows may have been lost
+#   KEYS[3..]  sorted sets, one per window length: recent start times (score, microseconds), kept for two
 #              window lengths so that a process enforcing a longer window (a margin) still sees them
 #   ARGV[1]    a member name unique to this start
 #   ARGV[2]    pause to record, microseconds from now (0: none)
 #   ARGV[3]    "1": book a start if every window allows it; "0": only record the pause
-#   ARGV[4..]  limit, window length (microseconds) for each sorted set, in KEYS order
-# Returns {wait, now}: wait 0 means a start was booked at now; otherwise nothing changed (except the pause)
-# and the caller should try again after wait microseconds.
+#   ARGV[4]    the marker this process saw last ("": none yet)
+#   ARGV[5]    an id for a new marker, should this call have to write one
+#   ARGV[6]    the hold after a loss, microseconds: the longest window (with its margin)
+#   ARGV[7]    "1": hold also when this process never saw a marker (first use, or the state is unknown)
+#   ARGV[8]    the marker's time to live, milliseconds
+#   ARGV[9..]  limit, window length (microseconds) for each sorted set, in KEYS order
+# Returns {wait, now, marker, lost}: wait 0 means a start was booked at now; otherwise nothing was booked and
+# the caller should try again after wait microseconds. lost is 1 when this call found the state lost.
 _SCRIPT: Final = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause_until = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local known = ARGV[4]
+local hold = tonumber(ARGV[6])
+local hold_until = 0
+local lost = 0
+local marker = redis.call('GET', KEYS[2])
+if not marker then
+  -- no marker: first use, a long idle time, or the state was lost (restart without persistence, flush,
+  -- failover to an empty replica); the server may still count starts this store no longer knows
+  marker = ARGV[5] .. ':' .. string.format('%.0f', now)
+  redis.call('SET', KEYS[2], marker, 'PX', ARGV[8])
+  if known ~= '' or ARGV[7] == '1' then
+    hold_until = now + hold
+  end
+  if known ~= '' then lost = 1 end
+else
+  redis.call('PEXPIRE', KEYS[2], ARGV[8])
+  if known ~= '' and marker ~= known then
+    -- the state was lost and written again by another process since this one last saw it
+    -- (a marker created at 0 comes from reset(): a fresh start asked for by an operator, not a loss)
+    local created = tonumber(string.match(marker, ':(%d+)$') or '0') or 0
+    if created > 0 then
+      hold_until = created + hold
+      lost = 1
+    end
+  end
+end
 local pause = tonumber(ARGV[2])
-if pause > 0 and now + pause > pause_until then
-  pause_until = now + pause
-  redis.call('SET', KEYS[1], string.format('%.0f', pause_until), 'PX', math.ceil(pause / 1000) + 1000)
+if pause > 0 and now + pause > hold_until then hold_until = now + pause end
+if hold_until > pause_until and hold_until > now then
+  pause_until = hold_until
+  redis.call('SET', KEYS[1], string.format('%.0f', pause_until), 'PX', math.ceil((pause_until - now) / 1000) + 1000)
 end
 if ARGV[3] ~= '1' then
-  return {0, now}
+  return {0, now, marker, lost}
 end
 local wait = pause_until - now
-for i = 2, #KEYS do
-  local limit = tonumber(ARGV[2 * i])
-  local window = tonumber(ARGV[2 * i + 1])
+for i = 3, #KEYS do
+  local limit = tonumber(ARGV[2 * i + 3])
+  local window = tonumber(ARGV[2 * i + 4])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - 2 * window))
   local kept = redis.call('ZCARD', KEYS[i])
   if kept >= limit then
@@ -91,13 +138,13 @@ for i = 2, #KEYS do
   end
 end
 if wait > 0 then
-  return {wait, now}
+  return {wait, now, marker, lost}
 end
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], string.format('%.0f', now), ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * tonumber(ARGV[2 * i + 1]) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * tonumber(ARGV[2 * i + 4]) / 1000) + 1000)
 end
-return {0, now}
+return {0, now, marker, lost}
 """
 
 
@@ -143,14 +190,35 @@ class RedisRateLimiter(_QueuedLimiter):
     ``max_concurrency`` caps requests in flight *in this process*. ``margin`` seconds are added to every window
     to absorb network jitter (default 0: exact windows; the client's own limiters use 0.25 s). ``jitter`` adds
     up to that many seconds of random delay to each wait. ``operation_timeout`` bounds each Redis round trip.
+    ``outage_timeout`` is how long admissions keep waiting for a Redis that cannot be reached before they fail
+    (0: fail at the first error). ``hold_on_missing_state`` holds admissions for one window also when this
+    process finds no state it has seen before (first use of the key, or after a week without requests); see
+    below.
 
     Every start is booked by one Lua script (EVALSHA, falling back to EVAL when the server does not know it)
     that reads the server clock, drops start times older than two window lengths from each window's sorted
     set, and either books the start in every set or returns how long until the N-th most recent start is a
-    full window old. Keys expire two window lengths after the last start. A 429 (or 503) with ``Retry-After`` pauses this process at once and, when the slot is released,
-    stores a shared pause that every other process honours.
+    full window old. Window keys expire two window lengths after the last start. A 429 (or 503) with
+    ``Retry-After`` pauses this process at once and, when the slot is released, stores a shared pause that
+    every other process honours.
 
-    Redis errors and timeouts raise :class:`~netverify_async.RateLimiterError` (nothing was sent).
+    **Lost state.** The script keeps a marker key (``{key}:epoch``) next to the windows and refreshes it on
+    every call (it expires after 7 days without one). When the marker is missing (Redis restarted without
+    persistence, ``FLUSHALL``, a failover to an empty replica, or the key was never used) the script writes a
+    new one and stores a shared pause of one longest window (margin included), so no process starts a request
+    until every start the server may still count has left its window. A process that had seen the old marker
+    always holds; one that never saw a marker holds too unless ``hold_on_missing_state=False``, and when such
+    a process wrote the new marker without a hold, the processes that knew the old one still hold until one
+    window after it was written. :attr:`state_losses` counts the losses this process noticed.
+
+    **Redis down or frozen.** No slot is ever granted without a booked start. A Redis that refuses or drops
+    connections, times out (``operation_timeout``), is still loading, or is read-only during a failover is
+    asked again with back-off (50 ms doubling up to 1 s) for up to ``outage_timeout`` seconds from the first
+    failure; after that, and right away for errors a working server gives (authentication, permissions,
+    scripts), admissions raise :class:`~netverify_async.RateLimiterError` (nothing was sent). Once an outage
+    has lasted ``outage_timeout``, later admissions try Redis once and fail at once until it answers again.
+    The wait for Redis is cancellable: a caller's deadline (``RetryPolicy.deadline`` of the client) ends it
+    on time with :class:`~netverify_async.DeadlineExceeded`.
     """
 
     def __init__(
@@ -163,6 +231,8 @@ class RedisRateLimiter(_QueuedLimiter):
         margin: float = 0.0,
         jitter: float = DEFAULT_JITTER,
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        outage_timeout: float = DEFAULT_OUTAGE_TIMEOUT,
+        hold_on_missing_state: bool = True,
         max_pause: float = DEFAULT_MAX_PAUSE,
     ) -> None:
         super().__init__(
@@ -183,11 +253,26 @@ class RedisRateLimiter(_QueuedLimiter):
             raise ConfigurationError(
                 f"operation_timeout: must be a finite number > 0, got {operation_timeout!r}"
             )
+        if (
+            not isinstance(outage_timeout, (int, float))
+            or isinstance(outage_timeout, bool)
+            or not math.isfinite(outage_timeout)
+            or outage_timeout < 0
+        ):
+            raise ConfigurationError(
+                f"outage_timeout: must be a finite number >= 0 seconds, got {outage_timeout!r}"
+            )
+        if not isinstance(hold_on_missing_state, bool):
+            raise ConfigurationError(
+                f"hold_on_missing_state: must be True or False, got {type(hold_on_missing_state).__name__}"
+            )
         self._windows = parse_rate(rates)
         self._margin = _check_margin(margin)
         self._key = key
         self._jitter = float(jitter)
         self._operation_timeout = float(operation_timeout)
+        self._outage_timeout = float(outage_timeout)
+        self._hold_on_missing_state = hold_on_missing_state
         self._owns_client = isinstance(redis, str)
         if isinstance(redis, str):
             try:
@@ -201,17 +286,26 @@ class RedisRateLimiter(_QueuedLimiter):
         hash_tag = "{" + key + "}"
         self._keys: tuple[str, ...] = (
             f"{hash_tag}:pause",
+            f"{hash_tag}:epoch",
             *(f"{hash_tag}:window:{round(w.seconds * _MICROS)}us" for w in self._windows),
         )
         # The sets are named by the configured window length, so processes with different margins share them.
         self._window_args: tuple[int, ...] = tuple(
             n for w in self._windows for n in (w.limit, round((w.seconds + self._margin) * _MICROS))
         )
+        # After a loss every process holds for the longest window, margin included.
+        self._hold_us = max(round((w.seconds + self._margin) * _MICROS) for w in self._windows)
+        # The marker must outlive the windows it vouches for (their keys live two window lengths).
+        self._epoch_ttl_ms = max(_EPOCH_TTL_MS, math.ceil(2 * self._hold_us / 1000) + 1000)
         self._sha = _script_sha(_SCRIPT)
         self._member_prefix = secrets.token_hex(8)
         self._counter = 0
         self._published_pause_until = -math.inf
         self._random = random.Random()
+        self._epoch = ""  # the state marker last seen in Redis ("": none yet)
+        self._state_losses = 0
+        self._outage_since: float | None = None  # when Redis stopped answering (None: it answers)
+        self._outage_delay = _OUTAGE_FIRST_DELAY
 
     # -- public --------------------------------------------------------------------------------------------
 
@@ -225,9 +319,34 @@ class RedisRateLimiter(_QueuedLimiter):
         """The name of this limit in Redis."""
         return self._key
 
+    @property
+    def state_losses(self) -> int:
+        """How many times this process found the shared state lost in Redis (and held its admissions)."""
+        return self._state_losses
+
+    @property
+    def redis_unavailable(self) -> bool:
+        """True while Redis does not answer: the last call to it failed and none succeeded since."""
+        return self._outage_since is not None
+
     async def reset(self) -> None:
-        """Forget every booked start and the shared pause of this key (for tests and operators)."""
-        await self._call(lambda: self._redis.delete(*self._keys))
+        """Forget every booked start and the shared pause of this key, and start a fresh state with no hold.
+
+        For tests and operators, and only when no request under this key was sent within the last window: the
+        processes that use the key go on at once, with empty windows.
+        """
+        self._counter += 1
+        fresh = f"{self._member_prefix}.{self._counter}:0"  # created at 0: a process that knew the old one
+        # does not hold
+
+        async def operation() -> Any:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._keys[0], *self._keys[2:])
+                pipe.set(self._keys[1], fresh, px=self._epoch_ttl_ms)
+                return await pipe.execute()
+
+        await self._call(operation, shield=True)
+        self._epoch = fresh
 
     async def aclose(self) -> None:
         """Close the Redis client if the limiter opened it from a URL."""
@@ -253,10 +372,18 @@ class RedisRateLimiter(_QueuedLimiter):
 
     # -- Redis calls ---------------------------------------------------------------------------------------
 
-    async def _call(self, operation: Callable[[], Awaitable[Any]]) -> Any:
-        """Run one Redis operation, shielded from cancellation so that an answer is never lost half-way.
+    async def _call(self, operation: Callable[[], Awaitable[Any]], *, shield: bool = False) -> Any:
+        """Run one Redis operation, bounded by ``operation_timeout``; failures become RateLimiterError.
 
-        Bounded by ``operation_timeout``; failures become RateLimiterError."""
+        An admission is not shielded: a caller's deadline or cancellation ends it at once. Should the script
+        have booked a start by then, that start is never used and only counts against the limit (the safe
+        side); redis-py drops a connection whose answer was not read. ``shield`` protects writes that must
+        not be lost half-way (the shared pause, a reset).
+
+        A failure that a working Redis would not give (refused or dropped connection, timeout, a server still
+        loading its data or read-only during a failover) marks the start of an outage, and the error's
+        ``__cause__`` tells the kind; any answer ends the outage.
+        """
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -266,19 +393,59 @@ class RedisRateLimiter(_QueuedLimiter):
             ) from None
         errors = self._redis_module.exceptions
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(self._operation_timeout):
-                return await operation()
+            with anyio.CancelScope(shield=shield), anyio.fail_after(self._operation_timeout):
+                answer = await operation()
         except TimeoutError as exc:
+            self._note_outage()
             raise RateLimiterError(
                 f"rate limiter {self._key!r}: Redis did not answer within {self._operation_timeout:g}s"
             ) from exc
         except (errors.RedisError, OSError) as exc:
+            if self._is_outage(exc):
+                self._note_outage()
             raise RateLimiterError(
                 f"rate limiter {self._key!r}: Redis call failed ({type(exc).__name__})"
             ) from exc
+        if self._outage_since is not None:
+            logger.warning(
+                "rate limiter %r: Redis answers again after %.1fs",
+                self._key,
+                anyio.current_time() - self._outage_since,
+            )
+        self._outage_since = None
+        self._outage_delay = _OUTAGE_FIRST_DELAY
+        return answer
 
-    async def _run_script(self, member: str, pause_us: int, book: bool) -> tuple[int, int]:
-        args = (member, pause_us, 1 if book else 0, *self._window_args)
+    def _is_outage(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is what an unreachable, restarting or failing-over Redis gives (worth waiting for),
+        rather than a configuration error (authentication, permissions, a broken script)."""
+        errors = self._redis_module.exceptions
+        if isinstance(exc, (errors.AuthenticationError, errors.AuthorizationError)):
+            return False
+        if isinstance(exc, (errors.ConnectionError, errors.TimeoutError, OSError)):
+            return True  # includes BusyLoadingError: a restarted server still loading its data
+        return isinstance(exc, (errors.ReadOnlyError, errors.TryAgainError, errors.ClusterDownError))
+
+    def _note_outage(self) -> None:
+        if self._outage_since is None:
+            self._outage_since = anyio.current_time()
+            logger.warning("rate limiter %r: Redis cannot be reached; admissions wait for it", self._key)
+
+    async def _run_script(
+        self, member: str, pause_us: int, book: bool, *, shield: bool = False
+    ) -> tuple[int, int]:
+        self._counter += 1
+        args = (
+            member,
+            pause_us,
+            1 if book else 0,
+            self._epoch,
+            f"{self._member_prefix}.{self._counter}",
+            self._hold_us,
+            1 if self._hold_on_missing_state else 0,
+            self._epoch_ttl_ms,
+            *self._window_args,
+        )
         errors = self._redis_module.exceptions
 
         async def evaluate() -> Any:
@@ -287,14 +454,29 @@ class RedisRateLimiter(_QueuedLimiter):
             except errors.NoScriptError:
                 return await self._redis.eval(_SCRIPT, len(self._keys), *self._keys, *args)
 
-        answer = await self._call(evaluate)
+        answer = await self._call(evaluate, shield=shield)
         if (
             not isinstance(answer, list)
-            or len(answer) != 2
-            or not all(isinstance(n, int) and not isinstance(n, bool) for n in answer)
+            or len(answer) != 4
+            or not all(
+                isinstance(n, int) and not isinstance(n, bool) for n in (answer[0], answer[1], answer[3])
+            )
+            or not isinstance(answer[2], (bytes, str))
         ):
             raise RateLimiterError(f"rate limiter {self._key!r}: unexpected answer from the Redis script")
-        return answer[0], answer[1]
+        wait_us, now_us, marker, lost = answer
+        self._epoch = marker.decode() if isinstance(marker, bytes) else marker
+        if lost:
+            self._state_losses += 1
+            self._published_pause_until = -math.inf  # the shared pause was lost with the rest
+            logger.warning(
+                "rate limiter %r: the shared state was lost in Redis (restart without persistence, flush or "
+                "failover); admissions are held for %.3gs so that starts the server may still count leave "
+                "its window",
+                self._key,
+                self._hold_us / _MICROS,
+            )
+        return wait_us, now_us
 
     # -- hooks of the queued limiter -----------------------------------------------------------------------
 
@@ -302,8 +484,19 @@ class RedisRateLimiter(_QueuedLimiter):
         now = self._clock()
         if self._paused_until > now:
             return self._paused_until - now
-        self._counter += 1
-        wait_us, server_now_us = await self._run_script(f"{self._member_prefix}:{self._counter}", 0, True)
+        try:
+            wait_us, server_now_us = await self._run_script(
+                f"{self._member_prefix}:{self._counter + 1}", 0, True
+            )
+        except RateLimiterError:
+            outage_since = self._outage_since
+            if outage_since is None or anyio.current_time() - outage_since >= self._outage_timeout:
+                raise
+            # Redis is restarting, failing over or briefly unreachable: ask again after a back-off (the
+            # caller's deadline still applies; nothing starts without a booked slot).
+            delay = self._outage_delay
+            self._outage_delay = min(delay * 2, _OUTAGE_MAX_DELAY)
+            return delay * (0.5 + self._random.random())
         if wait_us <= 0:
             return RedisSlot(self, server_now_us)
         return wait_us / _MICROS + self._random.random() * self._jitter
@@ -315,7 +508,7 @@ class RedisRateLimiter(_QueuedLimiter):
             return
         until = self._paused_until
         try:
-            await self._run_script("", math.ceil((until - now) * _MICROS), False)
+            await self._run_script("", math.ceil((until - now) * _MICROS), False, shield=True)
         except (RateLimiterError, ConfigurationError) as exc:
             logger.warning("could not share the server's pause through Redis: %s", exc)
             return

@@ -3,12 +3,16 @@
 Import the fixture into a conftest (``from _redis_server import redis_server``) or a test module. When
 redis-server is not installed the tests that use it are skipped, except under CI (the ``CI`` environment
 variable is set), where a missing server is a failure: CI must run them.
+
+:class:`OwnRedis` (fixture ``own_redis``) is a server a test may kill, restart empty on the same port, freeze
+(SIGSTOP) and thaw; it is always started here, never taken from ``NETVERIFY_TEST_REDIS_URL``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -31,8 +35,10 @@ def _ping(port: int) -> bool:
         return False
 
 
-def _start(executable: str, workdir: str, log: IO[bytes]) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
+def _start(
+    executable: str, workdir: str, log: IO[bytes], port: int | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    port = free_port() if port is None else port
     process = subprocess.Popen(
         [
             executable,
@@ -66,6 +72,88 @@ def _start(executable: str, workdir: str, log: IO[bytes]) -> tuple[subprocess.Po
     raise RuntimeError(f"redis-server did not start on port {port}: {tail}")
 
 
+def _executable() -> str:
+    executable = shutil.which("redis-server")
+    if executable is None:
+        message = "redis-server is not installed"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}, and CI must run the Redis tests")
+        pytest.skip(message)
+    return executable
+
+
+class OwnRedis:
+    """A redis-server (no persistence) that the test controls: kill it, start it again empty on the same port,
+    freeze and thaw it."""
+
+    def __init__(self, executable: str, workdir: str, log: IO[bytes]) -> None:
+        self._executable = executable
+        self._workdir = workdir
+        self._log = log
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.restarts = 0
+        for attempt in range(3):
+            try:
+                self.process, self.port = _start(executable, workdir, log)
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def kill(self) -> None:
+        """SIGKILL: the server loses everything (it never saves)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+    def start(self) -> None:
+        """Start an empty server on the same port."""
+        assert self.process is None, "the server is running"
+        self.process, _ = _start(self._executable, self._workdir, self._log, self.port)
+
+    def restart(self) -> None:
+        """Kill the server and start an empty one on the same port: what a restart without persistence does."""
+        self.kill()
+        self.start()
+        self.restarts += 1
+
+    def freeze(self) -> None:
+        """SIGSTOP: connections are still accepted by the kernel, but nothing is answered."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.thaw()
+            stop_process(self.process)
+            self.process = None
+
+
+@pytest.fixture
+def own_redis() -> Iterator[OwnRedis]:
+    """A redis-server of this test alone, on a free loopback port, that it may kill, restart and freeze."""
+    executable = _executable()
+    with (
+        tempfile.TemporaryDirectory(prefix="netverify-own-redis-") as workdir,
+        open(os.path.join(workdir, "redis.log"), "wb") as log,
+    ):
+        server = OwnRedis(executable, workdir, log)
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """The URL (``redis://127.0.0.1:PORT/0``) of a redis-server for this session.
@@ -77,12 +165,7 @@ def redis_server() -> Iterator[str]:
     if external:
         yield external
         return
-    executable = shutil.which("redis-server")
-    if executable is None:
-        message = "redis-server is not installed"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}, and CI must run the Redis tests")
-        pytest.skip(message)
+    executable = _executable()
     with (
         tempfile.TemporaryDirectory(prefix="netverify-redis-") as workdir,
         open(os.path.join(workdir, "redis.log"), "wb") as log,

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
+from _postgres_support import postgres_server, postgres_url  # noqa: F401
 from _ratelimit_support import virtual_backend
 from _redis_server import redis_server  # noqa: F401
 from _support import LOOPS, TRANSPORT_MODES, SleepRecorder, api_client, make_jpeg, mode_ids

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import sys
 from pathlib import Path
 
+import pytest
 from test_cli_batch import GOOD_ROWS, cli, csv_manifest, image_dir, json_lines  # noqa: F401  # image_dir: fixture
 
 from netverify_async.emulator import run_emulator_in_thread
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
 
 
 def test_wait_writes_a_csv_then_a_rerun_polls_nothing(image_dir: Path, tmp_path: Path) -> None:  # noqa: F811
@@ -58,3 +63,91 @@ def test_results_usage_errors(tmp_path: Path, image_dir: Path) -> None:  # noqa:
     assert no_wait.returncode == 2 and "--results needs --wait" in no_wait.stderr
     bad = cli("batch", str(manifest), "--emulator", "http://127.0.0.1:9", "--wait", "--results", "r.txt")
     assert bad.returncode == 2 and ".csv or .jsonl" in bad.stderr
+
+
+def test_a_results_csv_cannot_smuggle_formulas_into_a_spreadsheet(image_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    # merchant references are the user's own text: these are valid ones that a spreadsheet would evaluate
+    references = ["=1+2", "+SUM(A1)", "-2", "@cmd", "plain-ref"]
+    rows = [
+        f"{ref},img/doc-{i % GOOD_ROWS:04d}-front.jpg,,,AUT,PASSPORT," for i, ref in enumerate(references)
+    ]
+    manifest = csv_manifest(tmp_path, image_dir, rows)
+    with run_emulator_in_thread(processing_delay=0.0) as emu:
+        args = ("batch", str(manifest), "--emulator", emu.base_url, "--rate-limit", "none", "--wait")
+        written = cli(*args, "--results", str(tmp_path / "r.csv"))
+        assert written.returncode == 0, written.stderr
+        as_jsonl = cli(*args, "--results", str(tmp_path / "r.jsonl"))
+        assert as_jsonl.returncode == 0, as_jsonl.stderr
+    with (tmp_path / "r.csv").open(newline="") as f:
+        cells = sorted(row["reference"] for row in csv.DictReader(f))
+    assert cells == sorted(["'=1+2", "'+SUM(A1)", "'-2", "'@cmd", "plain-ref"])
+    # JSON Lines is no spreadsheet format: the values stay as they are
+    lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert sorted(line["reference"] for line in lines) == sorted(references)
+
+
+def on_a_terminal(*args: str, width: int = 120) -> tuple[int, str]:
+    """Run the command on a pseudo-terminal (so that live progress is drawn); its exit status and output."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, width, 0, 0))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("COLUMNS", "LINES") and not k.startswith("NETVERIFY_")
+    }
+    env["TERM"] = "xterm-256color"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "netverify_async", *args],
+        stdin=subprocess.DEVNULL,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        start_new_session=True,
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the other side is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        proc.wait(timeout=90)
+    return proc.returncode, b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_wait_shows_its_progress_on_a_terminal(image_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    manifest = csv_manifest(tmp_path, image_dir)
+    with run_emulator_in_thread(processing_delay=0.5) as emu:
+        status, raw = on_a_terminal(
+            "batch", str(manifest), "--emulator", emu.base_url, "--rate-limit", "none", "--wait"
+        )
+    assert status == 0, raw
+    text = ANSI.sub("", raw)
+    assert "waiting for results" in text
+    counts = re.findall(r"waiting for results\s+\S*\s*(\d+)/(\d+)", text)
+    assert counts and all(total == str(GOOD_ROWS) for _, total in counts), counts
+    assert ("4", "4") in counts  # the last drawing shows every result
+    assert "Verification results" in text
+
+
+def test_wait_draws_nothing_off_a_terminal(image_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    manifest = csv_manifest(tmp_path, image_dir)
+    with run_emulator_in_thread(processing_delay=0.0) as emu:
+        out = cli("batch", str(manifest), "--emulator", emu.base_url, "--rate-limit", "none", "--wait")
+    assert out.returncode == 0, out.stderr
+    assert "waiting for results" not in out.stdout + out.stderr and "\x1b[" not in out.stdout

@@ -1,4 +1,5 @@
-"""``netverify-async demo`` end to end (a real subprocess), and the synthetic documents it draws."""
+"""``netverify-async demo`` end to end (a real subprocess, and in-process through ``main()``), and the synthetic
+documents it draws."""
 
 from __future__ import annotations
 
@@ -27,6 +28,21 @@ VERIFICATION_STATUSES = {
     "ERROR_NOT_READABLE_ID",
     "NO_ID_UPLOADED",
 }
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def results_table(out: str) -> dict[str, dict[str, str]]:
+    """The rows of the "Verification results, per document" table, by reference."""
+    section = out.split("Verification results, per document", 1)[1].split("Verification outcomes", 1)[0]
+    found = {}
+    for line in section.splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split("|")]
+        if len(cells) == 5 and re.fullmatch(r"demo-\d+-\d{4}", cells[0]):
+            ref, scan, status, reason, via = cells
+            found[ref] = {"scan": scan, "status": status, "reason": reason, "via": via}
+    return found
 
 
 def demo(*args: str) -> subprocess.CompletedProcess[str]:
@@ -64,11 +80,50 @@ def test_a_small_demo_exits_0_with_a_summary_whose_counts_add_up() -> None:
     rejected = re.findall(r"^\|\s*(demo-3-\d{4})\s*\|\s*front\s*\|\s*([a-z_]+):", out, re.MULTILINE)
     assert {code for _, code in rejected} <= set(DEFECTS.values())
     assert len(rejected) + int(total_received) == size
-    assert re.search(rf"sent / receipts\s*\|\s*{int(total_received)} / {int(total_received)}\s*\|", out)
+    # one answer was lost on purpose: sent, but no receipt; its callback settled it
+    sent = int(total_received)
+    assert re.search(rf"sent / receipts\s*\|\s*{sent} / {sent - 1}\s*\|", out)
     assert re.search(r"429 answers \(rate limited\)\s*\|\s*[1-9]", out)  # the injected faults were retried
     assert "demo OK" in out
     # references and statuses only: the fake customer ids carrying the outcome keywords are never shown
     assert "demo-customer" not in out
+
+    # the per-document results: every document, with its scan and verification status, or its refusal
+    table = results_table(out)
+    assert sorted(table) == [f"demo-3-{i:04d}" for i in range(size)]
+    refused = {ref for ref, row in table.items() if row["via"] == "preflight"}
+    assert refused == {ref for ref, _ in rejected}
+    assert all(
+        table[ref]["status"] == "refused by preflight" and table[ref]["scan"] == "-" for ref in refused
+    )
+    assert all(table[ref]["reason"] in DEFECTS.values() for ref in refused)
+    scanned = {ref: row for ref, row in table.items() if ref not in refused}
+    assert all(UUID.fullmatch(row["scan"]) for row in scanned.values())
+    assert all(row["status"] in VERIFICATION_STATUSES for row in scanned.values())
+    assert len({row["scan"] for row in scanned.values()}) == len(scanned)  # no scan twice
+    counted = {status: int(received) for status, _, received in rows}
+    assert {s: sum(r["status"] == s for r in scanned.values()) for s in counted} == counted
+    for row in scanned.values():  # a reject reason only for the denials that carry one
+        assert (row["reason"] != "-") == (row["status"] in ("DENIED_FRAUD", "ERROR_NOT_READABLE_ID"))
+
+    # exactly one unknown outcome, settled by its callback; said during the run and in the summary
+    [(ref, scan)] = re.findall(
+        r"^  (demo-3-\d{4}): unknown -> received by callback \(scan ([0-9a-f-]{36})\)$", out, re.MULTILINE
+    )
+    assert table[ref]["via"] == "unknown->callback" and table[ref]["scan"] == scan
+    assert {r for r, row in table.items() if row["via"] == "unknown->callback"} == {ref}
+    assert all(row["via"] == "callback" for r, row in scanned.items() if r != ref)
+    reconciled = re.findall(
+        r"^reconciled: (\S+) unknown -> received by callback, scan (\S+) \((\w+)\)$", out, re.M
+    )
+    assert reconciled == [(ref, scan, table[ref]["status"])]
+    assert re.search(r"outcome unknown\s*\|\s*1 \(1 settled by callback\)\s*\|", out)
+    assert re.search(rf"verification results\s*\|\s*{sent} of {sent}\s*\|", out)
+    assert f"the unknown outcome of {ref} was settled by its callback" in out
+
+    # the same seed aims the lost answer at the same document
+    again = demo("--size", str(size), "--rate", "50/s", "--seed", "3", "--json")
+    assert json.loads(again.stdout)["ambiguousFault"] == ref
 
 
 def test_the_json_summary_matches_what_was_asked() -> None:
@@ -79,14 +134,31 @@ def test_the_json_summary_matches_what_was_asked() -> None:
     summary: dict[str, Any] = json.loads(lines[0])
     assert summary["ok"] is True and summary["problems"] == []
     assert summary["documents"] == 6 and summary["defective"] == 2
-    assert summary["receipts"] == summary["sent"] == 4
+    assert summary["sent"] == 4 and summary["receipts"] == 3  # one answer lost on purpose
     assert len(summary["preflightRejected"]) == 2
     assert all(r["codes"] and r["image"] == "front" for r in summary["preflightRejected"])
     assert summary["callbacks"] == {"expected": 4, "received": 4, "unparseable": 0}
     assert sum(o["received"] for o in summary["outcomes"].values()) == 4
     assert all(o["requested"] == o["received"] for o in summary["outcomes"].values())
     assert set(summary["outcomes"]) <= VERIFICATION_STATUSES
-    assert summary["duplicateScans"] == 0 and summary["outcomeUnknown"] == 0
+    assert summary["duplicateScans"] == 0 and summary["outcomeUnknown"] == 1
+    lost = summary["ambiguousFault"]
+    assert summary["faultsInjected"]["drop"] == 1
+    [reconciled] = summary["reconciled"]
+    assert reconciled["reference"] == lost and (reconciled["from"], reconciled["to"]) == (
+        "unknown",
+        "receipt",
+    )
+    results = {row["reference"]: row for row in summary["results"]}
+    assert len(results) == 6
+    assert results[lost]["via"] == "unknown->callback" and results[lost]["outcome"] == "unknown"
+    assert results[lost]["scanReference"] == reconciled["scanReference"]
+    good = [row for row in results.values() if row["via"] != "preflight"]
+    assert len(good) == 4 and all(row["status"] in VERIFICATION_STATUSES for row in good)
+    assert {row["reference"] for row in summary["results"] if row["via"] == "preflight"} == {
+        r["reference"] for r in summary["preflightRejected"]
+    }
+    assert summary["resultsFromCallbacks"] == 4 and summary["resultsPolled"] == 0
     assert summary["retries"] >= summary["faultsInjected"].get("429", 0) + summary["faultsInjected"].get(
         "503", 0
     )
@@ -144,3 +216,54 @@ async def test_drawing_in_worker_threads_gives_the_same_documents_in_order() -> 
     same = generate_documents_sync(5, seed=4, bad=2)
     assert [d.front.data for d in docs] == [d.front.data for d in same]
     assert sum(d.defect is not None for d in docs) == 2
+
+
+def test_a_large_demo_shows_the_unusual_rows_first_and_counts_the_rest() -> None:
+    result = demo("--size", "44", "--bad", "4", "--rate", "200/s", "--seed", "11")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    table = results_table(out)
+    assert len(table) == 40
+    assert "40 of 44 documents shown (the unusual ones first)" in " ".join(out.split())
+    assert sum(row["via"] == "preflight" for row in table.values()) == 4  # every refusal is shown
+    assert sum(row["via"] == "unknown->callback" for row in table.values()) == 1  # and the settled one
+    left_out = 44 - 40
+    approved = sum(row["status"] == "APPROVED_VERIFIED" for row in table.values())
+    (requested_approved,) = re.findall(r"^\|\s*APPROVED_VERIFIED\s*\|\s*(\d+)\s*\|", out, re.MULTILINE)
+    assert approved == int(requested_approved) - left_out  # only approved rows were left out
+    assert list(table) == sorted(table)
+
+
+def test_without_callbacks_the_results_are_polled_and_the_unknown_outcome_fails_the_demo(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A receiver that refuses every delivery: the results come from the retrieval API instead, but nothing
+    can settle the lost answer, so the demo says so and exits 1."""
+    import functools
+
+    import netverify_async.emulator as emulator_package
+    from netverify_async.cli import demo as demo_command
+    from netverify_async.cli import main
+
+    refusing = functools.partial(emulator_package.run_callback_receiver, fail_first=10**6)
+    monkeypatch.setattr(emulator_package, "run_callback_receiver", refusing)
+    monkeypatch.setattr(demo_command, "CALLBACK_GRACE_S", 0.0)
+    for name in [n for n in os.environ if n.startswith("NETVERIFY_")]:
+        monkeypatch.delenv(name)
+    status = main(
+        ["demo", "--size", "5", "--bad", "1", "--rate", "100/s", "--seed", "2", "--callback-timeout", "2"]
+    )
+    out = capsys.readouterr().out
+    assert status == 1, out
+    table = results_table(out)
+    assert len(table) == 5
+    lost = [ref for ref, row in table.items() if row["status"] == "no result"]
+    assert len(lost) == 1 and table[lost[0]]["scan"] == "-" and table[lost[0]]["reason"] == "outcome unknown"
+    polled = [ref for ref, row in table.items() if row["via"] == "polled"]
+    assert len(polled) == 3 and all(table[ref]["status"] in VERIFICATION_STATUSES for ref in polled)
+    assert "callback(s) not here yet: polling the retrieval API" in out
+    assert "problem: 1 unknown outcome(s) were not settled by a callback" in out
+    assert "problem: 4 callback(s) did not arrive" not in out  # only the three scans known could get one
+    assert "problem: 3 callback(s) did not arrive" in out
+    assert "problem: 1 good document(s) have no verification result" in out
+    assert "reconciled:" not in out and "demo OK" not in out

@@ -122,17 +122,22 @@ async def test_the_script_is_loaded_again_after_a_flush(
 
 
 async def test_keys_expire_after_their_window(redis_server: str, key: str, raw: aioredis.Redis) -> None:
-    async with RedisRateLimiter(redis_server, key=key, rates="3/s,180/min") as limiter:
+    async with RedisRateLimiter(
+        redis_server, key=key, rates="3/s,180/min", hold_on_missing_state=False
+    ) as limiter:
         async with limiter.slot() as slot:
             slot.record(429, 2.0)
     one_second = await raw.pttl(f"{{{key}}}:window:1000000us")
     one_minute = await raw.pttl(f"{{{key}}}:window:60000000us")
     pause = await raw.pttl(f"{{{key}}}:pause")
+    marker = await raw.pttl(f"{{{key}}}:epoch")
     assert 1_000 < one_second <= 3_000
     assert 119_000 < one_minute <= 121_000
     assert 1_000 < pause <= 3_000
+    assert 7 * 24 * 3600 * 1000 - 60_000 < marker <= 7 * 24 * 3600 * 1000  # a week after the last call
     await limiter.reset()
     assert await raw.exists(f"{{{key}}}:window:1000000us", f"{{{key}}}:pause") == 0
+    assert await raw.exists(f"{{{key}}}:epoch") == 1  # a fresh state: the next start goes without a hold
 
 
 async def test_a_process_with_a_margin_sees_starts_an_exact_process_no_longer_needs(
@@ -202,7 +207,9 @@ async def test_an_unreachable_redis_raises_a_typed_error() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"redis://:hunter2@127.0.0.1:{port}/0"
-    async with RedisRateLimiter(url, key="test:down", rates="5/s", operation_timeout=2) as limiter:
+    async with RedisRateLimiter(
+        url, key="test:down", rates="5/s", operation_timeout=2, outage_timeout=0.3
+    ) as limiter:
         with pytest.raises(RateLimiterError) as info:
             async with limiter.slot():
                 pass
@@ -232,6 +239,11 @@ def test_configuration_is_checked() -> None:
         RedisRateLimiter("redis://127.0.0.1/0", rates="5/s", jitter=-1)
     with pytest.raises(ConfigurationError, match="operation_timeout"):
         RedisRateLimiter("redis://127.0.0.1/0", rates="5/s", operation_timeout=0)
+    for bad in (-1, float("inf"), True, "5"):
+        with pytest.raises(ConfigurationError, match="outage_timeout"):
+            RedisRateLimiter("redis://127.0.0.1/0", rates="5/s", outage_timeout=bad)  # type: ignore[arg-type]
+    with pytest.raises(ConfigurationError, match="hold_on_missing_state"):
+        RedisRateLimiter("redis://127.0.0.1/0", rates="5/s", hold_on_missing_state=1)  # type: ignore[arg-type]
     with pytest.raises(ConfigurationError, match="Redis URL"):
         RedisRateLimiter("http://example.invalid/", rates="5/s")
     limiter = RedisRateLimiter("redis://:s3cret@127.0.0.1:6379/0", key="acct-1", rates="180/min,3/s")

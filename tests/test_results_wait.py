@@ -171,3 +171,69 @@ async def test_polls_at_most_concurrency_scans_at_once() -> None:
     assert len(got) == 10 and all(isinstance(r.error, DeadlineExceeded) for r in got)
     assert Client.peak == 3
     assert all(r.submitted_at == stamp for r in got)
+
+
+def test_csv_cells_guard_every_formula_trigger() -> None:
+    from netverify_async._results_wait import FORMULA_TRIGGERS, csv_cells, spreadsheet_safe
+
+    for trigger in FORMULA_TRIGGERS:
+        assert spreadsheet_safe(trigger + "x") == "'" + trigger + "x"
+    assert [spreadsheet_safe(t) for t in ("", "ref-1", "APPROVED_VERIFIED", "2026-01-02T03:04:05+00:00")] == [
+        "",
+        "ref-1",
+        "APPROVED_VERIFIED",
+        "2026-01-02T03:04:05+00:00",
+    ]
+    assert spreadsheet_safe("a=b") == "a=b"  # only the first character matters
+    assert csv_cells({"a": None, "b": "\r=cmd", "c": 100}) == {"a": "", "b": "'\r=cmd", "c": "100"}
+
+
+async def test_a_reject_description_from_a_callback_is_guarded_in_the_csv_row_only(
+    emulator: Any, make_request: Callable[..., NetverifyRequest], tmp_path: Path
+) -> None:
+    async with emulator_client(emulator) as client, SqliteJournal(tmp_path / "j.sqlite3") as journal:
+        async with client.submit_many([make_request("csv-1")], journal=journal) as batch:
+            [outcome] = [o async for o in batch]
+        assert outcome.receipt is not None
+        callback = parse_callback(
+            {
+                "jumioIdScanReference": outcome.receipt.scan_reference,
+                "merchantIdScanReference": "csv-1",
+                "verificationStatus": "DENIED_FRAUD",
+                "idScanStatus": "ERROR",
+                "rejectReason": '{"rejectReasonCode": "100", "rejectReasonDescription": "=HYPERLINK(1)"}',
+            }
+        )
+        await journal.record_callback(callback)
+        async with wait_for_results(client, journal) as results:
+            [result] = [r async for r in results]
+    assert result.source == "journal" and result.reject_reason_description == "=HYPERLINK(1)"
+    assert result.as_row()["rejectReasonDescription"] == "=HYPERLINK(1)"
+    row = result.as_csv_row()
+    assert row["rejectReasonDescription"] == "'=HYPERLINK(1)" and row["rejectReasonCode"] == "100"
+    assert row["error"] == "" and row["reference"] == "csv-1"
+
+
+async def test_a_postgres_journal_is_a_source_too_and_a_rerun_polls_nothing(
+    emulator: Any, make_request: Callable[..., NetverifyRequest], postgres_url: str
+) -> None:
+    from _postgres_support import journal_name
+
+    from netverify_async.postgres import PostgresJournal
+
+    refs = [f"pgres-{i}" for i in range(3)]
+    name = journal_name("results")
+    async with emulator_client(emulator) as client:
+        async with PostgresJournal(postgres_url, name=name) as journal:
+            async with client.submit_many([make_request(ref) for ref in refs], journal=journal) as batch:
+                assert all([outcome.receipt is not None async for outcome in batch])
+            async with wait_for_results(client, journal) as results:
+                first = [result async for result in results]
+        assert results.polled == 3 and results.from_journal == 0
+        assert all(r.verification_status is not None and r.error is None for r in first)
+        before = emulator.stats.requests
+        async with PostgresJournal(postgres_url, name=name) as journal:
+            async with wait_for_results(client, journal) as again:
+                second = [result async for result in again]
+        assert emulator.stats.requests == before
+        assert again.from_journal == 3 and {r.merchant_id_scan_reference for r in second} == set(refs)

@@ -38,7 +38,13 @@ SUBCOMMANDS: dict[str, tuple[str, str, str | None, tuple[str, ...]]] = {
         "cli",
         ("rich",),
     ),
-    "status": (".status", "show the state of a scan", None, ()),
+    "worker": (
+        ".worker",
+        "work on the items of a distributed batch (PostgreSQL journal)",
+        "postgres",
+        ("psycopg",),
+    ),
+    "status": (".status", "show the state of a scan, or of a batch's journal", None, ()),
     "preflight": (
         ".preflight",
         "check image files against Jumio's image limits (and optionally fix them)",

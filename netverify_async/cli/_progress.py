@@ -16,6 +16,7 @@ import errno
 import math
 import os
 from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from rich import box
@@ -41,6 +42,7 @@ __all__ = [
     "BatchProgressHook",
     "EtaColumn",
     "RateColumn",
+    "ResultsProgress",
     "describe_counts",
     "make_console",
     "make_progress",
@@ -71,15 +73,20 @@ WIDE_LAYOUT_COLUMNS = 100
 
 def task_speed(task: Task) -> float | None:
     """Items per second: the overall average once finished; while running, rich's moving estimate after a
-    warm-up second, never above the task's ``rate_cap`` field (the rate limit, when the caller knows it)."""
+    warm-up second. Never above the task's ``rate_cap`` field (the rate limit, when the caller knows it), also
+    once finished: items that need no request (refused by preflight, answered at once) would otherwise lift
+    the average of a short run above the limit the requests kept."""
+    cap = task.fields.get("rate_cap")
     if task.finished:
         elapsed = task.finished_time or task.elapsed
-        return task.completed / elapsed if elapsed else None
-    elapsed = task.elapsed
-    if elapsed is None or elapsed < RATE_WARM_UP_S or not task.completed:
-        return None
-    speed = task.speed or task.completed / elapsed
-    cap = task.fields.get("rate_cap")
+        if not elapsed:
+            return None
+        speed = task.completed / elapsed
+    else:
+        elapsed = task.elapsed
+        if elapsed is None or elapsed < RATE_WARM_UP_S or not task.completed:
+            return None
+        speed = task.speed or task.completed / elapsed
     if isinstance(cap, (int, float)) and cap > 0:
         speed = min(speed, float(cap))
     return speed
@@ -216,3 +223,42 @@ class BatchProgressHook:
             completed=self.last.completed + extra,
             counts=describe_counts(self.last, invalid=extra),
         )
+
+
+class ResultsProgress:
+    """A spinner with a count while verification results are awaited (``batch --wait``): ``results 12/40``,
+    the rate and the elapsed time; nothing is drawn off a terminal (or without a console)::
+
+        with ResultsProgress(console) as shown:
+            async for result in results:
+                shown.update(done, total)   # total: None while not known yet
+    """
+
+    def __init__(self, console: Console | None, description: str = "results") -> None:
+        self._progress = make_progress(console) if console is not None else None
+        self._description = description
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ResultsProgress:
+        if self._progress is not None:
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self._description, total=None)
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(exc_type, exc, tb)
+
+    def update(self, done: int, total: int | None) -> None:
+        """``done`` results so far, of ``total`` (None: not known yet, the bar pulses)."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, completed=done, total=total)
+
+    @property
+    def task(self) -> Task | None:
+        """The rich task (for tests and callers that draw it elsewhere); None without a console."""
+        if self._progress is None or self._task is None:
+            return None
+        return self._progress.tasks[0]

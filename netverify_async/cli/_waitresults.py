@@ -41,7 +41,7 @@ def results_format(path: str | os.PathLike[str]) -> str | None:
 
 
 def _render(results: list[VerificationResult], fmt: str) -> str:
-    from .._results_wait import RESULT_COLUMNS
+    from .._results_wait import RESULT_COLUMNS, csv_cells
 
     rows = [result.as_row() for result in sorted(results, key=lambda r: r.merchant_id_scan_reference)]
     if fmt == "jsonl":
@@ -50,7 +50,7 @@ def _render(results: list[VerificationResult], fmt: str) -> str:
     writer = csv.DictWriter(out, fieldnames=list(RESULT_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
+        writer.writerow(csv_cells(row))  # a cell starting with = + - @ tab or CR gets a leading apostrophe
     return out.getvalue()
 
 
@@ -65,19 +65,29 @@ def _write(path: Path, text: str) -> None:
 
 
 async def wait_and_write(
-    client: Any, journal: SqliteJournal, path: Path, interruption: Interruption, *, concurrency: int
+    client: Any,
+    journal: SqliteJournal,
+    path: Path,
+    interruption: Interruption,
+    *,
+    concurrency: int,
+    console: Console | None = None,
 ) -> dict[str, Any]:
-    """Wait for the results of every scan of ``journal``, write them to ``path``; return the figures."""
+    """Wait for the results of every scan of ``journal``, write them to ``path``; return the figures. With a
+    ``console`` (a terminal), a progress line shows the results known so far while waiting."""
     import anyio.to_thread
 
     from .._results_wait import wait_for_results
+    from ._progress import ResultsProgress
 
     collected: list[VerificationResult] = []
     waiter = wait_for_results(client, journal, concurrency=concurrency)
-    with interruption.stoppable():  # Ctrl-C: what was polled is in the journal, the file gets what is known
+    # Ctrl-C: what was polled is in the journal, the file gets what is known
+    with ResultsProgress(console, "waiting for results") as shown, interruption.stoppable():
         async with waiter:
             async for result in waiter:
                 collected.append(result)
+                shown.update(len(collected), waiter.total)
     fmt = results_format(path) or "csv"
     await anyio.to_thread.run_sync(_write, path, _render(collected, fmt))
     statuses = Counter(result.verification_status or NO_RESULT for result in collected)

@@ -134,8 +134,15 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--journal",
-        metavar="PATH",
-        help=f"the SQLite journal that makes re-runs resume (default: MANIFEST{JOURNAL_SUFFIX})",
+        metavar="PATH_OR_URL",
+        help=f"the SQLite journal that makes re-runs resume (default: MANIFEST{JOURNAL_SUFFIX}), or a "
+        "PostgreSQL journal (postgresql://...) shared by workers: the manifest is loaded into it (loading twice "
+        "adds nothing), then this command works on it like 'netverify-async worker --drain'",
+    )
+    parser.add_argument(
+        "--load-only",
+        action="store_true",
+        help="with a PostgreSQL journal: load the manifest and exit (workers send the items)",
     )
     parser.add_argument(
         "--resume",
@@ -175,6 +182,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="the results file of --wait: .csv or .jsonl (default: MANIFEST.results.csv)",
     )
     add_connection_arguments(parser)
+    from .worker import add_worker_arguments
+
+    add_worker_arguments(parser.add_argument_group("with a PostgreSQL journal"))
     parser.set_defaults(func=run)
     return parser
 
@@ -465,7 +475,7 @@ async def _run_batch(
             from ._waitresults import wait_and_write
 
             waited = await wait_and_write(
-                client, journal, _results_path(args), interruption, concurrency=args.concurrency
+                client, journal, _results_path(args), interruption, concurrency=args.concurrency, console=console
             )
     elapsed = time.perf_counter() - started
     counts = {status: 0 for status in _STATUS_LABELS}
@@ -654,7 +664,17 @@ def run(args: argparse.Namespace) -> int:
     from ._interrupt import run_interruptible
     from ._manifest import ManifestError, ManifestReader
     from ._progress import make_console
+    from .worker import is_postgres_url
 
+    if is_postgres_url(getattr(args, "journal", None)):
+        from ._distributed import run_distributed_batch
+
+        return run_distributed_batch(args)
+    for flag in ("load_only", "name", "lease_seconds", "redis_url", "redis_key"):
+        if getattr(args, flag, None):
+            option = "--" + flag.replace("_", "-")
+            print(f"error: {option} needs a PostgreSQL journal (--journal postgresql://...)", file=sys.stderr)
+            return 2
     results = getattr(args, "results", None)
     if results is not None:
         from ._waitresults import results_format

@@ -2,26 +2,37 @@
 
 1. The emulator starts in this process on a free loopback port, with a server-side rate limit equal to the
    client's, a short processing delay and a few injected faults (429 with ``Retry-After`` and 503), so retries
-   show. A callback receiver starts on another loopback port; the emulator sends every callback there.
+   show. A journal (:class:`~netverify_async.SqliteJournal`, in a temporary folder) records the batch, and a
+   callback receiver on another loopback port records every callback the emulator sends in that journal.
 2. Synthetic ID documents (fake data marked SPECIMEN, some deliberately defective) are drawn in worker threads.
 3. ``client.submit_many`` preflights them (the defective ones are refused, with reasons, and never sent) and
    sends the rest under the rate limit, each asking the emulator for a verification outcome (a mix of approved,
    fraud, unreadable, unsupported...). A live progress bar shows counts, rate and ETA.
-4. The callbacks are awaited and parsed with :func:`~netverify_async.callbacks.parse_callback`.
-5. A summary shows the outcomes by verification status, the preflight rejections, retries, 429s, unknown
-   outcomes, the elapsed time and the rate achieved.
+4. One good document (chosen by the seed) meets an *ambiguous* fault: the emulator creates its scan, then
+   closes the connection without an answer. The client does not resend it (that could create a second, billed
+   scan), so the batch reports its outcome as unknown; its callback then arrives, and the journal settles it
+   (``unknown`` -> ``receipt``, with the scan reference the callback names). The demo says so.
+5. The demo waits for the verification result of every scan: from the callbacks first, then, after a short
+   wait, by polling the retrieval API for any still missing (:func:`~netverify_async.wait_for_results`, which
+   reads the journal first), with a progress line; the wait is bounded by ``--callback-timeout``.
+6. A per-document table shows each reference with its scan reference, verification status and reject reason
+   (or the preflight refusal), followed by the outcomes by verification status, the preflight rejections,
+   retries, 429s, unknown outcomes, the elapsed time and the rate achieved.
 
 Only references, statuses and reasons are printed, never document data. Exit status 0 when everything went as
-expected (every good document got a receipt and a callback with the outcome it asked for, every defective one
-was refused by preflight, no scan was created twice), 1 otherwise.
+expected (every good document got a scan and its verification result with the outcome it asked for, the
+unknown outcome was settled by its callback, every defective one was refused by preflight, no scan was created
+twice), 1 otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
 import random
+import tempfile
 import time
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -32,11 +43,17 @@ from .._errors import ConfigurationError, PreflightError
 from ._common import cli_text, enum_value, print_json
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from rich.console import Console
+    from rich.progress import Progress
 
     from .._batch import BatchOutcome
+    from .._client import NetverifyClient
+    from .._journal import SqliteJournal
     from .._models import NetverifyRequest
-    from ..emulator import Outcome
+    from .._results_wait import VerificationResult
+    from ..emulator import CallbackReceiver, Outcome, RunningEmulator
     from ..emulator._synthetic import SyntheticDocument
     from ._interrupt import Interruption
 
@@ -61,6 +78,20 @@ OUTCOME_MIX: tuple[tuple[str, int], ...] = (
     ("no-id", 8),
 )
 USER_AGENT = "Local Emulator NetverifyDemo/0.1.0"
+#: The ambiguous fault aimed at one good document: the scan is created, then the connection is closed unanswered.
+AMBIGUOUS_FAULT = "drop"
+#: Seconds (after the processing delay) the demo waits for callbacks alone before it polls the retrieval API
+#: for the results still missing.
+CALLBACK_GRACE_S = 2.0
+#: Most rows of the per-document results table; a larger run shows the unusual ones first, and counts.
+MAX_RESULT_ROWS = 40
+#: Columns the results table needs to show whole scan references without wrapping.
+RESULTS_TABLE_COLUMNS = 134
+#: How a result was learnt, as the results table says it.
+VIA_CALLBACK = "callback"
+VIA_POLL = "polled"
+VIA_SETTLED = "unknown->callback"
+VIA_PREFLIGHT = "preflight"
 
 
 def _positive_int(text: str) -> int:
@@ -95,9 +126,10 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "demo",
         help="run the whole pipeline against a local emulator with synthetic documents",
-        description="Start a local emulator and a callback receiver, draw synthetic ID documents (fake data, "
-        "a few deliberately defective), preflight them, submit the good ones under a rate limit with a "
-        "live progress bar, wait for the callbacks and print a summary. Nothing leaves this machine.",
+        description="Start a local emulator and a callback receiver feeding a journal, draw synthetic ID "
+        "documents (fake data, a few deliberately defective), preflight them, submit the good ones under a rate "
+        "limit with a live progress bar (one answer is lost on purpose, and its callback settles it), wait for "
+        "the verification result of every document and print them. Nothing leaves this machine.",
     )
     parser.add_argument(
         "--size",
@@ -140,7 +172,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         type=float,
         default=30.0,
         metavar="SECONDS",
-        help="how long to wait for the callbacks after the last submission (default 30)",
+        help="how long to wait for the verification results after the last submission: callbacks first, "
+        "then the retrieval API is polled for the missing ones (default 30)",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     parser.set_defaults(func=run)
@@ -186,11 +219,32 @@ class _Run:
     not_sent: int = 0
     #: receipts the batch got that the demo's loop had not read yet when a stop ended it (the scans exist)
     late_receipts: list[str] = attrs.Factory(list)
+    #: the good document whose answer is lost on purpose (None when there is no good document)
+    ambiguous: str | None = None
+    #: merchant reference -> scan reference, for unknown outcomes the journal settled from a callback
+    settled: dict[str, str] = attrs.Factory(dict)
+    #: merchant reference -> the verification result learnt for it (callback via the journal, or polled)
+    results: dict[str, VerificationResult] = attrs.Factory(dict)
+    #: references whose result was learnt by polling the retrieval API
+    polled: set[str] = attrs.Factory(set)
+    #: references the journal flags with more than one scan
+    journal_duplicates: list[str] = attrs.Factory(list)
+    results_timed_out: bool = False
 
     # -- derived -------------------------------------------------------------------------------------------
 
     def count(self, status: str) -> int:
         return sum(o.status.value == status for o in self.outcomes)
+
+    @property
+    def unknown(self) -> list[str]:
+        """References whose upload ended with an unknown outcome (a scan may exist)."""
+        return [o.merchant_id_scan_reference or "" for o in self.outcomes if o.status.value == "unknown"]
+
+    @property
+    def scans(self) -> list[str]:
+        """References with a known scan: a receipt, or an unknown outcome settled by its callback."""
+        return self.receipts + [ref for ref in self.unknown if ref in self.settled]
 
     @property
     def receipts(self) -> list[str]:
@@ -232,29 +286,102 @@ class _Run:
                 found.append(f"{self.duplicate_scans} reference(s) created more than one scan")
             return found
         by_ref = {o.merchant_id_scan_reference: o for o in self.outcomes}
-        missing = [ref for ref in self.requested if by_ref.get(ref) is None or not by_ref[ref].ok]
+        missing = [
+            ref
+            for ref in self.requested
+            if ref not in self.settled and (by_ref.get(ref) is None or not by_ref[ref].ok)
+        ]
         if missing:
-            found.append(f"{len(missing)} good document(s) got no receipt")
+            found.append(f"{len(missing)} good document(s) got no scan (no receipt, no settling callback)")
         codes_by_ref = {r["reference"]: set(r["codes"]) for r in self.rejections()}
         wrong_rejections = [
             ref for ref, code in self.expected_rejections.items() if code not in codes_by_ref.get(ref, set())
         ]
         if wrong_rejections:
             found.append(f"{len(wrong_rejections)} defective document(s) were not refused as expected")
-        receipts = set(self.receipts)
-        arrived = receipts & set(self.received)
-        if len(arrived) < len(receipts):
-            found.append(f"{len(receipts) - len(arrived)} callback(s) did not arrive")
+        scans = set(self.scans)
+        arrived = scans & set(self.received)
+        if len(arrived) < len(scans):
+            found.append(f"{len(scans) - len(arrived)} callback(s) did not arrive")
         mismatched = [ref for ref in arrived if self.received[ref] != self.requested.get(ref)]
         if mismatched:
             found.append(f"{len(mismatched)} callback(s) reported another outcome than requested")
+        no_result = [ref for ref in self.requested if self.result_status(ref) is None]
+        if no_result:
+            found.append(f"{len(no_result)} good document(s) have no verification result")
+        wrong_results = [
+            ref for ref in self.requested if self.result_status(ref) not in (None, self.requested[ref])
+        ]
+        if wrong_results:
+            found.append(f"{len(wrong_results)} verification result(s) differ from the outcome requested")
         if self.unparseable_callbacks:
             found.append(f"{self.unparseable_callbacks} callback(s) could not be parsed")
-        if self.duplicate_scans:
-            found.append(f"{self.duplicate_scans} reference(s) created more than one scan")
-        if self.outcome_unknown:
-            found.append(f"{self.outcome_unknown} submission(s) ended with an unknown outcome")
+        if self.duplicate_scans or self.journal_duplicates:
+            count = max(self.duplicate_scans, len(self.journal_duplicates))
+            found.append(f"{count} reference(s) created more than one scan")
+        unsettled = [ref for ref in self.unknown if ref not in self.settled]
+        if unsettled:
+            found.append(f"{len(unsettled)} unknown outcome(s) were not settled by a callback")
+        if self.ambiguous is not None and self.ambiguous not in self.unknown:
+            found.append(
+                f"the lost answer of {self.ambiguous} did not end as an unknown outcome "
+                f"({self.status_of(self.ambiguous)})"
+            )
         return found
+
+    def status_of(self, reference: str) -> str:
+        """The batch outcome of a reference (``receipt``, ``unknown``...), or ``not read``."""
+        found = next((o for o in self.outcomes if o.merchant_id_scan_reference == reference), None)
+        return "not read" if found is None else str(found.status.value)
+
+    def result_status(self, reference: str) -> str | None:
+        """The verification status learnt for a reference, or None."""
+        result = self.results.get(reference)
+        return None if result is None else result.verification_status
+
+    def via(self, reference: str) -> str:
+        """How the result of a reference was learnt (see ``VIA_*``)."""
+        if reference in self.settled:
+            return VIA_SETTLED
+        return VIA_POLL if reference in self.polled else VIA_CALLBACK
+
+    def result_rows(self) -> list[dict[str, Any]]:
+        """One row per document, in reference order: its scan, status and reason, or its preflight refusal."""
+        rows: list[dict[str, Any]] = []
+        refused = {str(r["reference"]): r for r in self.rejections()}
+        references = sorted(set(self.requested) | set(self.expected_rejections) | set(refused))
+        for ref in references:
+            if ref in refused:
+                rows.append(
+                    {
+                        "reference": ref,
+                        "scanReference": None,
+                        "status": None,
+                        "rejectReason": None,
+                        "preflight": refused[ref]["codes"],
+                        "via": VIA_PREFLIGHT,
+                        "outcome": self.status_of(ref),
+                    }
+                )
+                continue
+            result = self.results.get(ref)
+            reason = None
+            if result is not None and (result.reject_reason_code or result.reject_reason_description):
+                reason = " ".join(
+                    part for part in (result.reject_reason_code, result.reject_reason_description) if part
+                )
+            rows.append(
+                {
+                    "reference": ref,
+                    "scanReference": result.scan_reference if result is not None else self.settled.get(ref),
+                    "status": None if result is None else result.verification_status,
+                    "rejectReason": reason,
+                    "preflight": None,
+                    "via": self.via(ref) if result is not None else None,
+                    "outcome": self.status_of(ref),
+                }
+            )
+        return rows
 
     @property
     def sent(self) -> int:
@@ -279,10 +406,25 @@ class _Run:
                 status: {"requested": req, "received": got} for status, req, got in self.outcome_rows()
             },
             "callbacks": {
-                "expected": len(self.receipts),
-                "received": len(set(self.receipts) & set(self.received)),
+                "expected": len(self.scans),
+                "received": len(set(self.scans) & set(self.received)),
                 "unparseable": self.unparseable_callbacks,
             },
+            "results": self.result_rows(),
+            "resultsFromCallbacks": len(set(self.results) - self.polled),
+            "resultsPolled": len(self.polled),
+            "resultsTimedOut": self.results_timed_out,
+            "ambiguousFault": self.ambiguous,
+            "reconciled": [
+                {
+                    "reference": ref,
+                    "from": "unknown",
+                    "to": "receipt",
+                    "by": "callback",
+                    "scanReference": scan,
+                }
+                for ref, scan in sorted(self.settled.items())
+            ],
             "retries": self.retries,
             "throttled": self.throttled,
             "serviceUnavailable": self.unavailable,
@@ -366,21 +508,19 @@ def _requests(run: _Run, documents: list[SyntheticDocument]) -> list[NetverifyRe
     return requests
 
 
-async def _demo(args: argparse.Namespace, console: Console, interruption: Interruption) -> _Run:
-    import anyio
+def _pick_ambiguous(run: _Run) -> str | None:
+    """The good document whose answer the emulator loses (deterministic by seed); None without good ones."""
+    good = sorted(run.requested)
+    return random.Random(f"netverify-demo-ambiguous:{run.seed}").choice(good) if good else None
 
-    from .._client import NetverifyClient
-    from .._errors import CallbackParseError
-    from .._ratelimit import parse_rate
-    from ..callbacks import parse_callback
+
+async def _demo(args: argparse.Namespace, console: Console, interruption: Interruption) -> _Run:
+    from .._journal import SqliteJournal
     from ..emulator import run_callback_receiver, run_emulator
-    from ..emulator._synthetic import generate_documents
-    from ._progress import BatchProgressHook, make_progress
 
     bad = _default_bad(args.size) if args.bad is None else max(0, min(args.bad, args.size))
     run = _Run(size=args.size, rate=args.rate, concurrency=args.concurrency, seed=args.seed, defective=bad)
     started = time.perf_counter()
-    quiet = args.json or not console.is_terminal
 
     def say(text: str) -> None:
         if args.json or interruption.output_closed:
@@ -391,106 +531,207 @@ async def _demo(args: argparse.Namespace, console: Console, interruption: Interr
             interruption.lost_output()
 
     good = args.size - bad
-    async with (
-        run_callback_receiver() as receiver,
-        run_emulator(
-            processing_delay=PROCESSING_DELAY_S,
-            allow_http_callbacks=True,
-            callback_url_override=receiver.url,
-            callback_backoff=0.2,
-            rate_limit=args.rate,
-            retry_after=True,
-            sequence=_fault_sequence(good, args.seed),
-            latency=(0.005, 0.03),
-            seed=args.seed,
-        ) as emulator,
-    ):
-        say(
-            f"[bold]netverify-async demo[/]: {args.size} synthetic documents ({bad} defective), "
-            f"rate limit {args.rate}, concurrency {args.concurrency}, seed {args.seed}"
-        )
-        say(f"  emulator at {emulator.base_url}, callbacks to {receiver.url}")
-        progress = make_progress(console)
-        batch = None
-        with progress, interruption.stoppable():
-            run.phase = "drawing"
-            drawing = progress.add_task("drawing", total=args.size)
-            documents = await generate_documents(
-                args.size, seed=args.seed, bad=bad, on_document=lambda _: progress.advance(drawing)
-            )
-            run.generation_s = time.perf_counter() - started
-            requests = _requests(run, documents)
-            del documents
-            if quiet:
-                say(f"  drew {args.size} documents in {run.generation_s:.1f} s; submitting")
-
-            run.phase = "submitting"
-            limit = min(w.rate for w in parse_rate(args.rate))
-            submitting = progress.add_task("submitting", total=len(requests), rate_cap=limit)
-            hook = BatchProgressHook(progress, submitting)
-            client = NetverifyClient(
-                api_token=emulator.api_token,
-                api_secret=emulator.api_secret,
-                user_agent=USER_AGENT,
-                base_url=emulator.base_url,
+    with tempfile.TemporaryDirectory(prefix="netverify-demo-") as folder:
+        journal = SqliteJournal(Path(folder) / "demo.journal")
+        async with (
+            journal,
+            run_callback_receiver(journal=journal) as receiver,
+            run_emulator(
+                processing_delay=PROCESSING_DELAY_S,
+                allow_http_callbacks=True,
+                callback_url_override=receiver.url,
+                callback_backoff=0.2,
                 rate_limit=args.rate,
-                retrieval_rate_limit=None,
-                max_concurrency=args.concurrency,
+                retry_after=True,
+                sequence=_fault_sequence(good, args.seed),
+                latency=(0.005, 0.03),
+                seed=args.seed,
+            ) as emulator,
+        ):
+            say(
+                f"[bold]netverify-async demo[/]: {args.size} synthetic documents ({bad} defective), "
+                f"rate limit {args.rate}, concurrency {args.concurrency}, seed {args.seed}"
             )
-            async with client:
-                try:
-                    batch = client.submit_many(requests, concurrency=args.concurrency, on_progress=hook)
-                    del requests
-                    async with batch:
-                        async for outcome in batch:
-                            run.outcomes.append(outcome)
-                    hook.refresh()
-                finally:
-                    _submission_figures(run, client, batch)
-            if quiet:
-                say(
-                    f"  submitted in {run.submission_s:.1f} s: {len(run.receipts)} receipts, "
-                    f"{run.count('preflight_rejected')} refused by preflight; waiting for callbacks"
-                )
-
-            run.phase = "waiting for callbacks"
-            expected = set(run.receipts)
-            waiting = progress.add_task("callbacks", total=len(expected))
-            wait_started = time.perf_counter()
-            deadline = wait_started + PROCESSING_DELAY_S + args.callback_timeout
-            seen = 0
+            say(f"  emulator at {emulator.base_url}, callbacks to {receiver.url} (recorded in a journal)")
             try:
-                while True:
-                    accepted = receiver.accepted
-                    for delivery in accepted[seen:]:
-                        try:
-                            callback = parse_callback(delivery.form)
-                        except CallbackParseError:
-                            run.unparseable_callbacks += 1
-                            continue
-                        reference = callback.merchant_id_scan_reference
-                        if reference not in expected:
-                            run.stray_callbacks += 1
-                            continue
-                        run.received[reference] = enum_value(callback.verification_status)
-                    seen = len(accepted)
-                    progress.update(waiting, completed=len(expected & set(run.received)))
-                    if expected <= set(run.received):
-                        break
-                    if time.perf_counter() > deadline:
-                        run.callbacks_timed_out = True
-                        break
-                    await anyio.sleep(0.05)
+                await _run_phases(args, run, journal, emulator, receiver, console, say, interruption, started)
             finally:
-                run.callbacks_s = time.perf_counter() - wait_started
-            run.phase = "done"
-        run.interrupted = interruption.reason
-        stats = emulator.stats
-        run.scans_created = stats.scans_created
-        run.duplicate_scans = len(stats.duplicates)
-        run.faults_injected = dict(stats.faults_injected)
+                run.interrupted = interruption.reason
+                stats = emulator.stats
+                run.scans_created = stats.scans_created
+                run.duplicate_scans = len(stats.duplicates)
+                run.faults_injected = dict(stats.faults_injected)
     run.elapsed_s = time.perf_counter() - started
     return run
+
+
+async def _run_phases(
+    args: argparse.Namespace,
+    run: _Run,
+    journal: SqliteJournal,
+    emulator: RunningEmulator,
+    receiver: CallbackReceiver,
+    console: Console,
+    say: Callable[[str], None],
+    interruption: Interruption,
+    started: float,
+) -> None:
+    """Draw, submit (with the journal), wait for the results; a stop ends whichever phase is running."""
+    from .._client import NetverifyClient
+    from .._ratelimit import parse_rate
+    from ..emulator._synthetic import generate_documents
+    from ._progress import BatchProgressHook, make_progress
+
+    quiet = args.json or not console.is_terminal
+    progress = make_progress(console)
+    with progress, interruption.stoppable():
+        run.phase = "drawing"
+        drawing = progress.add_task("drawing", total=args.size)
+        documents = await generate_documents(
+            args.size, seed=args.seed, bad=run.defective, on_document=lambda _: progress.advance(drawing)
+        )
+        run.generation_s = time.perf_counter() - started
+        requests = _requests(run, documents)
+        del documents
+        run.ambiguous = _pick_ambiguous(run)
+        if run.ambiguous is not None:
+            emulator.set_faults(by_reference={run.ambiguous: AMBIGUOUS_FAULT})
+            say(
+                f"  the answer to {run.ambiguous} will be lost on purpose (the scan is created, then the "
+                "connection closed): its outcome stays unknown until its callback comes"
+            )
+        if quiet:
+            say(f"  drew {args.size} documents in {run.generation_s:.1f} s; submitting")
+
+        run.phase = "submitting"
+        limit = min(w.rate for w in parse_rate(args.rate))
+        submitting = progress.add_task("submitting", total=len(requests), rate_cap=limit)
+        hook = BatchProgressHook(progress, submitting)
+        client = NetverifyClient(
+            api_token=emulator.api_token,
+            api_secret=emulator.api_secret,
+            user_agent=USER_AGENT,
+            base_url=emulator.base_url,
+            rate_limit=args.rate,
+            retrieval_rate_limit=None,
+            max_concurrency=args.concurrency,
+        )
+        async with client:
+            batch = None
+            try:
+                batch = client.submit_many(
+                    requests, concurrency=args.concurrency, journal=journal, on_progress=hook
+                )
+                del requests
+                async with batch:
+                    async for outcome in batch:
+                        run.outcomes.append(outcome)
+                hook.refresh()
+            finally:
+                _submission_figures(run, client, batch)
+            if quiet:
+                unknown = f", {len(run.unknown)} with an unknown outcome" if run.unknown else ""
+                say(
+                    f"  submitted in {run.submission_s:.1f} s: {len(run.receipts)} receipts{unknown}, "
+                    f"{run.count('preflight_rejected')} refused by preflight; waiting for the results"
+                )
+            run.phase = "waiting for results"
+            await _wait_for_results(args, run, client, journal, receiver, progress, say)
+        run.phase = "done"
+
+
+async def _wait_for_results(
+    args: argparse.Namespace,
+    run: _Run,
+    client: NetverifyClient,
+    journal: SqliteJournal,
+    receiver: CallbackReceiver,
+    progress: Progress,
+    say: Callable[[str], None],
+) -> None:
+    """Every scan's verification result: callbacks (recorded in the journal by the receiver) first; after
+    :data:`CALLBACK_GRACE_S`, :func:`~netverify_async.wait_for_results` takes the journal's results and polls
+    the retrieval API for the rest. Unknown outcomes are watched until a callback settles them."""
+    import anyio
+
+    from .._errors import CallbackParseError
+    from .._results_wait import wait_for_results
+    from ..callbacks import parse_callback
+
+    expected = set(run.receipts) | set(run.unknown)
+    waiting = progress.add_task("results", total=len(expected))
+    wait_started = time.perf_counter()
+    grace = wait_started + PROCESSING_DELAY_S + min(CALLBACK_GRACE_S, args.callback_timeout)
+    deadline = wait_started + PROCESSING_DELAY_S + args.callback_timeout
+    seen = 0
+
+    def show() -> None:
+        done = set(run.received) | set(run.results)
+        progress.update(waiting, completed=len(expected & done))
+
+    async def read_callbacks() -> None:
+        nonlocal seen
+        accepted = receiver.accepted
+        for delivery in accepted[seen:]:
+            try:
+                callback = parse_callback(delivery.form)
+            except CallbackParseError:
+                run.unparseable_callbacks += 1
+                continue
+            reference = callback.merchant_id_scan_reference
+            if reference not in expected:
+                run.stray_callbacks += 1
+                continue
+            run.received[reference] = enum_value(callback.verification_status)
+            if reference in run.unknown and reference not in run.settled:
+                await settle(reference)
+        seen = len(accepted)
+        show()
+
+    async def settle(reference: str) -> None:
+        from .._journal import JournalState
+
+        entry = await journal.get(reference)
+        if entry is None or entry.state is not JournalState.RECEIPT or entry.reconciled_at is None:
+            return
+        assert entry.scan_reference is not None
+        run.settled[reference] = entry.scan_reference
+        say(f"  [bold]{reference}[/]: unknown -> received by callback (scan {entry.scan_reference})")
+
+    async def callbacks_until(moment: float) -> None:
+        while True:
+            await read_callbacks()
+            if expected <= set(run.received) or time.perf_counter() > moment:
+                return
+            await anyio.sleep(0.05)
+
+    try:
+        await callbacks_until(grace)
+        missing = expected - set(run.received) - set(run.unknown)
+        if missing:
+            say(f"  {len(missing)} callback(s) not here yet: polling the retrieval API for their results")
+        with anyio.move_on_after(max(0.0, deadline - time.perf_counter())) as scope:
+            async with wait_for_results(client, journal) as results:
+                async for result in results:
+                    if result.verification_status is None:
+                        continue
+                    run.results[result.merchant_id_scan_reference] = result
+                    if result.source == "polled":
+                        run.polled.add(result.merchant_id_scan_reference)
+                    show()
+        run.results_timed_out = scope.cancelled_caught
+        await callbacks_until(deadline)  # late callbacks (and the settling of unknown outcomes), if any
+        run.results_timed_out = run.results_timed_out or not expected <= set(run.results) | set(run.unknown)
+        run.journal_duplicates = sorted(
+            entry.merchant_id_scan_reference for entry in await journal.entries() if entry.duplicate_scan
+        )
+    finally:
+        run.callbacks_s = time.perf_counter() - wait_started
+    polled = f", {len(run.polled)} polled" if run.polled else ""
+    say(
+        f"  results: {len(run.results)} of {len(expected)} scans in {run.callbacks_s:.1f} s "
+        f"({len(set(run.results) - run.polled)} from callbacks via the journal{polled})"
+    )
 
 
 def _submission_figures(run: _Run, client: Any, batch: Any) -> None:
@@ -499,7 +740,8 @@ def _submission_figures(run: _Run, client: Any, batch: Any) -> None:
     run.retries = stats.retries
     run.throttled = stats.throttled
     run.unavailable = stats.status_counts.get(503, 0)
-    run.outcome_unknown = stats.outcome_unknown + run.count("unknown")
+    # the client counts the unknown outcomes it raised, the batch reports them (and the uploads a stop cut off)
+    run.outcome_unknown = max(stats.outcome_unknown, run.count("unknown"))
     if batch is None:
         return
     summary = batch.summary
@@ -511,11 +753,94 @@ def _submission_figures(run: _Run, client: Any, batch: Any) -> None:
     run.not_sent = len(summary.not_sent)
 
 
+def _shown_rows(run: _Run) -> tuple[list[dict[str, Any]], int]:
+    """The rows of the results table (all of them up to :data:`MAX_RESULT_ROWS`; beyond, the unusual ones
+    first: settled, without a result, refused by preflight, not approved), and how many were left out."""
+    rows = run.result_rows()
+    if len(rows) <= MAX_RESULT_ROWS:
+        return rows, 0
+
+    def rank(row: dict[str, Any]) -> int:
+        if row["via"] == VIA_SETTLED:
+            return 0
+        if row["via"] is None:
+            return 1
+        if row["via"] == VIA_PREFLIGHT:
+            return 2
+        return 3 if row["status"] != "APPROVED_VERIFIED" else 4
+
+    chosen = sorted(rows, key=lambda row: (rank(row), row["reference"]))[:MAX_RESULT_ROWS]
+    return sorted(chosen, key=lambda row: row["reference"]), len(rows) - len(chosen)
+
+
+def _print_results(run: _Run, console: Console) -> None:
+    """The per-document table: reference, scan reference, verification status, reason, how it was learnt."""
+    from rich.text import Text
+
+    from ._progress import make_table
+
+    rows, left_out = _shown_rows(run)
+    if not rows:
+        return
+    # Off a terminal the table is drawn wide enough for whole scan references on one line (a log reads better
+    # unwrapped). A narrower terminal shows their first 8 characters (--json has them whole), and instead of
+    # the "learnt from" column a mark on the reference of an unknown outcome settled by its callback.
+    wide = not console.is_terminal or console.width >= RESULTS_TABLE_COLUMNS
+    table = make_table(console, "Verification results, per document")
+    table.add_column("reference", no_wrap=True)
+    table.add_column("scan reference", no_wrap=True)
+    table.add_column("verification status", no_wrap=wide, overflow="fold")
+    table.add_column("reason", overflow="fold")
+    if wide:
+        table.add_column("learnt from", overflow="fold")
+    for row in rows:
+        if row["via"] == VIA_PREFLIGHT:
+            status = Text("refused by preflight", style="yellow")
+            reason = Text(", ".join(row["preflight"]) or "-")
+        elif row["status"] is None:
+            status = Text("no result", style="bold red")
+            reason = Text(f"outcome {row['outcome']}")
+        else:
+            style = "green" if row["status"] == "APPROVED_VERIFIED" else "yellow"
+            status = Text(row["status"], style=style)
+            reason = Text(row["rejectReason"] or "-")
+        scan = row["scanReference"] or "-"
+        settled = row["via"] == VIA_SETTLED
+        if wide:
+            via = Text(row["via"] or "-", style="bold" if settled else "")
+            table.add_row(Text(row["reference"]), Text(scan), status, reason, via)
+        else:
+            scan = scan[:8] + "…" if len(scan) > 9 else scan
+            reference = Text(row["reference"] + (" *" if settled else ""), style="bold" if settled else "")
+            table.add_row(reference, Text(scan), status, reason)
+    if not wide and any(row["via"] == VIA_SETTLED for row in rows):
+        table.caption = "* an unknown outcome settled by its callback"
+        table.caption_justify = "left"
+    if left_out:
+        shown = (
+            f"{len(rows)} of {len(rows) + left_out} documents shown (the unusual ones first); "
+            "the counts by status follow, --json lists every document"
+        )
+        table.caption = shown if table.caption is None else f"{table.caption}; {shown}"
+        table.caption_justify = "left"
+    if console.is_terminal:
+        console.print(table)
+        return
+    width = console.width
+    console.width = max(width, RESULTS_TABLE_COLUMNS)
+    try:
+        console.print(table)
+    finally:
+        console.width = width
+
+
 def _print_summary(run: _Run, console: Console) -> None:
     from rich.padding import Padding
     from rich.text import Text
 
     from ._progress import make_table
+
+    _print_results(run, console)
 
     outcomes = make_table(console, "Verification outcomes (from callbacks)")
     outcomes.add_column("verification status")
@@ -546,9 +871,9 @@ def _print_summary(run: _Run, console: Console) -> None:
     figures.add_column("what")
     figures.add_column("value", justify="right")
     receipts = len(run.receipts)
-    arrived = len(set(run.receipts) & set(run.received))
+    arrived = len(set(run.scans) & set(run.received))
     mismatched = sum(
-        run.received[ref] != run.requested.get(ref) for ref in set(run.receipts) & set(run.received)
+        run.received[ref] != run.requested.get(ref) for ref in set(run.scans) & set(run.received)
     )
     for what, value in (
         ("documents", f"{run.size} ({run.defective} defective)"),
@@ -560,16 +885,23 @@ def _print_summary(run: _Run, console: Console) -> None:
         (
             "outcome unknown",
             f"{run.outcome_unknown + run.stopped_in_flight}"
+            + (f" ({len(run.settled)} settled by callback)" if run.settled else "")
             + (f" ({run.stopped_in_flight} cut off by the stop)" if run.stopped_in_flight else ""),
         ),
+        ("answers lost on purpose", f"{run.faults_injected.get(AMBIGUOUS_FAULT, 0)}"),
         ("scans created / duplicates", f"{run.scans_created} / {run.duplicate_scans}"),
         (
             "callbacks",
-            f"{arrived} of {receipts}" + (f" ({mismatched} not as requested)" if mismatched else ""),
+            f"{arrived} of {len(run.scans)}" + (f" ({mismatched} not as requested)" if mismatched else ""),
+        ),
+        (
+            "verification results",
+            f"{len(run.results)} of {len(run.scans)}"
+            + (f" ({len(run.polled)} polled)" if run.polled else ""),
         ),
         ("elapsed", f"{run.elapsed_s:.1f} s"),
         (
-            "  drawing / submitting / callbacks",
+            "  drawing / submitting / results",
             f"{run.generation_s:.1f} / {run.submission_s:.1f} / {run.callbacks_s:.1f} s",
         ),
         (
@@ -591,13 +923,25 @@ def _print_summary(run: _Run, console: Console) -> None:
             style="dim",
         )
         console.print(Padding(footer, (0, 0, 0, 2)) if not wrap else Text("  ") + footer, soft_wrap=wrap)
+    for reference, scan in sorted(run.settled.items()):
+        console.print(
+            f"[bold]reconciled[/]: {reference} unknown -> received by callback, scan {scan} "
+            f"({run.result_status(reference) or 'no result'})",
+            soft_wrap=wrap,
+        )
     problems = run.problems()
     if problems:
         for problem in problems:
             console.print(f"[bold red]problem:[/] {problem}", soft_wrap=wrap)
     elif run.requested:
+        settled = (
+            f", the unknown outcome of {', '.join(sorted(run.settled))} was settled by its callback"
+            if run.settled
+            else ""
+        )
         console.print(
-            "[bold green]demo OK[/]: every good document got a receipt and the outcome it asked for",
+            f"[bold green]demo OK[/]: every good document got a scan and its verification result, with the "
+            f"outcome it asked for{settled}; no scan was created twice",
             soft_wrap=wrap,
         )
     else:

@@ -341,6 +341,11 @@ class EmulatorApp:
         if result.scan is not None:
             # the stored scan: its outcome may have changed on the way in (an ID type the account does not accept)
             self.callbacks.schedule(self.state.scans.get(result.scan.reference, result.scan))
+            aimed = self.state.take_reference_action(result.scan.merchant_reference)
+            if aimed is not None:
+                action = aimed
+                if aimed[0] == "5":  # always after processing: the scan exists
+                    return await self._injected_error(ex, int(aimed))
         return await self._finish(ex, result.status, result.body, action)
 
     def _find(self, ref: str) -> Scan | None:

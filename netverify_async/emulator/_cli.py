@@ -44,6 +44,17 @@ def _error_rate(text: str) -> tuple[int, float]:
         raise argparse.ArgumentTypeError("expected STATUS=RATE, e.g. 503=0.1") from None
 
 
+def _reference_fault(text: str) -> tuple[str, str]:
+    from ._config import REFERENCE_FAULT_ACTIONS
+
+    reference, sep, action = text.rpartition("=")
+    if not sep or not reference or action not in REFERENCE_FAULT_ACTIONS:
+        raise argparse.ArgumentTypeError(
+            f"expected REFERENCE=ACTION with ACTION one of {','.join(REFERENCE_FAULT_ACTIONS)}, e.g. ref-7=drop"
+        )
+    return (reference, action)
+
+
 def _csv(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
@@ -139,6 +150,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     faults.add_argument(
         "--fault-sequence", type=_csv, default=(), metavar="A,B,...", help="one-shot actions first"
     )
+    faults.add_argument(
+        "--fault-reference",
+        type=_reference_fault,
+        action="append",
+        default=[],
+        metavar="REF=ACTION",
+        help="an after-processing fault for the first submission of one merchant reference, e.g. ref-7=drop",
+    )
     faults.add_argument("--seed", type=int, help="seed of the fault generator (reproducible runs)")
     faults.add_argument(
         "--faults-apply-to", type=_csv, default=("submit",), metavar="KINDS", help="submit,retrieval,delete"
@@ -161,6 +180,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         slow_seconds=args.slow_seconds,
         slow_mode=args.slow_mode,
         sequence=args.fault_sequence,
+        by_reference=dict(getattr(args, "fault_reference", ())),
         seed=args.seed,
         apply_to=args.faults_apply_to,
     )

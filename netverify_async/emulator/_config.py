@@ -16,6 +16,7 @@ __all__ = [
     "ENDPOINT_KINDS",
     "FAULT_ACTIONS",
     "LISTED_ID_TYPES",
+    "REFERENCE_FAULT_ACTIONS",
     "EmulatorConfig",
     "Faults",
     "RateWindow",
@@ -29,6 +30,9 @@ ENDPOINT_KINDS = ("submit", "retrieval", "delete")
 INJECTABLE_STATUSES = (500, 502, 503, 504)
 #: One-shot actions accepted in :attr:`Faults.sequence`.
 FAULT_ACTIONS = ("ok", "429", "500", "502", "503", "504", "drop", "slow")
+#: Actions accepted in :attr:`Faults.by_reference`: those that happen after the scan was created.
+REFERENCE_FAULT_ACTIONS = ("500", "502", "504", "drop", "slow")
+
 
 def parse_rate_limit(spec: str | None) -> tuple[RateWindow, ...]:
     """The windows of a rate spec in the client's grammar (:func:`netverify_async.parse_rate`); None or ``""``
@@ -57,6 +61,26 @@ def _error_rates(value: Any) -> tuple[tuple[int, float], ...]:
     for status, rate in items:
         rates[int(status)] = float(rate)
     return tuple(sorted(rates.items()))
+
+
+def _by_reference(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, (Mapping, Iterable)):
+        raise ConfigurationError(
+            "Faults.by_reference must map merchant references to actions, e.g. {'ref-7': 'drop'}"
+        )
+    items = value.items() if isinstance(value, Mapping) else value
+    chosen: dict[str, str] = {}
+    for entry in items:
+        try:
+            reference, action = entry
+        except (TypeError, ValueError):
+            raise ConfigurationError(
+                "Faults.by_reference: each entry is (merchant reference, action)"
+            ) from None
+        chosen[str(reference)] = str(action)
+    return tuple(sorted(chosen.items()))
 
 
 def _latency(value: Any) -> tuple[float, float]:
@@ -94,6 +118,12 @@ class Faults:
     ``slow``                    after             ``slow_seconds`` of delay (``delay``) or a
                                                   response dripped byte by byte (``drip``)
     ==========================  ================  =================================================
+
+    ``by_reference`` aims an after-processing action at one document whatever the order of arrival: the first
+    submission naming that ``merchantIdScanReference`` that creates a scan gets it (once), in place of the
+    action drawn for it. ``{"ref-7": "drop"}`` creates the scan of ``ref-7``, sends its callback as usual, and
+    closes the connection without an answer: the client cannot know whether its submission went through.
+    Injected 500/502/504 here are always after processing (whatever ``error_phase`` says).
     """
 
     #: Added delay in seconds before each affected request is handled: a fixed value or a ``(low, high)``
@@ -120,6 +150,9 @@ class Faults:
     #: One-shot actions (see :data:`FAULT_ACTIONS`) used in order by the next affected requests, before any
     #: rate applies.
     sequence: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    #: One-shot after-processing actions (see :data:`REFERENCE_FAULT_ACTIONS`) for the first submission of a
+    #: merchant reference that creates a scan, e.g. ``{"ref-7": "drop"}``; stored as sorted pairs.
+    by_reference: tuple[tuple[str, str], ...] = attrs.field(default=(), converter=_by_reference)
     #: Seed of the random generator that draws latencies and actions (None: unpredictable).
     seed: int | None = None
     #: Endpoint kinds the faults (other than the rate limits) apply to: ``submit``, ``retrieval``, ``delete``.
@@ -151,6 +184,12 @@ class Faults:
             if action not in FAULT_ACTIONS:
                 raise ConfigurationError(
                     f"Faults.sequence: unknown action {action!r} (one of {FAULT_ACTIONS})"
+                )
+        for _, action in self.by_reference:
+            if action not in REFERENCE_FAULT_ACTIONS:
+                raise ConfigurationError(
+                    f"Faults.by_reference: action {action!r} cannot be aimed at a reference "
+                    f"(one of {REFERENCE_FAULT_ACTIONS}: faults after the scan was created)"
                 )
         unknown = self.apply_to - set(ENDPOINT_KINDS)
         if unknown:
@@ -189,6 +228,7 @@ class Faults:
             "slow_seconds": self.slow_seconds,
             "slow_mode": self.slow_mode,
             "sequence": list(self.sequence),
+            "by_reference": dict(self.by_reference),
             "seed": self.seed,
             "apply_to": sorted(self.apply_to),
         }

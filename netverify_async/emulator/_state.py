@@ -264,6 +264,7 @@ class EmulatorState:
             self.faults = faults
             self.rng = random.Random(faults.seed)
             self.sequence: collections.deque[str] = collections.deque(faults.sequence)
+            self.by_reference: dict[str, str] = dict(faults.by_reference)
             self.submit_limiter = SlidingWindowLimiter(faults.rate_windows)
             self.retrieval_limiter = SlidingWindowLimiter(faults.retrieval_rate_windows)
             self._cumulative = self._action_table(faults)
@@ -299,6 +300,13 @@ class EmulatorState:
             if draw < edge:
                 return action
         return None
+
+    def take_reference_action(self, merchant_reference: str) -> str | None:
+        """The action aimed at this merchant reference by :attr:`Faults.by_reference`, once; None otherwise."""
+        if not self.by_reference:
+            return None
+        with self.lock:
+            return self.by_reference.pop(merchant_reference, None)
 
     def note_fault(self, action: str) -> None:
         """Count an injected fault."""
