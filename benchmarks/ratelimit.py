@@ -635,7 +635,7 @@ async def worker_main(args: argparse.Namespace) -> None:
     if args.build_transport_first:
         # diagnostic only (private method): what the client would do if it built its HTTP transport before
         # taking its first rate-limiter slot instead of inside it
-        client._get_http()
+        client._get_exchange()
     print("ready", flush=True)
     await anyio.to_thread.run_sync(sys.stdin.readline)
     async with client:

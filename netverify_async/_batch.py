@@ -185,6 +185,12 @@ class Batch:
             raise error
         raise StopAsyncIteration
 
+    @property
+    def stopping(self) -> bool:
+        """True once the batch takes no new items: after :meth:`stop`, or when it stopped early by itself
+        (repeated authentication refusals)."""
+        return self._pipeline.stopping
+
     def stop(self) -> None:
         """Stop taking new items, gently: items read but not sent yet stay pending (with a journal, the next run
         sends them), uploads already in flight finish and get their outcome, then the iteration ends.

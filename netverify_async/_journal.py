@@ -527,6 +527,8 @@ class SqliteJournal:
         :func:`netverify_async.wait_for_results`) with a scan the journal already knows, in the same columns as a
         callback's result (nothing personal). ``callback_at`` stays unset (no callback was received, so this is
         no proof for ``--resend-unresolved-after``), and a result already stored (from a callback) is kept.
+        The result is stored as given: :func:`~netverify_async.wait_for_results` sets its ``callback_date`` to
+        the time of the poll, so that a later read reports when it became known, as for a callback's result.
 
         Returns True when the result was written; False when the journal does not know that scan, or it
         already has a result. Committed and synced before this returns.

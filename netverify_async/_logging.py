@@ -23,6 +23,9 @@ logger                         what it logs
                                ones (WARNING), a handler that raised (ERROR)
 ``netverify_async.emulator``   the bundled emulator: callbacks it could not send (WARNING, ERROR) or whose
                                delivery failed after its retries (INFO)
+``netverify_async.worker``     distributed workers: a journal operation retried or a lease lost (INFO,
+                               WARNING), an item that could not become a request (WARNING), a worker stopping
+                               on an error (ERROR); references only
 =============================  ==============================================================================
 
 ``NETVERIFY_LOG`` (like ``OPENAI_LOG``): set it to ``debug``, ``info``, ``warning`` or ``error`` (any case)
@@ -64,6 +67,7 @@ LOGGER_NAMES = (
     "netverify_async.callbacks",
     "netverify_async.fastapi",
     "netverify_async.emulator",
+    "netverify_async.worker",
 )
 _PACKAGE_LOGGER = "netverify_async"
 _HANDLER_NAME = "netverify_async:NETVERIFY_LOG"

@@ -1182,7 +1182,8 @@ class PostgresJournal:
         self, merchant_id_scan_reference: str, scan_reference: str, result: ScanResult
     ) -> bool:
         """Store a verification result learnt by polling, with a scan the journal already knows (see
-        :meth:`SqliteJournal.record_result <netverify_async.SqliteJournal.record_result>`). True when written."""
+        :meth:`SqliteJournal.record_result <netverify_async.SqliteJournal.record_result>`: stored as given,
+        its ``callback_date`` included). True when written."""
         ref = merchant_id_scan_reference
 
         def record(conn: psycopg.Connection[Any]) -> bool:

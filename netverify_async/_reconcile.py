@@ -110,7 +110,8 @@ class ScanResult:
     similarity: str | None = None
     #: ``identityVerification.validity`` as ``"true"``/``"false"`` (or the raw string).
     validity: str | None = None
-    #: ``callbackDate``: when Jumio sent the callback (orders two callbacks of one scan).
+    #: ``callbackDate``: when Jumio sent the callback (orders two callbacks of one scan); for a result polled by
+    #: :func:`~netverify_async.wait_for_results`, the time it was polled.
     callback_date: _dt.datetime | None = None
 
     @property
@@ -323,9 +324,12 @@ def reconcile_callback(
             entry, scans=_with_scan(entry, scan), duplicate_scan=True, **_settled_fields(entry, now)
         )
         return CallbackReconciliation(CallbackEffect.DUPLICATE_SCAN, scan_ref, ref, new)
+    # Until the first callback for a scan arrives, a stored result can only have been polled (its
+    # ``callback_date`` is the poll time): the callback's own result replaces it, whatever its date.
+    first_callback = known.callback_at is None and facts.result is not None
     updated = attrs.evolve(
         known,
-        result=_newer_result(known.result, facts.result),
+        result=facts.result if first_callback else _newer_result(known.result, facts.result),
         callback_at=known.callback_at if known.callback_at is not None else now,
     )
     if updated == known and entry.state is JournalState.RECEIPT:

@@ -7,7 +7,9 @@
             print(result.merchant_id_scan_reference, result.verification_status)
 
 Results the journal already holds (from callbacks fed to it, or from an earlier poll) come first, without a
-request; the other scans are polled with ``client.wait_for_result`` (Jumio's schedule, through the retrieval
+request. With ``callback_grace`` (when a callback receiver feeds the journal), the journal is then read again
+every :data:`GRACE_INTERVAL` seconds for up to that long, and each result a callback brings is given as it
+comes; polling is the fallback for the scans still without a result after the grace. The other scans are polled with ``client.wait_for_result`` (Jumio's schedule, through the retrieval
 limiter; a fast one against a loopback base URL), ``concurrency`` at once. With a journal, every polled result
 is stored in it (:meth:`~netverify_async.SqliteJournal.record_result`: the decision only, nothing personal), so
 a re-run polls nothing it already knows: waiting is resumable like the submission phase.
@@ -57,6 +59,8 @@ __all__ = [
 
 #: Default number of scans polled at once (the retrieval limiter still applies).
 DEFAULT_CONCURRENCY = 8
+#: Seconds between two reads of the journal while waiting for callbacks (``callback_grace``).
+GRACE_INTERVAL = 1.0
 
 #: The columns of a results file, in order (see :meth:`VerificationResult.as_row`).
 RESULT_COLUMNS = (
@@ -109,8 +113,9 @@ class VerificationResult:
     reject_reason_description: str | None = None
     #: When the item was last handed to the API (journal), else Jumio's receipt timestamp.
     submitted_at: _dt.datetime | None = None
-    #: Jumio's callback date for a result from a callback; the time of the poll for a result polled now;
-    #: None for a result polled in an earlier run (the journal keeps the decision, not when it was polled).
+    #: Jumio's callback date for a result from a callback; the time of the poll for a polled result (the
+    #: journal keeps it, so a later run reports the same time); None for a result polled by a version that did
+    #: not store that time.
     result_at: _dt.datetime | None = None
     #: ``"journal"`` (held by the journal before this call: from a callback or an earlier poll) or ``"polled"``.
     source: str = "polled"
@@ -209,6 +214,7 @@ class WaitForResults:
         owns_journal: bool,
         concurrency: int,
         schedule: Sequence[float] | None,
+        callback_grace: float = 0.0,
     ) -> None:
         self._client = client
         self._source = source
@@ -216,12 +222,18 @@ class WaitForResults:
         self._owns_journal = owns_journal
         self._concurrency = concurrency
         self._schedule = schedule
+        self._callback_grace = callback_grace
         self._group: anyio.abc.TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[VerificationResult] | None = None
         self._error: BaseException | None = None
         #: Scans polled by this call (the others came from the journal).
         self.polled = 0
         self.from_journal = 0
+        #: Of :attr:`from_journal`, the results that reached the journal during ``callback_grace``.
+        self.from_callbacks = 0
+        #: ``"reading"`` (the journal), ``"callbacks"`` (waiting for them, during ``callback_grace``),
+        #: ``"polling"``, then ``"done"``.
+        self.phase = "reading"
         #: How many results to expect (every scan known), once the source was read; None before.
         self.total: int | None = None
 
@@ -321,6 +333,10 @@ class WaitForResults:
                         continue
                     self.from_journal += 1
                     await send.send(_result(item, item.stored, item.result_at, "journal"))
+                if to_poll and self._callback_grace > 0 and self._journal is not None:
+                    self.phase = "callbacks"
+                    to_poll = await self._await_callbacks(to_poll, send)
+                self.phase = "polling"
                 limiter = anyio.Semaphore(self._concurrency)
                 async with anyio.create_task_group() as group:
                     for item in to_poll:
@@ -331,6 +347,36 @@ class WaitForResults:
             except Exception as exc:  # a broken journal: raised from the async for
                 leaves = _flatten(exc)
                 self._error = leaves[0] if len(leaves) == 1 else exc
+            finally:
+                self.phase = "done"
+
+    async def _await_callbacks(
+        self, waiting: list[_Item], send: MemoryObjectSendStream[VerificationResult]
+    ) -> list[_Item]:
+        """Read the journal every :data:`GRACE_INTERVAL` seconds for up to ``callback_grace``, giving each
+        result that reached it (from a callback receiver feeding it); return the items still without one."""
+        journal = self._journal
+        assert journal is not None
+        pending = {(item.ref, item.scan_ref): item for item in waiting}
+        deadline = anyio.current_time() + self._callback_grace
+        while pending:
+            remaining = deadline - anyio.current_time()
+            if remaining <= 0:
+                break
+            await anyio.sleep(min(GRACE_INTERVAL, remaining))
+            for entry in await journal.entries(JournalState.RECEIPT):
+                for scan in entry.scans:
+                    item = pending.get((entry.merchant_id_scan_reference, scan.scan_reference))
+                    if item is None or scan.result is None:
+                        continue
+                    del pending[(item.ref, item.scan_ref)]
+                    found = self._item(item.ref, item.scan_ref, entry)
+                    if found.submitted_at is None:
+                        found = attrs.evolve(found, submitted_at=item.submitted_at)
+                    self.from_journal += 1
+                    self.from_callbacks += 1
+                    await send.send(_result(found, scan.result, found.result_at, "journal"))
+        return list(pending.values())
 
     async def _poll(
         self,
@@ -350,6 +396,9 @@ class WaitForResults:
                     self.polled += 1
                     polled_at = utcnow()
                     result = result_from_details(details)
+                    if result is not None:
+                        # kept by the journal as the result's time, so a later run reports the same one
+                        result = attrs.evolve(result, callback_date=polled_at)
                     if result is None:
                         outcome = VerificationResult(
                             item.ref, item.scan_ref, None, submitted_at=item.submitted_at, result_at=polled_at
@@ -385,6 +434,7 @@ def wait_for_results(
     journal: ResultsJournal | str | os.PathLike[str] | None = None,
     concurrency: int = DEFAULT_CONCURRENCY,
     schedule: Sequence[float] | None = None,
+    callback_grace: float | _dt.timedelta | None = None,
 ) -> WaitForResults:
     """The verification result of every scan of a batch, as :class:`VerificationResult` in the order they are
     known: ``async with wait_for_results(client, journal) as results: async for result in results: ...``.
@@ -395,12 +445,19 @@ def wait_for_results(
     - ``journal``: with outcomes as the source, the journal to read stored results from and write polled ones
       to (a journal source is used for both).
     - ``concurrency``: scans polled at once; ``schedule``: passed to ``client.wait_for_result``.
+    - ``callback_grace`` (seconds or a timedelta): when a callback receiver feeds the journal
+      (``netverify_async.fastapi.callback_router(journal=...)``, ``emulator.run_callback_receiver(journal=...)``),
+      wait up to that long for callbacks first, reading the journal every :data:`GRACE_INTERVAL` seconds and
+      giving each result as it arrives (``source="journal"``); only the scans still without a result after it are
+      polled. It ends early once every scan has its result. None (default) or 0: poll at once. Ignored without a
+      journal.
 
     A scan still pending at the end of the schedule, or whose retrieval fails, gives a result with
     ``verification_status=None`` and the typed :attr:`~VerificationResult.error`; it is polled again next time.
     """
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
         raise ConfigurationError("concurrency: must be an integer >= 1")
+    grace = _grace_seconds(callback_grace)
     owns = False
     if isinstance(source, (str, os.PathLike)):
         source, owns = SqliteJournal(source), True
@@ -420,4 +477,19 @@ def wait_for_results(
                 "source: expected a SqliteJournal, a path, or an iterable of BatchOutcome"
             )
         source = list(source)
-    return WaitForResults(client, source, journal_obj, owns, concurrency, schedule)
+    return WaitForResults(client, source, journal_obj, owns, concurrency, schedule, grace)
+
+
+def _grace_seconds(value: float | _dt.timedelta | None) -> float:
+    """``callback_grace`` as seconds (0.0 for None); ConfigurationError for anything else."""
+    if value is None:
+        return 0.0
+    if isinstance(value, _dt.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise ConfigurationError("callback_grace: expected seconds (a number), a timedelta or None")
+    if not seconds >= 0 or seconds == float("inf"):  # also refuses NaN
+        raise ConfigurationError("callback_grace: must be a finite number of seconds >= 0")
+    return seconds

@@ -55,6 +55,7 @@ from ._journal import Journal, JournalEntry, JournalState
 from ._outcomes import BatchOutcome, OutcomeStatus
 
 if TYPE_CHECKING:
+    from ._batch import Batch
     from ._models import NetverifyRequest, ScanReceipt
     from ._pipeline import Stages
 
@@ -293,16 +294,23 @@ class _Worker:
         self.index = 0
         self.outcomes: list[BatchOutcome] = []
         self.input_done = False
+        #: the pipeline of the current session
+        self.batch: Batch | None = None
 
     @property
     def stopping(self) -> bool:
         return self.stop_event.is_set()
 
+    def taking(self) -> bool:
+        """Whether the input should go on: not stopping, and the pipeline still takes items."""
+        batch = self.batch
+        return not self.stop_event.is_set() and (batch is None or not batch.stopping)
+
     # -- journal calls -----------------------------------------------------------------------------------------
 
     async def retrying(self, what: str, call: Callable[[], Awaitable[_T]], *, patient: bool = True) -> _T:
-        """``call()``, tried again with backoff while the journal fails (not for a lost lease) for up to
-        ``journal_retry_timeout`` seconds (``patient``), or until the worker stops (not ``patient``)."""
+        """``call()``, tried again with backoff while the journal fails (not for a lost lease), for up to
+        ``journal_retry_timeout`` seconds; without ``patient``, also no longer once the worker is stopping."""
         deadline = anyio.current_time() + self.journal_retry_timeout
         delay = _BACKOFF_FIRST
         warned = False
@@ -329,7 +337,7 @@ class _Worker:
 
     async def requests(self) -> AsyncIterator[NetverifyRequest]:
         """The claimed items as requests, claiming a few at a time; ends when drained, stopped, or at max_items."""
-        while not self.stopping:
+        while self.taking():
             if self.max_items is not None and self.yielded >= self.max_items:
                 break
             if not self.buffer:
@@ -341,7 +349,7 @@ class _Worker:
                         "claim", functools.partial(self.journal.claim, limit=want), patient=False
                     )
                 except JournalError:
-                    if self.stop_event.is_set():
+                    if not self.taking():
                         break
                     raise
                 if not leases:
@@ -349,6 +357,10 @@ class _Worker:
                         break
                     await self.sleep_or_stop(self.poll_interval)
                     continue
+                if not self.taking():  # the pipeline stopped while this claim ran: hand them back
+                    for lease in leases:
+                        self.held[lease.ref] = lease
+                    break
                 for lease in leases:
                     self.held[lease.ref] = lease
                     self.buffer.append(lease)
@@ -491,7 +503,7 @@ class _Worker:
         """One pipeline over the claimed items, until the input ends."""
         from ._batch import submit_many
 
-        batch = submit_many(
+        batch = self.batch = submit_many(
             self.client,
             self.requests(),
             concurrency=self.concurrency,
@@ -526,6 +538,12 @@ class _Worker:
             except JournalError as exc:
                 if self.stopping:
                     return
+                # the items the stopped pipeline held but did not send are still leased to this worker: the
+                # next pipeline takes them first
+                queued = {lease.ref for lease in self.buffer}
+                self.buffer.extendleft(
+                    reversed([lease for ref, lease in self.held.items() if ref not in queued])
+                )
                 self.stats.restarts += 1
                 logger.error(
                     "worker: the journal failed for longer than %.0f s (%s); starting over",
@@ -590,7 +608,15 @@ class _WorkerJournal:
             if _is_lease_lost(exc):
                 worker.lease_was_lost(ref)
                 raise BatchStoppedError("the item's lease was lost; not sent") from None
-            # "sent" could not be recorded, so it is not sent: it stays pending and its lease runs out
+            # "sent" could not be recorded, so it is not sent: it stays pending, handed back or (when the
+            # database is still away) left to its lease, which is no longer renewed
+            lease = worker.held.pop(ref, None)
+            if lease is not None:
+                with anyio.move_on_after(_RELEASE_TIMEOUT):
+                    try:
+                        await self._journal.release(lease)
+                    except JournalError:
+                        pass
             raise BatchStoppedError("the journal cannot record the upload; not sent") from exc
         worker.held.pop(ref, None)  # sent: never claimable again, no lease to keep
 

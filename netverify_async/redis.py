@@ -431,12 +431,11 @@ class RedisRateLimiter(_QueuedLimiter):
             self._outage_since = anyio.current_time()
             logger.warning("rate limiter %r: Redis cannot be reached; admissions wait for it", self._key)
 
-    async def _run_script(
-        self, member: str, pause_us: int, book: bool, *, shield: bool = False
-    ) -> tuple[int, int]:
+    async def _run_script(self, *, book: bool, pause_us: int = 0, shield: bool = False) -> tuple[int, int]:
+        """Run the admission script: book a start (``book``) and/or record a shared pause; (wait, now) in µs."""
         self._counter += 1
         args = (
-            member,
+            f"{self._member_prefix}:{self._counter}" if book else "",
             pause_us,
             1 if book else 0,
             self._epoch,
@@ -485,12 +484,15 @@ class RedisRateLimiter(_QueuedLimiter):
         if self._paused_until > now:
             return self._paused_until - now
         try:
-            wait_us, server_now_us = await self._run_script(
-                f"{self._member_prefix}:{self._counter + 1}", 0, True
-            )
-        except RateLimiterError:
+            wait_us, server_now_us = await self._run_script(book=True)
+        except RateLimiterError as exc:
             outage_since = self._outage_since
-            if outage_since is None or anyio.current_time() - outage_since >= self._outage_timeout:
+            if (
+                outage_since is None
+                or exc.__cause__ is None
+                or not self._is_outage(exc.__cause__)
+                or anyio.current_time() - outage_since >= self._outage_timeout
+            ):
                 raise
             # Redis is restarting, failing over or briefly unreachable: ask again after a back-off (the
             # caller's deadline still applies; nothing starts without a booked slot).
@@ -508,7 +510,7 @@ class RedisRateLimiter(_QueuedLimiter):
             return
         until = self._paused_until
         try:
-            await self._run_script("", math.ceil((until - now) * _MICROS), False, shield=True)
+            await self._run_script(book=False, pause_us=math.ceil((until - now) * _MICROS), shield=True)
         except (RateLimiterError, ConfigurationError) as exc:
             logger.warning("could not share the server's pause through Redis: %s", exc)
             return

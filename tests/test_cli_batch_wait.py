@@ -7,6 +7,7 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli_batch import GOOD_ROWS, cli, csv_manifest, image_dir, json_lines  # noqa: F401  # image_dir: fixture
@@ -151,3 +152,79 @@ def test_wait_draws_nothing_off_a_terminal(image_dir: Path, tmp_path: Path) -> N
         out = cli("batch", str(manifest), "--emulator", emu.base_url, "--rate-limit", "none", "--wait")
     assert out.returncode == 0, out.stderr
     assert "waiting for results" not in out.stdout + out.stderr and "\x1b[" not in out.stdout
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --callback-grace: a receiver feeding the journal first, polling as the fallback
+
+
+async def _batch_with_receiver(
+    manifest: Path, journal: Path, *extra: str, fail_first: int, processing_delay: float
+) -> tuple[Any, dict[str, Any]]:
+    """Run ``batch --wait --json`` against an emulator that sends every callback to a loopback receiver
+    recording it in ``journal`` (or refusing it); the receiver, and the command's summary."""
+    import anyio.to_thread
+
+    from netverify_async import SqliteJournal
+    from netverify_async.emulator import run_callback_receiver, run_emulator
+
+    async with (
+        SqliteJournal(journal) as receiving,
+        run_callback_receiver(fail_first=fail_first, journal=receiving) as receiver,
+        run_emulator(
+            processing_delay=processing_delay,
+            allow_http_callbacks=True,
+            callback_url_override=receiver.url,
+            callback_retries=0,
+        ) as emu,
+    ):
+        args = ("batch", str(manifest), "--emulator", emu.base_url, "--rate-limit", "none", "--json")
+        out = await anyio.to_thread.run_sync(
+            lambda: cli(
+                *args, "--journal", str(journal), "--wait", *extra, "--results", str(manifest) + ".csv"
+            )
+        )
+        assert out.returncode == 0, out.stderr
+        _, summary = json_lines(out.stdout)
+    return receiver, summary
+
+
+@pytest.mark.anyio
+async def test_callback_grace_takes_the_callbacks_and_polls_nothing(image_dir: Path, tmp_path: Path) -> None:  # noqa: F811
+    manifest = csv_manifest(tmp_path, image_dir)
+    receiver, summary = await _batch_with_receiver(
+        manifest, tmp_path / "j.sqlite3", "--callback-grace", "5m", fail_first=0, processing_delay=0.5
+    )
+    assert len(receiver.accepted) >= GOOD_ROWS
+    waited = summary["results"]
+    assert waited["polled"] == 0 and waited["fromJournal"] == GOOD_ROWS and waited["complete"]
+    assert 0 <= waited["fromCallbacks"] <= GOOD_ROWS
+    with Path(str(manifest) + ".csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == GOOD_ROWS and {r["source"] for r in rows} == {"journal"}
+    assert all(r["status"] and r["resultAt"] for r in rows)
+
+
+@pytest.mark.anyio
+async def test_callback_grace_polls_after_it_when_callbacks_are_refused(
+    image_dir: Path,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    manifest = csv_manifest(tmp_path, image_dir)
+    receiver, summary = await _batch_with_receiver(
+        manifest, tmp_path / "j.sqlite3", "--callback-grace", "1s", fail_first=10**6, processing_delay=0.0
+    )
+    assert not receiver.accepted
+    waited = summary["results"]
+    assert waited["polled"] == GOOD_ROWS and waited["fromJournal"] == 0 and waited["fromCallbacks"] == 0
+    assert waited["complete"]
+
+
+def test_callback_grace_usage_errors(tmp_path: Path, image_dir: Path) -> None:  # noqa: F811
+    manifest = csv_manifest(tmp_path, image_dir)
+    no_wait = cli("batch", str(manifest), "--emulator", "http://127.0.0.1:9", "--callback-grace", "10m")
+    assert no_wait.returncode == 2 and "--callback-grace needs --wait" in no_wait.stderr
+    bad = cli(
+        "batch", str(manifest), "--emulator", "http://127.0.0.1:9", "--wait", "--callback-grace", "soon"
+    )
+    assert bad.returncode == 2 and "--callback-grace" in bad.stderr

@@ -510,7 +510,10 @@ async def test_a_database_away_longer_than_the_retry_timeout_restarts_the_pipeli
     name = journal_name("outage")
     refs = [f"out-{i}" for i in range(6)]
     url = postgres_server.url
-    async with run_emulator(processing_delay=0, latency=1.0) as slow, PostgresJournal(url, name) as journal:
+    async with (
+        run_emulator(processing_delay=0, latency=1.0) as slow,
+        PostgresJournal(url, name, lease_seconds=3.0) as journal,
+    ):
         await journal.load(payloads(images, refs))
 
         async def outage() -> None:

@@ -332,3 +332,111 @@ async def test_an_exception_in_the_reader_is_not_wrapped() -> None:
                 async for _chunk in image:
                     raise KeyError("mine")
     assert len(server.heads) == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Liveness images (scans submitted with a face image)
+
+FACE = sample_image(600, 800)
+
+
+def _with_face(reference: str) -> NetverifyRequest:
+    return NetverifyRequest(reference, Image.from_bytes(FRONT), "AUT", "PASSPORT", face_image=Image.from_bytes(FACE))
+
+
+def _liveness_number(url: str) -> int:
+    head, _, number = url.rpartition("/")
+    assert head.endswith("/images/liveness")
+    return int(number)
+
+
+async def test_liveness_images_are_listed_and_downloaded_by_url_number_and_classifier(
+    emulator: Any, tmp_path: Path
+) -> None:
+    import io
+
+    from PIL import Image as PILImage
+
+    async with emulator_client(emulator) as client:
+        receipt = await client.perform_netverify(_with_face("live-1"))
+        ref = receipt.scan_reference
+        listed = await client.list_images(ref)
+        assert {image.classifier for image in listed.images} == {"front", "face"}
+        urls = listed.liveness_images
+        assert isinstance(urls, tuple) and sorted(_liveness_number(url) for url in urls) == [1, 2, 3]
+        assert all(ref in url for url in urls)
+        downloads = {}
+        for url in urls:
+            number = _liveness_number(url)
+            downloads[number] = await client.download_image(url, to=tmp_path / f"live-{number}.img")
+        by_number = await client.download_image(ref, 2, to=tmp_path / "two.png")
+        by_classifier = await client.download_image(ref, "liveness/3", to=tmp_path / "three.jpg")
+        async with client.stream_image(ref, "liveness/1") as streamed:
+            assert streamed.content_type == "image/jpeg"
+            first = await streamed.read()
+        face = await client.download_image(ref, "face", to=tmp_path / "face.jpg")
+    assert face.content_type == "image/jpeg" and (tmp_path / "face.jpg").read_bytes() == FACE
+    for number, download in downloads.items():
+        assert download.classifier == f"liveness/{number}" and download.scan_reference == ref
+        data = (tmp_path / f"live-{number}.img").read_bytes()
+        assert download.size == len(data) > 0
+        # the Content-Type names the format the bytes really are in
+        fmt = PILImage.open(io.BytesIO(data)).format
+        assert (download.content_type, fmt) == (("image/jpeg", "JPEG") if number % 2 else ("image/png", "PNG"))
+    assert by_number.classifier == "liveness/2" and by_number.content_type == "image/png"
+    assert (tmp_path / "two.png").read_bytes() == (tmp_path / "live-2.img").read_bytes()
+    assert by_classifier.classifier == "liveness/3"
+    assert (tmp_path / "three.jpg").read_bytes() == (tmp_path / "live-3.img").read_bytes()
+    assert first == (tmp_path / "live-1.img").read_bytes()
+    assert "<redacted>" in repr(listed)  # the liveness URLs are kept out of the repr
+
+
+async def test_no_liveness_images_without_a_face_image_or_past_the_last_number(
+    emulator: Any, tmp_path: Path
+) -> None:
+    async with emulator_client(emulator) as client:
+        plain = await client.perform_netverify(_request("live-2"))
+        listed = await client.list_images(plain.scan_reference)
+        assert listed.liveness_images == ()
+        with pytest.raises(NotFoundError):
+            await client.download_image(plain.scan_reference, 1, to=tmp_path / "none.jpg")
+        with_face = await client.perform_netverify(_with_face("live-3"))
+        with pytest.raises(NotFoundError):
+            await client.download_image(with_face.scan_reference, 4, to=tmp_path / "past.jpg")
+    assert _files(tmp_path) == []
+
+
+async def test_the_number_of_liveness_images_is_configurable(tmp_path: Path) -> None:
+    from netverify_async.emulator import EmulatorConfig, run_emulator
+
+    for bad in (-1, 21, True, 1.5):
+        with pytest.raises(ConfigurationError, match="liveness_images"):
+            EmulatorConfig(liveness_images=bad)
+    async with run_emulator(processing_delay=0, liveness_images=0) as emu, emulator_client(emu) as client:
+        none = await client.perform_netverify(_with_face("live-4"))
+        assert (await client.list_images(none.scan_reference)).liveness_images == ()
+    async with run_emulator(processing_delay=0, liveness_images=7) as emu, emulator_client(emu) as client:
+        seven = await client.perform_netverify(_with_face("live-5"))
+        urls = (await client.list_images(seven.scan_reference)).liveness_images
+        assert isinstance(urls, tuple) and [_liveness_number(url) for url in urls] == list(range(7, 0, -1))
+        last = await client.download_image(seven.scan_reference, 7, to=tmp_path / "seven.jpg")
+    assert last.content_type == "image/jpeg"
+
+
+async def test_the_callback_names_the_liveness_images_and_they_can_be_downloaded(tmp_path: Path) -> None:
+    from netverify_async.callbacks import parse_callback
+    from netverify_async.emulator import run_callback_receiver, run_emulator
+
+    async with (
+        run_callback_receiver() as receiver,
+        run_emulator(processing_delay=0, allow_http_callbacks=True, callback_url_override=receiver.url) as emu,
+        emulator_client(emu) as client,
+    ):
+        receipt = await client.perform_netverify(_with_face("live-6"))
+        [delivery] = await receiver.wait_for(1)
+        callback = parse_callback(delivery.form)
+        urls = callback.liveness_images
+        assert isinstance(urls, tuple) and len(urls) == 3
+        assert set(urls) == set((await client.list_images(receipt.scan_reference)).liveness_images)
+        got = await client.download_image(urls[0], to=tmp_path / "from-callback.img")
+    assert got.scan_reference == receipt.scan_reference and got.classifier == f"liveness/{_liveness_number(urls[0])}"

@@ -51,6 +51,9 @@ async def test_polls_the_scans_of_a_batch_then_a_rerun_polls_nothing(
         assert result.source == "journal"
         assert result.verification_status == by_ref[result.merchant_id_scan_reference].verification_status
         assert result.reject_reason_code == by_ref[result.merchant_id_scan_reference].reject_reason_code
+        # the same timings as when it was polled: the journal keeps when the result became known
+        assert result.result_at == by_ref[result.merchant_id_scan_reference].result_at
+        assert result.submitted_at == by_ref[result.merchant_id_scan_reference].submitted_at
     async with SqliteJournal(journal_path) as journal:
         entry = await journal.get(refs[0])
         assert entry is not None and entry.result is not None
@@ -237,3 +240,186 @@ async def test_a_postgres_journal_is_a_source_too_and_a_rerun_polls_nothing(
                 second = [result async for result in again]
         assert emulator.stats.requests == before
         assert again.from_journal == 3 and {r.merchant_id_scan_reference for r in second} == set(refs)
+    timings = {r.merchant_id_scan_reference: (r.submitted_at, r.result_at) for r in first}
+    assert all(r.result_at is not None for r in second)
+    assert {r.merchant_id_scan_reference: (r.submitted_at, r.result_at) for r in second} == timings
+
+
+# ---------------------------------------------------------------------------------------------------------
+# callback_grace: callbacks fed to the journal first, polling as the fallback
+
+
+async def _submit_with_receiver(
+    refs: list[str],
+    make_request: Callable[..., NetverifyRequest],
+    journal_path: Path,
+    *,
+    fail_first: int,
+    processing_delay: float,
+) -> Any:
+    """A context: emulator sending every callback to a loopback receiver that records it in the journal at
+    ``journal_path`` (or refuses it, ``fail_first``); the batch of ``refs`` is submitted inside."""
+    from contextlib import asynccontextmanager
+
+    from netverify_async.emulator import run_callback_receiver, run_emulator
+
+    @asynccontextmanager
+    async def running() -> Any:
+        async with (
+            SqliteJournal(journal_path) as receiving,
+            run_callback_receiver(fail_first=fail_first, journal=receiving) as receiver,
+            run_emulator(
+                processing_delay=processing_delay,
+                allow_http_callbacks=True,
+                callback_url_override=receiver.url,
+                callback_retries=0,
+            ) as emu,
+            emulator_client(emu) as client,
+        ):
+            async with client.submit_many(
+                [make_request(ref) for ref in refs], concurrency=4, journal=journal_path
+            ) as batch:
+                assert all([outcome.receipt is not None async for outcome in batch])
+            yield emu, client, receiver
+
+    return running()
+
+
+async def test_results_arriving_by_callback_during_the_grace_are_not_polled(
+    make_request: Callable[..., NetverifyRequest], tmp_path: Path
+) -> None:
+    journal_path = tmp_path / "j.sqlite3"
+    refs = [f"grace-{i}" for i in range(4)]
+    # processing takes a moment: the callbacks come after the wait started, while the journal is re-read
+    async with await _submit_with_receiver(
+        refs, make_request, journal_path, fail_first=0, processing_delay=0.5
+    ) as (emu, client, receiver):
+        before = emu.stats.requests
+        # a long grace that ends early: as soon as every scan has its result
+        async with wait_for_results(
+            client, journal_path, callback_grace=datetime.timedelta(minutes=5)
+        ) as got:
+            results = [result async for result in got]
+        assert emu.stats.requests == before  # not one retrieval request
+        assert len(receiver.accepted) >= len(refs)
+    assert got.polled == 0 and got.from_journal == len(refs)
+    assert 0 <= got.from_callbacks <= len(refs) and got.phase == "done"
+    assert sorted(r.merchant_id_scan_reference for r in results) == refs
+    assert all(r.source == "journal" and r.verification_status and r.result_at for r in results)
+
+
+async def test_a_receiver_refusing_callbacks_means_polling_after_the_grace(
+    make_request: Callable[..., NetverifyRequest], tmp_path: Path
+) -> None:
+    journal_path = tmp_path / "j.sqlite3"
+    refs = [f"refused-{i}" for i in range(3)]
+    async with await _submit_with_receiver(
+        refs, make_request, journal_path, fail_first=10**6, processing_delay=0.0
+    ) as (_emu, client, receiver):
+        async with wait_for_results(client, journal_path, callback_grace=1.5) as got:
+            results = [result async for result in got]
+        assert receiver.received and not receiver.accepted  # every callback was refused
+    assert got.polled == len(refs) and got.from_journal == 0 and got.from_callbacks == 0
+    assert sorted(r.merchant_id_scan_reference for r in results) == refs
+    assert all(r.source == "polled" and r.verification_status and r.error is None for r in results)
+
+
+async def test_the_grace_reads_the_journal_and_polls_only_what_is_still_missing(
+    emulator: Any, make_request: Callable[..., NetverifyRequest], tmp_path: Path
+) -> None:
+    """One result reaches the journal during the grace (recorded like a receiver would), the other is polled."""
+    import anyio
+
+    journal_path = tmp_path / "j.sqlite3"
+    async with emulator_client(emulator) as client, SqliteJournal(journal_path) as journal:
+        async with client.submit_many(
+            [make_request("mix-1"), make_request("mix-2")], concurrency=2, journal=journal
+        ) as batch:
+            receipts = {o.merchant_id_scan_reference: o.receipt async for o in batch}
+        first = receipts["mix-1"]
+        assert first is not None
+        callback = parse_callback(
+            {
+                "jumioIdScanReference": first.scan_reference,
+                "merchantIdScanReference": "mix-1",
+                "verificationStatus": "DENIED_FRAUD",
+                "idScanStatus": "ERROR",
+                "callbackDate": "2026-01-02T03:04:05.000Z",
+            }
+        )
+        got = wait_for_results(client, journal, callback_grace=3.0)
+
+        async def deliver_while_waiting() -> None:
+            while got.phase != "callbacks":  # after the first read of the journal, during the grace
+                await anyio.sleep(0.01)
+            await journal.record_callback(callback)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(deliver_while_waiting)
+            async with got:
+                got_results = [result async for result in got]
+    by_ref = {r.merchant_id_scan_reference: r for r in got_results}
+    assert by_ref["mix-1"].source == "journal" and by_ref["mix-1"].verification_status == "DENIED_FRAUD"
+    assert by_ref["mix-1"].result_at == datetime.datetime(2026, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc)
+    assert by_ref["mix-2"].source == "polled" and by_ref["mix-2"].verification_status is not None
+    assert (got.from_callbacks, got.from_journal, got.polled) == (1, 1, 1)
+    # the callback's result came first: it was given during the grace, before any poll
+    assert [r.merchant_id_scan_reference for r in got_results] == ["mix-1", "mix-2"]
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), float("inf"), "10m", True, datetime.timedelta(seconds=-1)])
+def test_callback_grace_is_checked(bad: Any) -> None:
+    from netverify_async import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="callback_grace"):
+        wait_for_results(object(), [], callback_grace=bad)
+
+
+async def test_without_a_journal_the_grace_is_ignored(
+    emulator: Any, make_request: Callable[..., NetverifyRequest]
+) -> None:
+    from netverify_async import BatchOutcome, OutcomeStatus
+
+    async with emulator_client(emulator) as client:
+        receipt = await client.perform_netverify(make_request("nojournal-1"))
+        outcome = BatchOutcome(0, "nojournal-1", OutcomeStatus.RECEIPT, receipt=receipt)
+        async with wait_for_results(client, [outcome], callback_grace=3600) as got:
+            [result] = [r async for r in got]
+    assert result.source == "polled" and got.polled == 1 and got.from_callbacks == 0
+
+
+async def test_a_polled_result_keeps_its_time_until_a_callback_replaces_it(
+    emulator: Any, make_request: Callable[..., NetverifyRequest], tmp_path: Path
+) -> None:
+    journal_path = tmp_path / "j.sqlite3"
+    async with emulator_client(emulator) as client, SqliteJournal(journal_path) as journal:
+        async with client.submit_many(
+            [make_request("t-1"), make_request("t-2")], concurrency=2, journal=journal
+        ) as batch:
+            receipts = {o.merchant_id_scan_reference: o.receipt async for o in batch}
+        async with wait_for_results(client, journal) as results:
+            polled = {r.merchant_id_scan_reference: r async for r in results}
+        assert all(r.source == "polled" and r.result_at is not None for r in polled.values())
+        for ref, date in (("t-1", "2000-01-01T00:00:00.000Z"), ("t-2", "2999-01-01T00:00:00.000Z")):
+            receipt = receipts[ref]
+            assert receipt is not None
+            await journal.record_callback(
+                parse_callback(
+                    {
+                        "jumioIdScanReference": receipt.scan_reference,
+                        "merchantIdScanReference": ref,
+                        "verificationStatus": "DENIED_FRAUD",
+                        "idScanStatus": "ERROR",
+                        "callbackDate": date,
+                    }
+                )
+            )
+        async with wait_for_results(client, journal) as again:
+            later = {r.merchant_id_scan_reference: r async for r in again}
+        assert again.polled == 0
+        assert await journal.last_callback_at() is not None  # the callbacks count as proof either way
+    # the first callback replaces a polled result, whatever its date (the poll time is no callback date)
+    assert later["t-1"].verification_status == "DENIED_FRAUD"
+    assert later["t-1"].result_at == datetime.datetime(2000, 1, 1, tzinfo=datetime.timezone.utc)
+    assert later["t-2"].verification_status == "DENIED_FRAUD"
+    assert later["t-2"].result_at == datetime.datetime(2999, 1, 1, tzinfo=datetime.timezone.utc)

@@ -1,7 +1,9 @@
 """``netverify-async batch --wait``: wait for the verification result of every scan the journal knows, write a
 results file (CSV or JSON Lines, chosen by the extension) and print a table of the statuses.
 
-Results already in the journal (from callbacks fed to it, or polled by an earlier run) are taken first; the
+Results already in the journal (from callbacks fed to it, or polled by an earlier run) are taken first; with
+``--callback-grace DURATION`` the command then waits up to that long for callbacks to bring the others (the
+journal is read again every second; it goes on as soon as every scan has its result); the
 rest are polled on Jumio's schedule through the client's retrieval limiter, and stored in the journal, so that
 running the command again polls nothing it already knows. The file holds no personal data: references, scan
 references, status, reject reason code and description, times (see
@@ -12,6 +14,7 @@ renamed, readable by its owner only.
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 import io
 import json
 import os
@@ -72,18 +75,23 @@ async def wait_and_write(
     *,
     concurrency: int,
     console: Console | None = None,
+    callback_grace: _dt.timedelta | None = None,
 ) -> dict[str, Any]:
     """Wait for the results of every scan of ``journal``, write them to ``path``; return the figures. With a
-    ``console`` (a terminal), a progress line shows the results known so far while waiting."""
+    ``console`` (a terminal), a progress line shows the results known so far while waiting. With
+    ``callback_grace``, callbacks fed to the journal are awaited that long before the rest is polled."""
     import anyio.to_thread
 
     from .._results_wait import wait_for_results
     from ._progress import ResultsProgress
 
     collected: list[VerificationResult] = []
-    waiter = wait_for_results(client, journal, concurrency=concurrency)
+    waiter = wait_for_results(client, journal, concurrency=concurrency, callback_grace=callback_grace)
+    description = "waiting for results"
+    if callback_grace is not None:
+        description = f"waiting for callbacks (up to {_duration_text(callback_grace)}), then polling"
     # Ctrl-C: what was polled is in the journal, the file gets what is known
-    with ResultsProgress(console, "waiting for results") as shown, interruption.stoppable():
+    with ResultsProgress(console, description) as shown, interruption.stoppable():
         async with waiter:
             async for result in waiter:
                 collected.append(result)
@@ -96,11 +104,20 @@ async def wait_and_write(
         "results": len(collected),
         "statuses": dict(sorted(statuses.items())),
         "fromJournal": waiter.from_journal,
+        "fromCallbacks": waiter.from_callbacks,
         "polled": waiter.polled,
         "noResult": statuses.get(NO_RESULT, 0),
         "interrupted": interruption.reason is not None,
         "complete": interruption.reason is None and NO_RESULT not in statuses,
     }
+
+
+def _duration_text(duration: _dt.timedelta) -> str:
+    seconds = int(duration.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def print_results_summary(console: Console, figures: dict[str, Any]) -> None:
@@ -118,8 +135,10 @@ def print_results_summary(console: Console, figures: dict[str, Any]) -> None:
     table.add_section()
     table.add_row("total", str(figures["results"]), style="bold")
     console.print(table)
+    arrived = figures.get("fromCallbacks", 0)
+    waited = f" ({arrived} arrived by callback while waiting)" if arrived else ""
     console.print(
-        f"{figures['fromJournal']} from the journal, {figures['polled']} polled now; "
+        f"{figures['fromJournal']} from the journal{waited}, {figures['polled']} polled now; "
         f"results file {escape(figures['file'])}",
         soft_wrap=not console.is_terminal,
     )

@@ -19,7 +19,8 @@ come). If there are such items and none qualifies, nothing is sent and the exit 
 ``docs/batch.md`` for the reasoning and its limits.
 
 ``--wait`` then waits for the verification result of every scan in the journal (results from callbacks fed to
-the journal first, the rest polled and stored in the journal, so a re-run polls nothing it knows), writes
+the journal first, for up to ``--callback-grace DURATION`` when given, the rest polled and stored in the
+journal, so a re-run polls nothing it knows), writes
 ``--results PATH`` (``.csv`` or ``.jsonl``; default ``MANIFEST.results.csv``) and prints a table of the
 statuses; see :mod:`netverify_async.cli._waitresults`. A scan left without a result makes the exit status 1.
 
@@ -180,6 +181,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--results",
         metavar="PATH",
         help="the results file of --wait: .csv or .jsonl (default: MANIFEST.results.csv)",
+    )
+    parser.add_argument(
+        "--callback-grace",
+        type=parse_duration,
+        metavar="DURATION",
+        help="with --wait and a callback receiver feeding the journal: wait up to DURATION (90s, 10m, 1h) for "
+        "callbacks first, and poll only the scans still without a result after it (default: poll at once)",
     )
     add_connection_arguments(parser)
     from .worker import add_worker_arguments
@@ -475,7 +483,13 @@ async def _run_batch(
             from ._waitresults import wait_and_write
 
             waited = await wait_and_write(
-                client, journal, _results_path(args), interruption, concurrency=args.concurrency, console=console
+                client,
+                journal,
+                _results_path(args),
+                interruption,
+                concurrency=args.concurrency,
+                console=console,
+                callback_grace=getattr(args, "callback_grace", None),
             )
     elapsed = time.perf_counter() - started
     counts = {status: 0 for status in _STATUS_LABELS}
@@ -666,6 +680,9 @@ def run(args: argparse.Namespace) -> int:
     from ._progress import make_console
     from .worker import is_postgres_url
 
+    if getattr(args, "callback_grace", None) is not None and not getattr(args, "wait", False):
+        print("error: --callback-grace needs --wait", file=sys.stderr)
+        return 2
     if is_postgres_url(getattr(args, "journal", None)):
         from ._distributed import run_distributed_batch
 

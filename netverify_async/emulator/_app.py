@@ -12,6 +12,8 @@ GET     ``.../scans/{ref}/data/{part}``             one part: document, transact
 GET     ``.../scans/{ref}/images``                  the list of stored images
 GET     ``.../scans/{ref}/images/{classifier}``     the image bytes (front, back, face), with the
                                                     ``Content-Type`` they were uploaded with
+GET     ``.../scans/{ref}/images/liveness/{n}``     a synthetic liveness image (scans with a face
+                                                    image): JPEG for odd ``n``, PNG for even ones
 DELETE  ``.../scans/{ref}``                         200, empty body; the scan is gone
 GET     ``/api/netverify/v2/supportedIdTypes``      every country with PASSPORT, ID_CARD, DRIVING_LICENSE
 GET     ``/api/netverify/v2/acceptedIdTypes``       ``accepted_id_types`` (default: the supported list)
@@ -221,6 +223,9 @@ class EmulatorApp:
             return await self._api(ex, lambda e, a: self._image_list(e, ref, a))
         if len(rest) == 2 and rest[0] == "images" and rest[1] in _IMAGE_ROLES:
             return await self._api(ex, lambda e, a: self._image(e, ref, rest[1], a), image=True)
+        if len(rest) == 3 and rest[:2] == ["images", "liveness"]:
+            number = rest[2]
+            return await self._api(ex, lambda e, a: self._liveness_image(e, ref, number, a), image=True)
         return await self._json(ex, 404, error_body(404, "Not found", ex.request_uri))
 
     # -- the common path of every API call: latency, 403, 429, faults ----------------------------------------
@@ -379,7 +384,9 @@ class EmulatorApp:
         if scan is None:
             return await self._not_found(ex, ref, action)
         images = [{"classifier": role, "href": scan.image_url(role)} for role in sorted(scan.images)]
-        body = {"timestamp": format_timestamp(), "scanReference": ref, "images": images}
+        body: dict[str, Any] = {"timestamp": format_timestamp(), "scanReference": ref, "images": images}
+        if scan.liveness_count:
+            body["livenessImages"] = scan.liveness_urls()
         return await self._finish(ex, 200, json.dumps(body, separators=(",", ":")).encode(), action)
 
     async def _image(self, ex: _Exchange, ref: str, role: str, action: str | None) -> int:
@@ -387,6 +394,16 @@ class EmulatorApp:
         if scan is None or role not in scan.images:
             return await self._not_found(ex, ref, action)
         data, mime = scan.images[role]
+        return await self._finish(ex, 200, data, action, content_type=mime.encode())
+
+    async def _liveness_image(self, ex: _Exchange, ref: str, number: str, action: str | None) -> int:
+        scan = self._find(ref)
+        valid = number.isascii() and number.isdigit() and not number.startswith("0")
+        if scan is None or not valid or not 1 <= int(number) <= scan.liveness_count:
+            return await self._not_found(ex, ref, action)
+        from ._liveness import liveness_frame
+
+        data, mime = liveness_frame(int(number))
         return await self._finish(ex, 200, data, action, content_type=mime.encode())
 
     async def _id_types(self, ex: _Exchange, accepted: bool, key: str, action: str | None) -> int:

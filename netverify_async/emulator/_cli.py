@@ -91,6 +91,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     api.add_argument(
         "--no-image-checks", action="store_true", help="skip the header check of uploaded images"
     )
+    api.add_argument(
+        "--liveness-images",
+        type=int,
+        default=3,
+        metavar="N",
+        help="synthetic liveness images of each scan submitted with a face image (0 to 20; default 3)",
+    )
     api.add_argument("--admin-token", help="require this X-Emulator-Admin-Token on /__emulator/ endpoints")
 
     callbacks = parser.add_argument_group("callbacks")
@@ -195,6 +202,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         callback_retries=args.callback_retries,
         callback_backoff=args.callback_backoff,
         check_images=not args.no_image_checks,
+        liveness_images=args.liveness_images,
         admin_token=args.admin_token,
         faults=faults,
     )

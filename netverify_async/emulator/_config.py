@@ -333,6 +333,9 @@ class EmulatorConfig:
     check_images: bool = True
     #: Keep the uploaded images so that the image retrieval endpoints can serve them.
     store_images: bool = True
+    #: Synthetic liveness images of a scan whose request had a face image (identity verification): listed as
+    #: ``livenessImages`` (retrieval API and callback) and served at ``.../images/liveness/{n}``; 0: none.
+    liveness_images: int = 3
     #: Largest request body accepted; larger bodies are answered 413 without reading them fully.
     max_body_bytes: int = 64 * 1024 * 1024
     #: When set, the ``/__emulator/...`` admin endpoints require the header ``X-Emulator-Admin-Token``.
@@ -357,6 +360,16 @@ class EmulatorConfig:
             raise ConfigurationError("EmulatorConfig.callback_retries must not be negative")
         if self.max_body_bytes < 1:
             raise ConfigurationError("EmulatorConfig.max_body_bytes must be positive")
+        from ._liveness import MAX_LIVENESS_FRAMES
+
+        if (
+            isinstance(self.liveness_images, bool)
+            or not isinstance(self.liveness_images, int)
+            or not 0 <= self.liveness_images <= MAX_LIVENESS_FRAMES
+        ):
+            raise ConfigurationError(
+                f"EmulatorConfig.liveness_images must be an integer from 0 to {MAX_LIVENESS_FRAMES}"
+            )
         from ._outcomes import Outcome
 
         try:

@@ -228,6 +228,8 @@ def callback_form(scan: Any, timestamp: str) -> dict[str, str]:
     ):
         if role in scan.image_roles:
             form[name] = scan.image_url(role)
+    if scan.liveness_count:
+        form["livenessImages"] = _json(scan.liveness_urls())
     if outcome in _REJECT_REASONS:
         form["rejectReason"] = _json(_REJECT_REASONS[outcome])
     if approved:

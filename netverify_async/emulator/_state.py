@@ -113,6 +113,8 @@ class Scan:
     base_url: str
     image_roles: frozenset[str]
     images: Mapping[str, tuple[bytes, str]] = attrs.field(repr=False, eq=False)
+    #: How many synthetic liveness images the scan has (numbered from 1; see ``_liveness.py``).
+    liveness_count: int = 0
 
     def status(self, now: float | None = None) -> str:
         """PENDING until the processing delay has passed, then DONE (FAILED when no ID was uploaded)."""
@@ -123,6 +125,12 @@ class Scan:
     def image_url(self, role: str) -> str:
         """Where the retrieval API serves the image of ``role`` (front, back, face)."""
         return f"{self.base_url}/api/netverify/v2/scans/{self.reference}/images/{role}"
+
+    def liveness_urls(self) -> list[str]:
+        """The URLs of the scan's liveness images, in the order the API lists them."""
+        from ._liveness import liveness_numbers
+
+        return [self.image_url(f"liveness/{n}") for n in liveness_numbers(self.liveness_count)]
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready description without personal data or images."""

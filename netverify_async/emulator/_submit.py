@@ -200,4 +200,5 @@ class SubmissionHandler:
             base_url=base_url,
             image_roles=roles,
             images=stored,
+            liveness_count=self._config.liveness_images if has_face else 0,
         )
