@@ -81,8 +81,9 @@ USER_AGENT = "Local Emulator NetverifyDemo/0.1.0"
 #: The ambiguous fault aimed at one good document: the scan is created, then the connection is closed unanswered.
 AMBIGUOUS_FAULT = "drop"
 #: Seconds (after the processing delay) the demo waits for callbacks alone before it polls the retrieval API
-#: for the results still missing.
-CALLBACK_GRACE_S = 2.0
+#: for the results still missing (at most ``--callback-timeout``). The wait ends as soon as every callback is in,
+#: so a generous grace costs nothing when callbacks work, and a busy machine does not turn late callbacks into polls.
+CALLBACK_GRACE_S = 10.0
 #: Most rows of the per-document results table; a larger run shows the unusual ones first, and counts.
 MAX_RESULT_ROWS = 40
 #: Columns the results table needs to show whole scan references without wrapping.
