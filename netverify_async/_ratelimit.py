@@ -12,9 +12,10 @@ The limiters here keep that promise exactly:
   request may start at the earliest at ``starts[-N] + W``. All windows are enforced at once, plus an optional
   cap on requests in flight. Waiters are served first come, first served; a waiter that is cancelled takes
   nothing. A 429 (or 503) that carries ``Retry-After`` pauses every new start until the pause is over.
-- :class:`AdaptiveLimiter` finds the rate the server accepts from its 429 answers (a CUBIC controller over a
-  token bucket, see its docstring), optionally under a configured sliding-window ceiling, so a configured
-  limit that is too high corrects itself.
+- :class:`AdaptiveLimiter` finds the rate the server accepts from its 429 answers (it opens paced at the most
+  conservative documented limit and probes upwards over a token bucket, telling overload from isolated 429s,
+  see its docstring), optionally under a configured sliding-window ceiling, so a configured limit that is too
+  high corrects itself.
 - :class:`UnlimitedLimiter` only caps the number of requests in flight.
 - :class:`netverify_async.redis.RedisRateLimiter` shares one limit between processes and hosts.
 
