@@ -9,9 +9,9 @@ seed and handed to the emulator as its fault sequence (``POST /__emulator/faults
 - ``500`` *after* processing, 2.4 % (the scan exists but the answer is an error: the outcome is unknown),
 - ``drop``, 2.4 %: the connection closes after the scan was created, without an answer (outcome unknown).
 
-Every answer with ``Retry-After`` stops all new uploads for a second, and the client's default limiter also
-lowers its rate after each 429, so a larger share of 429/503 makes the run much longer (``--faults``; with 0.5 %
-each, about 34 items/s instead of 100 on two cores). The default limit, 150/s, is below the ~200-230 items/s one
+Every answer with ``Retry-After`` stops all new uploads for a second; the client's default limiter tells an
+isolated 429 from an overload and does not lower its rate for it, so with 0.5 % of each (``--faults``) a run
+keeps about the throughput of a plain sliding window (about 65 items/s on two cores). The default limit, 150/s, is below the ~200-230 items/s one
 client process sustains on two cores with preflight on, so the limiter is what paces the run.
 
 The client has ``rate_limit`` equal to the emulator's limit, preflight on, and a SQLite journal in a temporary

@@ -51,7 +51,16 @@ from ._errors import (
     ResponseError,
     SubmissionOutcomeUnknown,
 )
-from ._events import AttemptMeter, CallTrace, EventHook, PreflightRejected, check_event_hooks, dispatch
+from ._events import (
+    DEFAULT_HOOK_TIMEOUT,
+    AttemptMeter,
+    CallTrace,
+    EventHook,
+    PreflightRejected,
+    check_event_hooks,
+    check_hook_timeout,
+    dispatch,
+)
 from ._exchange import Answer, BasicAuth, Call, Exchange, trusted_image_path
 from ._images import FileSink, ImageStream, ImageStreamContext, StreamSink, image_classifier
 from ._models import NetverifyRequest, ScanReceipt
@@ -136,6 +145,8 @@ class NetverifyClient:
       wait, attempt, retry, call finished, preflight rejection, journal state; see ``docs/observability.md``).
       The list is kept as :attr:`event_hooks` and may be changed later; an exception in a hook is logged and
       ignored. :mod:`netverify_async.otel` turns the events into OpenTelemetry spans and metrics.
+    - ``hook_timeout``: seconds an ``async`` event hook may take over one event before it is cancelled and the
+      call goes on (default 1). Plain-function hooks are called inline and must be quick.
     """
 
     def __init__(
@@ -161,6 +172,7 @@ class NetverifyClient:
         id_types_ttl: float = DEFAULT_ID_TYPES_TTL,
         check_accepted_id_types: bool = False,
         event_hooks: Sequence[EventHook] | None = None,
+        hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
     ) -> None:
         self._auth = BasicAuth(check_credential("api_token", api_token), check_credential("api_secret", api_secret))
         self.user_agent = check_user_agent(user_agent)
@@ -205,6 +217,8 @@ class NetverifyClient:
         self.stats = ClientStats()
         #: the callables that receive the client's events (see :mod:`netverify_async._events`)
         self.event_hooks: list[EventHook] = check_event_hooks(event_hooks)
+        #: seconds an async hook may take over one event (see :func:`~netverify_async._events.dispatch`)
+        self.hook_timeout: float = check_hook_timeout(hook_timeout)
         if isinstance(id_types_ttl, bool) or not isinstance(id_types_ttl, (int, float)) or not id_types_ttl >= 0:
             raise ConfigurationError("id_types_ttl: must be a number of seconds >= 0")
         self.id_types_ttl = float(id_types_ttl)
@@ -293,7 +307,9 @@ class NetverifyClient:
         if not self.event_hooks:
             return None
         kind = "submission" if limiter is self.submit_limiter else "retrieval"
-        return CallTrace(self.event_hooks, call, base_url=self.base_url, limiter=kind)
+        return CallTrace(
+            self.event_hooks, call, base_url=self.base_url, limiter=kind, hook_timeout=self.hook_timeout
+        )
 
     async def _call(
         self, call: Call, limiter: RateLimiter, on_send: OnSend | None = None, trace: CallTrace | None = None
@@ -515,7 +531,7 @@ class NetverifyClient:
                         codes=tuple(sorted(report.error_codes)),
                         merchant_id_scan_reference=request.merchant_id_scan_reference,
                     )
-                    await dispatch(tuple(self.event_hooks), rejected)
+                    await dispatch(tuple(self.event_hooks), rejected, hook_timeout=self.hook_timeout)
                 raise
             if (
                 self.preflight_fix

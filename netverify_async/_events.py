@@ -18,9 +18,17 @@ The events of one API call, in order::
     CallFinished
 
 A hook is a plain function or an ``async`` function taking one event. It runs in the task that makes the call,
-before the call goes on (so keep it quick: count, record, hand off). An exception raised by a hook is logged on
-the ``netverify_async`` logger (its type and stack, not its message) and otherwise ignored: a hook never
-breaks a submission.
+on its send path (some events are emitted while the call holds a rate-limiter slot, just before its body
+leaves), so a hook must be quick: count, record, hand off.
+
+- A plain function is called inline and is not interrupted: it must never block.
+- An ``async`` hook is awaited for at most ``hook_timeout`` seconds (:data:`DEFAULT_HOOK_TIMEOUT` unless the
+  client or ``callback_router`` is given another); past that it is cancelled, a warning is logged and the
+  call goes on. It is shielded from the caller's cancellation for that time only, so that the events closing
+  a cancelled call still arrive: a cancellation of the call takes effect at most ``hook_timeout`` later.
+
+Whatever a hook raises, an exception or a cancellation of its own work, is logged on the ``netverify_async``
+logger (its type and stack, not its message) and otherwise ignored: a hook never breaks a submission.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import functools
 import inspect
 import itertools
 import logging
+import math
 import re
 import time
 import traceback
@@ -44,6 +53,7 @@ if TYPE_CHECKING:
     from ._exchange import Answer, Call
 
 __all__ = [
+    "DEFAULT_HOOK_TIMEOUT",
     "AttemptFinished",
     "AttemptStarted",
     "CallFinished",
@@ -64,6 +74,9 @@ logger = logging.getLogger("netverify_async")
 #: or a refused request at the server), ``unknown`` (a submission that may have created a scan:
 #: :class:`~netverify_async.SubmissionOutcomeUnknown`), ``cancelled`` (the caller's task was cancelled).
 CallOutcome = Literal["success", "error", "unknown", "cancelled"]
+
+#: Seconds an ``async`` hook may take over one event before it is cancelled (the default ``hook_timeout``).
+DEFAULT_HOOK_TIMEOUT = 1.0
 
 _ids = itertools.count(1)
 
@@ -253,38 +266,103 @@ def check_event_hooks(hooks: Iterable[EventHook] | None, *, name: str = "event_h
     return found
 
 
+def check_hook_timeout(value: object, *, name: str = "hook_timeout") -> float:
+    """``value`` as seconds; :class:`~netverify_async.ConfigurationError` unless it is a finite number > 0."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigurationError(f"{name}: must be a finite number of seconds > 0")
+    return float(value)
+
+
 def _hook_name(hook: object) -> str:
     return str(getattr(hook, "__qualname__", None) or type(hook).__qualname__)
 
 
-async def dispatch(hooks: Sequence[EventHook], event: Event) -> None:
-    """Hand ``event`` to every hook in order; a hook's exception is logged (type and stack) and swallowed.
+def _log_hook_failure(hook: object, event: Event, exc: BaseException) -> None:
+    stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
+    logger.error(
+        "event hook %s raised %s on %s (ignored; message not logged)\n%s",
+        _hook_name(hook),
+        type(exc).__qualname__,
+        type(event).__name__,
+        stack,
+    )
 
-    An async hook is awaited shielded from cancellation, so that the events that close a cancelled call still
-    arrive (a plain function never waits, so it needs no shield).
+
+def _cancel_requests() -> int:
+    """How many cancellations of the current asyncio task are pending (0 outside asyncio)."""
+    import asyncio
+
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not in an asyncio event loop (trio)
+        return 0
+    cancelling = getattr(task, "cancelling", None)  # Python 3.11+
+    return int(cancelling()) if cancelling is not None else 0
+
+
+async def _await_hook(hook: object, event: Event, result: Awaitable[object], seconds: float) -> None:
+    """Await an async hook's ``result`` for at most ``seconds``, shielded from the caller.
+
+    Inside the shield, a cancellation that is neither the time limit's nor a pending ``task.cancel()`` of
+    the caller's task (plain asyncio code can still cancel the task there) comes from the hook's own work:
+    it is logged like an exception instead of ending the call.
     """
+    cancelled = anyio.get_cancelled_exc_class()
+    pending = _cancel_requests()
+    with anyio.CancelScope(shield=True), anyio.move_on_after(seconds) as limit:
+        try:
+            await result
+        except cancelled as exc:
+            if limit.cancel_called or _cancel_requests() > pending:
+                raise
+            _log_hook_failure(hook, event, exc)
+    if limit.cancelled_caught:
+        logger.warning(
+            "event hook %s did not finish on %s within %g s (hook_timeout); it was cancelled and the call "
+            "went on",
+            _hook_name(hook),
+            type(event).__name__,
+            seconds,
+        )
+
+
+async def dispatch(
+    hooks: Sequence[EventHook], event: Event, *, hook_timeout: float = DEFAULT_HOOK_TIMEOUT
+) -> None:
+    """Hand ``event`` to every hook in order; whatever a hook raises is logged (type and stack) and swallowed.
+
+    A plain function is called inline. An async hook is awaited shielded from cancellation, so that the
+    events that close a cancelled call still arrive, but for at most ``hook_timeout`` seconds: a slow or stuck
+    hook is cancelled then (and a warning logged), so it can neither hold the call nor keep it from being
+    cancelled for longer than that.
+    """
+    cancelled = anyio.get_cancelled_exc_class()
     for hook in hooks:
         try:
             result = hook(event)
-            if inspect.isawaitable(result):
-                with anyio.CancelScope(shield=True):
-                    await result
+        except (Exception, cancelled) as exc:  # a plain call has no checkpoint: a cancellation is the hook's own
+            _log_hook_failure(hook, event, exc)
+            continue
+        if not inspect.isawaitable(result):
+            continue
+        try:
+            await _await_hook(hook, event, result, hook_timeout)
         except Exception as exc:
-            stack = "".join(traceback.format_tb(exc.__traceback__)).rstrip()
-            logger.error(
-                "event hook %s raised %s on %s (ignored; message not logged)\n%s",
-                _hook_name(hook),
-                type(exc).__qualname__,
-                type(event).__name__,
-                stack,
-            )
+            _log_hook_failure(hook, event, exc)
 
 
 async def emit_via(owner: object, event_factory: Callable[[], Event]) -> None:
-    """Emit an event through ``owner.event_hooks`` (a client), when it has any; the event is built only then."""
+    """Emit an event through ``owner.event_hooks`` (a client), when it has any, awaiting each async hook for
+    at most ``owner.hook_timeout`` seconds; the event is built only when there are hooks."""
     hooks = getattr(owner, "event_hooks", None)
     if hooks:
-        await dispatch(tuple(hooks), event_factory())
+        seconds = getattr(owner, "hook_timeout", DEFAULT_HOOK_TIMEOUT)
+        await dispatch(tuple(hooks), event_factory(), hook_timeout=seconds)
 
 
 def redact_path(path: str) -> tuple[str, str]:
@@ -313,8 +391,17 @@ class AttemptMeter:
 class CallTrace:
     """The events of one call, sent to the hooks the client had when the call started."""
 
-    def __init__(self, hooks: Sequence[EventHook], call: Call, *, base_url: str, limiter: str) -> None:
+    def __init__(
+        self,
+        hooks: Sequence[EventHook],
+        call: Call,
+        *,
+        base_url: str,
+        limiter: str,
+        hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
+    ) -> None:
         self.hooks = tuple(hooks)
+        self.hook_timeout = hook_timeout
         self.call_id = next(_ids)
         self.operation = call.operation
         self.method = call.method
@@ -334,9 +421,11 @@ class CallTrace:
         self.tracking_id: str | None = None
         self._attempt_started = 0.0
 
+    async def _emit(self, event: Event) -> None:
+        await dispatch(self.hooks, event, hook_timeout=self.hook_timeout)
+
     async def started(self) -> None:
-        await dispatch(
-            self.hooks,
+        await self._emit(
             CallStarted(
                 call_id=self.call_id,
                 operation=self.operation,
@@ -353,8 +442,7 @@ class CallTrace:
     async def limiter_waited(self, attempt: int, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.limiter_wait += seconds
-        await dispatch(
-            self.hooks,
+        await self._emit(
             LimiterWaited(
                 call_id=self.call_id,
                 operation=self.operation,
@@ -367,8 +455,7 @@ class CallTrace:
     async def attempt_started(self, attempt: int, body_bytes: int) -> AttemptMeter:
         self.attempts = attempt
         self._attempt_started = anyio.current_time()
-        await dispatch(
-            self.hooks,
+        await self._emit(
             AttemptStarted(
                 call_id=self.call_id,
                 operation=self.operation,
@@ -390,8 +477,7 @@ class CallTrace:
         self.tracking_id = tracking
         self.bytes_sent += meter.bytes_sent
         kind = getattr(error, "kind", None) if error is not None else None
-        await dispatch(
-            self.hooks,
+        await self._emit(
             AttemptFinished(
                 call_id=self.call_id,
                 operation=self.operation,
@@ -409,8 +495,7 @@ class CallTrace:
     async def retry_scheduled(self, attempt: int, error: Any, delay: float) -> None:
         status = getattr(error, "status_code", None)
         tracking = getattr(error, "tracking_id", None)
-        await dispatch(
-            self.hooks,
+        await self._emit(
             RetryScheduled(
                 call_id=self.call_id,
                 operation=self.operation,
@@ -436,8 +521,7 @@ class CallTrace:
         else:
             outcome = "error"
         kind = getattr(error, "kind", None) if error is not None else None
-        await dispatch(
-            self.hooks,
+        await self._emit(
             CallFinished(
                 call_id=self.call_id,
                 operation=self.operation,

@@ -10,11 +10,22 @@ item that was loaded into the queue and is not leased (or whose lease expired) i
 to :meth:`PostgresJournal.counts` and :meth:`PostgresJournal.states`, and :meth:`PostgresJournal.queued_count`
 counts it.
 
-**"Sent" is durable before the first byte leaves.** ``mark_sent`` (for a claimed item, a single ``UPDATE``)
-is committed with ``synchronous_commit`` at least ``on`` (a session whose server default is ``off`` turns it on): the commit is
-on the server's disk (and on its synchronous standbys, where configured) when the call returns. A commit whose
+**"Sent" is durable before the first byte leaves.** ``mark_sent``'s transaction sets ``synchronous_commit``
+to ``on`` for itself (``SET LOCAL``) when the session's setting is weaker (``off``, ``local``,
+``remote_write``), so its commit is flushed to the server's disk, and to its synchronous standbys where
+``synchronous_standby_names`` names some, when the call returns. (What the server's storage does with a flushed
+write, and whether any standby is configured, is the database's configuration.) A commit whose
 acknowledgement is lost raises :class:`~netverify_async.JournalError`, so the caller does not send; the row
 may then say ``sent``, which the next run treats as unknown: never resent blindly.
+
+**Isolation and connections.** Every transaction runs at ``READ COMMITTED``, whatever the database's default
+(the fencing relies on its re-check of a row after waiting for its lock). The journal keeps one connection
+per object with session settings (time zone, ``statement_timeout``) and psycopg's automatic prepared
+statements: connect directly or through a pooler in *session* mode; transaction-mode pooling (e.g. pgbouncer
+``pool_mode = transaction``) is not supported. A connection found closed by the server when a call begins
+(a restart, ``idle_session_timeout``, ``pg_terminate_backend``) is replaced and the call made again: nothing
+of it had reached the server. One lost after the call's first statement raises
+:class:`~netverify_async.JournalError` ("outcome unknown").
 
 **Leases and fencing.** :meth:`PostgresJournal.claim` takes queued items with ``FOR UPDATE SKIP LOCKED`` and
 gives each a new *token* from a sequence and a lease until ``now() + lease_seconds`` (the database's clock;
@@ -102,8 +113,16 @@ SCHEMA_VERSION: Final = 1
 DEFAULT_LEASE_SECONDS: Final = 120.0
 #: Seconds to wait for the server when connecting.
 _CONNECT_TIMEOUT_S: Final = 10
-#: Longest a statement (a row lock, the migration lock) may wait before the call fails.
+#: Longest a statement (a row lock, the migration lock) may wait before the call fails (on the server; at most
+#: half of ``operation_timeout``, so that a wait for a lock ends cleanly before the client gives up).
 _STATEMENT_TIMEOUT_MS: Final = 30_000
+#: The default bound, in seconds, of one journal call (connecting included): see ``operation_timeout``.
+DEFAULT_OPERATION_TIMEOUT: Final = 30.0
+#: After its caller was cancelled, a call in flight may finish by itself for this long before it is aborted
+#: (a healthy database answers in milliseconds: a write that started is normally not lost to a cancellation).
+_CANCEL_GRACE_S: Final = 1.0
+#: How long the event loop waits for an aborted call's thread to notice (its socket was shut down).
+_ABORT_GRACE_S: Final = 2.0
 #: A transaction that met a unique violation, a serialization failure or a deadlock is run again this often.
 _TRANSACTION_ATTEMPTS: Final = 3
 #: Items inserted per statement by :meth:`PostgresJournal.load`.
@@ -265,6 +284,15 @@ _SCAN_COLUMNS = (
     "reject_reason_description, reject_reason_details, similarity, validity, callback_date"
 )
 
+#: Orders by reference byte by byte (UTF-8), as SQLite does, whatever the database's collation.
+_BY_REF: Final = 'ref COLLATE "C"'
+
+#: Makes the current transaction's commit durable: ``synchronous_commit`` at least ``on`` (``SET LOCAL``).
+_DURABLE_COMMIT: Final = (
+    "SELECT set_config('synchronous_commit', 'on', true) "
+    "WHERE current_setting('synchronous_commit') IN ('off', 'local', 'remote_write')"
+)
+
 #: The states whose items a batch sends (when nobody else holds them): a claim by ``begin_item`` takes these.
 _SENDABLE = ("pending", "failed")
 
@@ -313,6 +341,50 @@ def _entry_from_row(row: Sequence[Any], scans: Iterable[JournalScan] = ()) -> Jo
     )
 
 
+class _Call:
+    """One journal call running in a worker thread, which the event loop can abort (its deadline passed, or its
+    caller was cancelled) by shutting down the socket of the connection it uses: the blocked thread then gets
+    an error at once, even from a server that stopped answering (a frozen server's kernel still acknowledges
+    TCP, so keepalives would not notice). The socket is shut down, never closed, from the event loop: the
+    thread alone closes its connection."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._conn: psycopg.Connection[Any] | None = None
+        self.aborted = False
+        #: Set by the thread when the call is over, whatever its result.
+        self.done = threading.Event()
+
+    def attach(self, conn: psycopg.Connection[Any]) -> None:
+        """The thread is about to use ``conn`` (refused once the call was aborted)."""
+        with self._guard:
+            if self.aborted:
+                raise JournalError("the journal call was abandoned (its deadline passed or it was cancelled)")
+            self._conn = conn
+
+    def detach(self) -> None:
+        """The thread no longer uses the connection (call before closing it)."""
+        with self._guard:
+            self._conn = None
+
+    def abort(self) -> None:
+        with self._guard:
+            self.aborted = True
+            conn = self._conn
+            if conn is None:
+                return
+            try:
+                sock = socket.socket(fileno=os.dup(conn.fileno()))
+            except Exception:  # closed meanwhile: nothing to interrupt
+                return
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            finally:
+                sock.close()  # the duplicate only: the connection's own descriptor stays with its thread
+
+
 @attrs.define
 class _Held:
     """A lease this journal object holds: its token, and whether ``mark_sent`` also needs it to be live."""
@@ -338,9 +410,13 @@ class PostgresJournal:
     the items with a JSON payload each, and every worker :meth:`claim`\\ s some, renews its leases, and
     records the transitions of the items it holds.
 
-    Every database call runs in a worker thread on one connection guarded by a lock (works under asyncio and
-    trio); a call that started always finishes, even when its caller is cancelled. A lost connection raises
-    :class:`~netverify_async.JournalError`; the next call connects again.
+    Every database call runs in a worker thread on one connection, one call at a time per object (works under
+    asyncio and trio); calls waiting for their turn wait in async code and can be cancelled. A call takes at
+    most ``operation_timeout`` seconds (connecting included): past that, or when its caller is cancelled and
+    it has not finished within a second, it is aborted (its connection is shut down, so even a server that
+    stopped answering cannot hold it) and a deadline raises :class:`~netverify_async.JournalError`: for a write,
+    the outcome is then unknown. A lost connection raises :class:`~netverify_async.JournalError` too; the next
+    call connects again.
     """
 
     def __init__(
@@ -350,6 +426,7 @@ class PostgresJournal:
         *,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
         worker_id: str | None = None,
+        operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
     ) -> None:
         if not isinstance(conninfo, str) or not conninfo.strip():
             raise JournalError("conninfo: must be a non-empty PostgreSQL connection string or URL")
@@ -361,6 +438,13 @@ class PostgresJournal:
         if not 0 < float(lease_seconds) <= 7 * 24 * 3600:
             raise JournalError("lease_seconds: must be more than 0 and at most 7 days")
         self.lease_seconds = float(lease_seconds)
+        if (
+            isinstance(operation_timeout, bool)
+            or not isinstance(operation_timeout, (int, float))
+            or not 0 < float(operation_timeout) <= 3600
+        ):
+            raise JournalError("operation_timeout: must be a number of seconds, more than 0 and at most 3600")
+        self.operation_timeout = float(operation_timeout)
         if worker_id is None:
             worker_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 200:
@@ -369,6 +453,8 @@ class PostgresJournal:
         self._conninfo = conninfo
         self._conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
+        #: One call at a time per journal object; the others wait here, in async code (cancellable).
+        self._limiter = anyio.CapacityLimiter(1)
         self._held: dict[str, _Held] = {}
         self._run_id: int | None = None
         self._closed = False
@@ -389,7 +475,7 @@ class PostgresJournal:
             self._statements[text] = composed
         return composed
 
-    def _connect(self) -> psycopg.Connection[Any]:
+    def _connect(self, call: _Call) -> psycopg.Connection[Any]:
         if self._closed:
             raise JournalError("the journal is closed")
         if self._conn is not None:
@@ -408,14 +494,17 @@ class PostgresJournal:
             )
         except psycopg.Error as exc:
             raise JournalError(f"cannot connect to the journal database: {_describe(exc)}") from exc
+        # The fencing relies on READ COMMITTED: an UPDATE that waited for a row lock re-checks its condition
+        # against the row as committed meanwhile. Pinned, whatever the database's default.
+        conn.isolation_level = psycopg.IsolationLevel.READ_COMMITTED
+        statement_timeout_ms = max(1, min(_STATEMENT_TIMEOUT_MS, int(self.operation_timeout * 500)))
         try:
+            call.attach(conn)
             conn.execute("SET TIME ZONE 'UTC'")
-            conn.execute(f"SET statement_timeout = {_STATEMENT_TIMEOUT_MS}")
-            row = conn.execute("SHOW synchronous_commit").fetchone()
-            if row is not None and str(row[0]).lower() == "off":
-                conn.execute("SET synchronous_commit = on")  # "sent" must be on disk before the upload
+            conn.execute(f"SET statement_timeout = {statement_timeout_ms}")
             self._migrate(conn)
         except BaseException as exc:
+            call.detach()
             conn.close()
             if isinstance(exc, psycopg.Error):
                 raise JournalError(
@@ -465,34 +554,101 @@ class PostgresJournal:
             )
         return version
 
-    def _locked(self, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    def _exclusive(self) -> None:
+        """Take the connection's thread lock (held by a call that is being abandoned, for a moment at most)."""
+        if not self._lock.acquire(timeout=self.operation_timeout):
+            raise JournalError(f"journal {self.name!r}: an earlier call still holds the connection")
+
+    def _locked(self, fn: Callable[[psycopg.Connection[Any]], _T], call: _Call) -> _T:
         import psycopg
         from psycopg import errors
 
         retryable = (errors.UniqueViolation, errors.SerializationFailure, errors.DeadlockDetected)
-        with self._lock:
-            for attempt in range(_TRANSACTION_ATTEMPTS):
-                conn = self._connect()
+        self._exclusive()
+        try:
+            attempt = 0
+            reconnected = False
+            while True:
+                if call.aborted:
+                    raise JournalError(
+                        "the journal call was abandoned (its deadline passed or it was cancelled)"
+                    )
+                conn = self._connect(call)
+                begun = False  # whether BEGIN was answered: from then on, the call's statements may have run
                 try:
-                    with conn.transaction():
-                        return fn(conn)
+                    call.attach(conn)
+                    try:
+                        with conn.transaction():
+                            begun = True
+                            return fn(conn)
+                    finally:
+                        call.detach()
                 except retryable:
-                    if attempt + 1 < _TRANSACTION_ATTEMPTS:
+                    attempt += 1
+                    if attempt < _TRANSACTION_ATTEMPTS:
                         continue
                     raise JournalError(f"journal {self.name!r}: too much contention on one item") from None
                 except psycopg.Error as exc:
-                    if conn.closed or conn.broken:
-                        self._drop()
-                        raise JournalError(
-                            f"journal {self.name!r}: the database connection was lost ({_describe(exc)}); "
-                            "the outcome of this call is unknown, the next call connects again"
-                        ) from exc
-                    raise JournalError(f"journal {self.name!r}: {_describe(exc)}") from exc
-            raise AssertionError("unreachable")  # pragma: no cover
+                    if not (conn.closed or conn.broken):
+                        raise JournalError(f"journal {self.name!r}: {_describe(exc)}") from exc
+                    self._drop()
+                    if not begun and not reconnected and not call.aborted:
+                        # The connection was found dead at BEGIN (closed by the server while idle: a restart,
+                        # idle_session_timeout, pg_terminate_backend): nothing of this call reached the
+                        # server, so it is made again once, on a new connection.
+                        reconnected = True
+                        continue
+                    raise JournalError(
+                        f"journal {self.name!r}: the database connection was lost ({_describe(exc)}); "
+                        "the outcome of this call is unknown, the next call connects again"
+                    ) from exc
+        finally:
+            self._lock.release()
+
+    async def _in_thread(self, target: Callable[[_Call], _T]) -> _T:
+        """Run ``target`` in a worker thread, one call of this object at a time, within ``operation_timeout``.
+
+        Callers queued behind the call in flight wait in async code and can be cancelled. The call in flight is
+        aborted when its deadline passes (:class:`~netverify_async.JournalError`: the outcome of a write is then
+        unknown) or, after a short grace, when its caller is cancelled; either way its thread has let go of the
+        connection (or is about to) before this returns.
+        """
+        call = _Call()
+
+        def work(call: _Call) -> _T:
+            try:
+                return target(call)
+            finally:
+                call.done.set()
+
+        async with self._limiter:
+            try:
+                with anyio.move_on_after(self.operation_timeout):
+                    return await anyio.to_thread.run_sync(work, call, abandon_on_cancel=True)
+            except BaseException:
+                if not call.done.is_set():  # cancelled while the thread works on the call
+                    with anyio.CancelScope(shield=True):
+                        await self._wait_done(call, _CANCEL_GRACE_S)
+                        if not call.done.is_set():
+                            call.abort()
+                            await self._wait_done(call, _ABORT_GRACE_S)
+                raise
+            call.abort()
+            with anyio.CancelScope(shield=True):
+                await self._wait_done(call, _ABORT_GRACE_S)
+        raise JournalError(
+            f"journal {self.name!r}: no answer from the database within {self.operation_timeout:g} s "
+            "(operation_timeout); the outcome of this call is unknown, the next call connects again"
+        )
+
+    @staticmethod
+    async def _wait_done(call: _Call, seconds: float) -> None:
+        if not call.done.is_set():
+            await anyio.to_thread.run_sync(call.done.wait, seconds, abandon_on_cancel=True)
 
     async def _run(self, fn: Callable[[psycopg.Connection[Any]], _T]) -> _T:
-        # Not abandoned on cancellation: a write that started always finishes before the caller moves on.
-        return await anyio.to_thread.run_sync(self._locked, fn)
+        """Run ``fn`` in one transaction (see :meth:`_in_thread` for cancellation and the deadline)."""
+        return await self._in_thread(lambda call: self._locked(fn, call))
 
     def _lease_interval(self) -> _dt.timedelta:
         return _dt.timedelta(seconds=self.lease_seconds)
@@ -521,28 +677,36 @@ class PostgresJournal:
         await self.aclose()
 
     def _give_back(self, conn: psycopg.Connection[Any], held: list[tuple[str, int]]) -> None:
-        """Return the items of ``held`` that are still unsent (``pending``) to the queue."""
+        """Return the items of ``held`` that are still unsent (``pending``, or ``failed`` items taken again by
+        ``begin_item``) to the queue: their lease ends now, so a re-run can take them at once."""
         if held:
             conn.execute(
                 self._q(
                     "UPDATE {s}.items AS i SET owner = NULL, token = NULL, lease_until = NULL "
                     "FROM unnest(%s::text[], %s::bigint[]) AS h(ref, token) "
-                    "WHERE i.ref = h.ref AND i.token = h.token AND i.state = 'pending'"
+                    "WHERE i.ref = h.ref AND i.token = h.token AND i.state IN ('pending', 'failed')"
                 ),
                 ([ref for ref, _ in held], [token for _, token in held]),
             )
 
-    def _close_sync(self, held: list[tuple[str, int]]) -> None:
-        with self._lock:
+    def _close_sync(self, held: list[tuple[str, int]], call: _Call) -> None:
+        self._exclusive()
+        try:
+            self._closed = True
             conn = self._conn
             if held and conn is not None and not conn.closed and not conn.broken:
                 try:
-                    with conn.transaction():
-                        self._give_back(conn, held)
+                    call.attach(conn)
+                    try:
+                        with conn.transaction():
+                            self._give_back(conn, held)
+                    finally:
+                        call.detach()
                 except Exception:  # noqa: S110 - best effort: the leases expire by themselves
                     pass
-            self._closed = True
             self._drop()
+        finally:
+            self._lock.release()
 
     async def aclose(self) -> None:
         """Give the items this object holds and has not sent back to the queue (best effort: leases of a
@@ -550,7 +714,12 @@ class PostgresJournal:
         # ``_held`` is changed on the event loop's thread only; the worker thread gets a copy
         held = [(ref, h.token) for ref, h in self._held.items()]
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._close_sync, held)
+            try:
+                await self._in_thread(lambda call: self._close_sync(held, call))
+            except JournalError:
+                pass  # best effort (a database that does not answer): the leases expire by themselves
+            finally:
+                self._closed = True
         self._held.clear()
 
     # -- rows ------------------------------------------------------------------------------------------------
@@ -805,6 +974,9 @@ class PostgresJournal:
         )
 
         def sent(conn: psycopg.Connection[Any]) -> _Held | None:
+            # This transaction's commit waits for the disk (and the synchronous standbys) whatever the
+            # session or server says; a stronger setting (remote_apply) is kept.
+            conn.execute(_DURABLE_COMMIT)
             held = self._held.get(ref)
             if held is not None:
                 live = " AND lease_until > now()" if held.strict else ""
@@ -1062,7 +1234,8 @@ class PostgresJournal:
 
     async def renew(self, leases: Iterable[Lease]) -> list[str]:
         """Extend these leases by ``lease_seconds`` from now; returns the references whose lease was lost
-        (another worker claimed the item: its token changed). An item that already has an outcome keeps it."""
+        (another worker claimed the item: its token changed) or that are no longer ``pending`` (sent, or with an
+        outcome: there is nothing left to hold, and such a lease is never extended)."""
         pairs = [(lease.ref, lease.token) for lease in leases]
         if not pairs:
             return []
@@ -1072,7 +1245,7 @@ class PostgresJournal:
                 self._q(
                     "UPDATE {s}.items AS i SET lease_until = now() + %s "
                     "FROM unnest(%s::text[], %s::bigint[]) AS l(ref, token) "
-                    "WHERE i.ref = l.ref AND i.token = l.token RETURNING i.ref"
+                    "WHERE i.ref = l.ref AND i.token = l.token AND i.state = 'pending' RETURNING i.ref"
                 ),
                 (self._lease_interval(), [r for r, _ in pairs], [t for _, t in pairs]),
             ).fetchall()
@@ -1166,7 +1339,9 @@ class PostgresJournal:
             ref = facts.merchant_id_scan_reference
             if ref is None:
                 found = conn.execute(
-                    self._q("SELECT ref FROM {s}.scans WHERE scan_reference = %s ORDER BY ref LIMIT 1"),
+                    self._q(
+                        'SELECT ref FROM {s}.scans WHERE scan_reference = %s ORDER BY ref COLLATE "C" LIMIT 1'
+                    ),
                     (facts.scan_reference,),
                 ).fetchone()
                 ref = None if found is None else found[0]
@@ -1213,9 +1388,9 @@ class PostgresJournal:
     async def entries(self, state: JournalState | str | None = None) -> list[JournalEntry]:
         """Every entry (or those in ``state``) with its scans, ordered by reference."""
         if state is None:
-            return await self._run(lambda conn: self._load_entries(conn, "", (), "ref"))
+            return await self._run(lambda conn: self._load_entries(conn, "", (), _BY_REF))
         value = JournalState(state).value
-        return await self._run(lambda conn: self._load_entries(conn, "WHERE state = %s", (value,), "ref"))
+        return await self._run(lambda conn: self._load_entries(conn, "WHERE state = %s", (value,), _BY_REF))
 
     async def states(self) -> dict[str, JournalState]:
         """``{merchant reference: state}`` for every reference in the journal."""
@@ -1238,7 +1413,9 @@ class PostgresJournal:
         """References whose outcome is unknown (``sent`` or ``unknown``): reconcile them before resending."""
         rows = await self._run(
             lambda conn: conn.execute(
-                self._q("SELECT ref FROM {s}.items WHERE state IN ('sent', 'unknown') ORDER BY ref")
+                self._q(
+                    "SELECT ref FROM {s}.items WHERE state IN ('sent', 'unknown') ORDER BY ref COLLATE \"C\""
+                )
             ).fetchall()
         )
         return [ref for (ref,) in rows]
@@ -1253,7 +1430,7 @@ class PostgresJournal:
                 raise JournalError("unresolved: older_than must not be negative")
             where += " AND coalesce(last_sent_at, updated_at) <= now() - %s"
             args = (older_than,)
-        order = "coalesce(last_sent_at, updated_at), ref"
+        order = f"coalesce(last_sent_at, updated_at), {_BY_REF}"
         return await self._run(lambda conn: self._load_entries(conn, where, args, order))
 
     async def last_callback_at(self) -> _dt.datetime | None:

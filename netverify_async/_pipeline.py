@@ -119,6 +119,12 @@ async def _record(write: Awaitable[None] | None) -> JournalError | None:
     return None
 
 
+def _lease_lost(exc: BaseException) -> bool:
+    """A leasing journal's "this item is another owner's now" (``LeaseLostError``, told by name: any leasing
+    journal can say it)."""
+    return isinstance(exc, JournalError) and any(c.__name__ == "LeaseLostError" for c in type(exc).__mro__)
+
+
 def _flatten(exc: BaseException) -> list[BaseException]:
     inner = getattr(exc, "exceptions", None)
     if (
@@ -503,6 +509,7 @@ class Pipeline:
         item.body = None
         ref = item.ref
         sent = False
+        taken_over: JournalError | None = None
 
         async def mark_in_flight() -> None:
             # Called by the client once it holds a rate-limiter slot, right before the first HTTP attempt, so an
@@ -536,14 +543,28 @@ class Pipeline:
                 raise
             except Exception as exc:
                 if isinstance(exc, JournalError) and not sent:
-                    raise  # "sent" could not be recorded, so nothing was sent: the journal failure stops the batch
-                error, attempts = self._upload_error(item, exc)
+                    if not _lease_lost(exc):
+                        raise  # "sent" could not be recorded, so nothing was sent: the journal failure stops the batch
+                    taken_over = exc
+                else:
+                    error, attempts = self._upload_error(item, exc)
         finally:
             del body
             self.budget.release(item.reserved)
             item.reserved = 0
         if isinstance(error, BatchStoppedError) and not sent:
             return  # the batch stopped while it waited for a slot: it stays pending
+        if taken_over is not None:
+            # The lease begin_item took ran out before the upload and another process took the item: nothing
+            # was sent, and the item is that process's to send now. Skipped here; the batch goes on.
+            skipped = SubmissionOutcomeUnknown(
+                ref, "another process took this item over after this batch's lease on it ran out, not sent here"
+            )
+            skipped.__cause__ = taken_over
+            await self._emit(
+                out, self._outcome(item.index, ref, OutcomeStatus.SKIPPED_UNKNOWN, item.started, error=skipped)
+            )
+            return
         journal = self.journal
         if receipt is not None:
             failure = await _record(journal.mark_receipt(ref, receipt) if journal else None)

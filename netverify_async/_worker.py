@@ -296,6 +296,8 @@ class _Worker:
         self.input_done = False
         #: the pipeline of the current session
         self.batch: Batch | None = None
+        #: whether the journal recorded the start of this worker's run
+        self.run_started = False
 
     @property
     def stopping(self) -> bool:
@@ -357,14 +359,12 @@ class _Worker:
                         break
                     await self.sleep_or_stop(self.poll_interval)
                     continue
-                if not self.taking():  # the pipeline stopped while this claim ran: hand them back
-                    for lease in leases:
-                        self.held[lease.ref] = lease
-                    break
+                self.stats.claimed += len(leases)
                 for lease in leases:
                     self.held[lease.ref] = lease
-                    self.buffer.append(lease)
-                self.stats.claimed += len(leases)
+                if not self.taking():  # the pipeline stopped while this claim ran: they are handed back
+                    break
+                self.buffer.extend(leases)
             lease = self.buffer.popleft()
             if lease.ref in self.lost:
                 continue
@@ -565,10 +565,24 @@ class _Worker:
                 error = exc
             finally:
                 await self.release_unsent()
+                await self.finish_run(error)
                 group.cancel_scope.cancel()
         if error is not None:
             raise error
         return self.stats
+
+    async def finish_run(self, error: BaseException | None) -> None:
+        """Record how this worker's run ended (best effort: the record of runs is informative only)."""
+        if not self.run_started:
+            return
+        status = "failed" if error is not None else "stopped" if self.stopping else "completed"
+        counts = {**self.stats.outcomes, "claimed": self.stats.claimed, "lease_lost": self.stats.lease_lost}
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_RELEASE_TIMEOUT):
+            try:
+                await self.journal.finish_run(status, counts)
+                self.run_started = False
+            except JournalError as exc:
+                logger.info("worker: could not record the end of its run (%s)", type(exc).__name__)
 
 
 class _WorkerJournal:
@@ -580,10 +594,15 @@ class _WorkerJournal:
         self._journal = worker.journal
 
     async def start_run(self) -> None:
-        await self._worker.retrying("start_run", self._journal.start_run, patient=False)
+        # One run per worker in the journal's record of runs, however many pipelines the worker goes through
+        # (a new one after a long database outage); the worker finishes it when it stops.
+        worker = self._worker
+        if not worker.run_started:
+            await worker.retrying("start_run", self._journal.start_run, patient=False)
+            worker.run_started = True
 
     async def finish_run(self, status: str, counts: Mapping[str, int]) -> None:
-        await self._worker.retrying("finish_run", lambda: self._journal.finish_run(status, counts))
+        pass  # see start_run: recorded once, by the worker, when it stops
 
     async def begin_item(self, merchant_id_scan_reference: str) -> JournalEntry | None:
         ref = merchant_id_scan_reference

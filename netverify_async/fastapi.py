@@ -70,7 +70,14 @@ except ImportError as _exc:  # pragma: no cover - exercised in a subprocess by t
 from ._client import NetverifyClient
 from ._constants import CALLBACK_MAX_BODY_BYTES
 from ._errors import CallbackOriginError, CallbackParseError, ConfigurationError
-from ._events import CallbackHandled, EventHook, check_event_hooks, dispatch
+from ._events import (
+    DEFAULT_HOOK_TIMEOUT,
+    CallbackHandled,
+    EventHook,
+    check_event_hooks,
+    check_hook_timeout,
+    dispatch,
+)
 from .callbacks import CallbackOriginVerifier, NetverifyCallback, parse_callback
 
 if TYPE_CHECKING:
@@ -300,6 +307,14 @@ def _is_async_callable(obj: object) -> bool:
     )
 
 
+def _status_value(callback: NetverifyCallback | None) -> str | None:
+    """The callback's ``verificationStatus`` as sent (an unknown value as is); None without one."""
+    status = callback.verification_status if callback is not None else None
+    if status is None:
+        return None
+    return str(getattr(status, "value", status))
+
+
 def _handler_name(handler: object) -> str:
     return str(getattr(handler, "__qualname__", None) or type(handler).__qualname__)
 
@@ -316,6 +331,7 @@ def callback_router(
     name: str = "netverify_callback",
     include_in_schema: bool = True,
     event_hooks: Sequence[EventHook] | None = None,
+    hook_timeout: float = DEFAULT_HOOK_TIMEOUT,
 ) -> APIRouter:
     """An ``APIRouter`` with one ``POST path`` route that receives Jumio's ID Verification callbacks.
 
@@ -355,10 +371,13 @@ def callback_router(
     running when the server shuts down is subject to the server's graceful-shutdown timeout.
 
     ``event_hooks`` (sync or async callables) receive a :class:`~netverify_async.CallbackHandled`
-    event for each delivery, after its answer was decided (see ``docs/observability.md``;
-    :class:`netverify_async.otel.OpenTelemetryHooks` is one).
+    event for each delivery, after its answer was decided and before it is sent (see
+    ``docs/observability.md``; :class:`netverify_async.otel.OpenTelemetryHooks` is one). An ``async`` hook is
+    cancelled after ``hook_timeout`` seconds (default 1), so a stuck hook cannot keep Jumio from its answer;
+    a plain-function hook is called inline and must be quick.
     """
     hooks = check_event_hooks(event_hooks)
+    hook_seconds = check_hook_timeout(hook_timeout)
     if handler is None and journal is None:
         raise ConfigurationError("callback_router: give a handler, a journal (journal=...), or both")
     if handler is not None and not _is_async_callable(handler):
@@ -457,11 +476,11 @@ def callback_router(
             status_code=response.status_code,
             outcome=seen.outcome or _CALLBACK_OUTCOMES.get(response.status_code, "other"),
             duration=anyio.current_time() - started,
-            verification_status=str(callback.verification_status) if callback is not None else None,
+            verification_status=_status_value(callback),
             journal_effect=seen.journal_effect,
             scan_reference=callback.jumio_id_scan_reference if callback is not None else None,
         )
-        await dispatch(tuple(hooks), event)
+        await dispatch(tuple(hooks), event, hook_timeout=hook_seconds)
         return response
 
     async def handle(request: Request, seen: _Delivery) -> Response:

@@ -14,20 +14,24 @@ merchant reference is recorded (as ``netverify.merchant_reference`` on spans) on
 ``record_merchant_reference=True``; it is never a metric attribute (one time series per document would be of no
 use). Jumio's scan references are not recorded: ``url.full`` carries ``REDACTED`` in their place.
 
-Spans (one per API call, kind ``CLIENT``, following the HTTP client semantic conventions where they apply):
+Spans:
 
-==================================  ==================================================================
-``netverify.submit``                performNetverify
-``netverify.retrieve {operation}``  a retrieval or deletion call (``scanStatus``, ``downloadImage``, ...)
-``netverify.callback``              a callback delivery handled by ``callback_router`` (kind INTERNAL)
-==================================  ==================================================================
+====================================  ========  =============================================================
+``netverify.submit``                  INTERNAL  a performNetverify call: limiter waits, retry waits, attempts
+``netverify.retrieve {operation}``    INTERNAL  a retrieval or deletion call (``scanStatus``, ...)
+``{method} {url.template}``           CLIENT    one HTTP attempt (a child of its call's span), e.g.
+                                                ``POST /api/netverify/v2/performNetverify``
+``netverify.callback``                INTERNAL  a callback delivery handled by ``callback_router``
+====================================  ========  =============================================================
 
-Attributes: ``http.request.method``, ``server.address``, ``server.port``, ``url.full``, ``url.template``,
-``http.response.status_code`` (the last answer's), ``error.type`` (the status code of an error answer, else the
-error's class name), ``http.request.resend_count``, ``netverify.operation``, ``netverify.outcome``,
-``netverify.attempts``, ``netverify.failure_kind``, ``netverify.tracking_id`` (the last ``X-Trackingid``),
-``netverify.limiter.wait`` (s), ``netverify.bytes_sent``. Span events: ``netverify.attempt`` per attempt and
-``netverify.retry`` per scheduled retry.
+A call span carries ``netverify.operation``, ``netverify.outcome``, ``netverify.attempts``,
+``netverify.limiter.wait`` (s, all attempts), ``netverify.bytes_sent``, ``netverify.failure_kind``,
+``netverify.tracking_id`` (the last ``X-Trackingid``), ``error.type`` (the final error's class name) and a
+``netverify.retry`` span event per scheduled retry. An attempt span follows the HTTP client semantic
+conventions (one span per physical request): ``http.request.method``, ``server.address``, ``server.port``,
+``url.full``, ``url.template``, ``http.response.status_code``, ``error.type`` (the status code of an error
+answer, else the error's class name), ``http.request.resend_count`` (from the second attempt on), plus
+``netverify.tracking_id``, ``netverify.failure_kind``, ``netverify.bytes_sent`` and ``netverify.limiter.wait``.
 
 Metrics (see ``docs/observability.md`` for their attributes): ``netverify.submissions``,
 ``netverify.attempts``, ``netverify.retries``, ``netverify.throttled``, ``netverify.limiter.wait``,
@@ -58,7 +62,7 @@ from ._events import (
 
 try:
     from opentelemetry import metrics, trace
-    from opentelemetry.trace import SpanKind, Status, StatusCode
+    from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(
         "netverify_async.otel needs the OpenTelemetry API: pip install 'netverify-async[otel]'"
@@ -84,8 +88,13 @@ _SUBMIT = "performNetverify"
 
 
 def span_name(operation: str) -> str:
-    """The span name of an API operation."""
+    """The name of an API call's span."""
     return "netverify.submit" if operation == _SUBMIT else f"netverify.retrieve {operation}"
+
+
+def attempt_span_name(method: str, url_template: str) -> str:
+    """The name of an HTTP attempt's span: ``{method} {url.template}``, as the HTTP conventions advise."""
+    return f"{method} {url_template}" if url_template else method
 
 
 def _error_type(status: int | None, error_type: str | None) -> str | None:
@@ -97,8 +106,14 @@ def _error_type(status: int | None, error_type: str | None) -> str | None:
 @attrs.define
 class _CallState:
     span: Span
+    #: ``http.request.method``, ``server.address``, ``server.port``: the attributes of the HTTP metrics
     server: dict[str, Any]
+    url_full: str
+    url_template: str
+    #: the limiter wait of the attempt that comes next
     limiter_wait: float = 0.0
+    #: the span of the attempt in flight
+    attempt: Span | None = None
 
 
 class OpenTelemetryHooks:
@@ -199,18 +214,13 @@ class OpenTelemetryHooks:
             "server.address": event.server_address,
             "server.port": event.server_port,
         }
-        attributes: dict[str, Any] = {
-            **server,
-            "url.full": event.url,
-            "url.template": event.url_template,
-            "netverify.operation": event.operation,
-        }
+        attributes: dict[str, Any] = {"netverify.operation": event.operation}
         if self.record_merchant_reference and event.merchant_id_scan_reference is not None:
             attributes["netverify.merchant_reference"] = event.merchant_id_scan_reference
         span = self._tracer.start_span(
-            span_name(event.operation), kind=SpanKind.CLIENT, attributes=attributes, start_time=event.timestamp_ns
+            span_name(event.operation), kind=SpanKind.INTERNAL, attributes=attributes, start_time=event.timestamp_ns
         )
-        self._calls[event.call_id] = _CallState(span, server)
+        self._calls[event.call_id] = _CallState(span, server, event.url, event.url_template)
 
     def _limiter_waited(self, event: LimiterWaited) -> None:
         self._limiter_wait.record(
@@ -226,6 +236,26 @@ class OpenTelemetryHooks:
 
     def _attempt_started(self, event: AttemptStarted) -> None:
         self._active.add(1, self._server(event.call_id, event.method))
+        state = self._calls.get(event.call_id)
+        if state is None:
+            return
+        attributes: dict[str, Any] = {
+            **state.server,
+            "url.full": state.url_full,
+            "url.template": state.url_template,
+            "netverify.limiter.wait": state.limiter_wait,
+        }
+        if event.attempt > 1:
+            attributes["http.request.resend_count"] = event.attempt - 1
+        if state.attempt is not None:  # an attempt that never reported its end
+            state.attempt.end(end_time=event.timestamp_ns)
+        state.attempt = self._tracer.start_span(
+            attempt_span_name(event.method, state.url_template),
+            context=set_span_in_context(state.span),
+            kind=SpanKind.CLIENT,
+            attributes=attributes,
+            start_time=event.timestamp_ns,
+        )
 
     def _attempt_finished(self, event: AttemptFinished) -> None:
         server = self._server(event.call_id, event.method)
@@ -244,13 +274,10 @@ class OpenTelemetryHooks:
             measured["error.type"] = error_type
         self._duration.record(event.duration, measured)
         state = self._calls.get(event.call_id)
-        if state is None:
+        if state is None or state.attempt is None:
             return
-        attributes: dict[str, Any] = {
-            "http.request.resend_count": event.attempt - 1,
-            "netverify.bytes_sent": event.bytes_sent,
-            "netverify.limiter.wait": state.limiter_wait,
-        }
+        span, state.attempt = state.attempt, None
+        attributes: dict[str, Any] = {"netverify.bytes_sent": event.bytes_sent}
         if event.status_code is not None:
             attributes["http.response.status_code"] = event.status_code
         if error_type is not None:
@@ -259,7 +286,10 @@ class OpenTelemetryHooks:
             attributes["netverify.failure_kind"] = event.failure_kind.value
         if event.tracking_id is not None:
             attributes["netverify.tracking_id"] = event.tracking_id
-        state.span.add_event("netverify.attempt", attributes, timestamp=event.timestamp_ns)
+        span.set_attributes(attributes)
+        if error_type is not None:
+            span.set_status(Status(StatusCode.ERROR, error_type))
+        span.end(end_time=event.timestamp_ns)
 
     def _retry_scheduled(self, event: RetryScheduled) -> None:
         kind = event.failure_kind.value
@@ -284,23 +314,22 @@ class OpenTelemetryHooks:
         if state is None:
             return
         span = state.span
+        if state.attempt is not None:  # an attempt that never reported its end
+            state.attempt.end(end_time=event.timestamp_ns)
         attributes: dict[str, Any] = {
             "netverify.outcome": event.outcome,
             "netverify.attempts": event.attempts,
             "netverify.limiter.wait": event.limiter_wait,
             "netverify.bytes_sent": event.bytes_sent,
         }
-        if event.attempts > 1:
-            attributes["http.request.resend_count"] = event.attempts - 1
         if event.status_code is not None:
-            attributes["http.response.status_code"] = event.status_code
+            attributes["netverify.status_code"] = event.status_code
         if event.tracking_id is not None:
             attributes["netverify.tracking_id"] = event.tracking_id
         if event.failure_kind is not None:
             attributes["netverify.failure_kind"] = event.failure_kind.value
-        error_type = _error_type(event.status_code, event.error_type)
-        if error_type is not None:
-            attributes["error.type"] = error_type
+        if event.error_type is not None:
+            attributes["error.type"] = event.error_type
         span.set_attributes(attributes)
         if event.outcome != "success":
             # the class name only: a message may quote what the server said

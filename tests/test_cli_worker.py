@@ -311,7 +311,7 @@ async def test_an_item_whose_lease_was_lost_is_skipped_not_sent(
         if ref == "lost-0":
             import time
 
-            time.sleep(1.3)  # blocks the event loop: the 1 s lease runs out unrenewed
+            time.sleep(2.0)  # blocks the event loop: the 1 s lease runs out unrenewed
             thread.start()
             assert claimed.wait(10)  # still blocked: the other worker's claim lands before anything runs here
         return await anyio.to_thread.run_sync(request_from_payload, ref, payload)
@@ -536,3 +536,28 @@ async def test_a_database_away_longer_than_the_retry_timeout_restarts_the_pipeli
     receipts = {ref for ref, state in states.items() if state is JournalState.RECEIPT}
     assert receipts <= set(scans)
     assert all(states[ref] in (JournalState.SENT, JournalState.UNKNOWN) for ref in set(refs) - receipts)
+
+
+@pytest.mark.anyio
+async def test_batch_stop_lets_uploads_in_flight_finish(tmp_path: Path) -> None:
+    """``Batch.stop()`` (what a worker does on SIGTERM): no new item is taken, nothing in flight is cut off."""
+    from _batch_support import make_request
+
+    from netverify_async.emulator import run_emulator
+
+    refs = [f"stop-{i}" for i in range(8)]
+    async with run_emulator(processing_delay=0, latency=0.5) as slow, client_for(slow) as client:
+        async with SqliteJournal(tmp_path / "stop.journal") as journal:
+            requests = [make_request(r) for r in refs]
+            async with client.submit_many(requests, concurrency=2, journal=journal) as batch:
+                statuses = []
+                async for outcome in batch:
+                    statuses.append(outcome.status)
+                    batch.stop()
+                    assert batch.stopping
+            states = await journal.states()
+        scans = scans_per_reference(slow)
+    assert statuses and set(statuses) == {OutcomeStatus.RECEIPT} and len(statuses) < len(refs)
+    assert batch.summary.unknown == () and len(batch.summary.not_sent) > 0
+    assert sorted(scans) == sorted(ref for ref, state in states.items() if state is JournalState.RECEIPT)
+    assert not any(state.outcome_unknown for state in states.values())

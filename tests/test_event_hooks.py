@@ -314,3 +314,191 @@ async def test_urls_keep_the_base_path_and_drop_the_scan_reference() -> None:
     assert started.url == "https://proxy.example:8443/jumio/api/netverify/v2/scans/REDACTED/images/front"
     assert started.url_template == "/jumio/api/netverify/v2/scans/{scanReference}/images/front"
     assert (started.server_address, started.server_port) == ("proxy.example", 8443)
+
+
+# -- hooks never hold the send path -------------------------------------------------------------------------
+
+#: How long the tests below let a call run before deciding that a stuck hook is holding it (a hang guard:
+#: with the time limit on hooks the call ends after ``hook_timeout``, far sooner).
+HANG_GUARD = 20.0
+
+
+class StuckHook:
+    """An async hook that blocks on ``kind`` until ``release`` is set (which the tests do only at the end)."""
+
+    def __init__(self, kind: type[Any]) -> None:
+        self.kind = kind
+        self.entered = anyio.Event()
+        self.release = anyio.Event()
+        self.abandoned = 0
+
+    async def __call__(self, event: Event) -> None:
+        if not isinstance(event, self.kind):
+            return
+        self.entered.set()
+        try:
+            await self.release.wait()
+        except anyio.get_cancelled_exc_class():
+            self.abandoned += 1
+            raise
+
+
+async def finished_within_guard(call: Callable[[], Any], stuck: StuckHook) -> tuple[bool, list[Any]]:
+    """Run ``call`` in a task; (whether it finished while ``stuck`` was still blocked, its results)."""
+    results: list[Any] = []
+    done = anyio.Event()
+
+    async def run() -> None:
+        results.append(await call())
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.move_on_after(HANG_GUARD):
+            await done.wait()
+        finished = done.is_set() and not stuck.release.is_set()
+        stuck.release.set()  # lets a call that is still held finish, so that the test ends
+    return finished, results
+
+
+@pytest.mark.both_loops
+async def test_a_stuck_async_hook_does_not_hold_the_upload(
+    emulator: Any, make_request: RequestFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    stuck = StuckHook(AttemptStarted)  # the event emitted after the slot was taken, just before the body leaves
+    after = Recorder()
+    caplog.set_level(logging.WARNING, logger="netverify_async")
+    async with emulator_client(emulator, event_hooks=[stuck, after]) as client:  # the default hook_timeout
+        assert client.hook_timeout == 1.0
+        finished, [receipt] = await finished_within_guard(
+            lambda: client.perform_netverify(make_request("stuck-1")), stuck
+        )
+
+    assert finished, "the submission waited for the stuck hook"
+    assert receipt.scan_reference and emulator.stats.scans_created == 1
+    assert stuck.abandoned == 1
+    assert after.names() == ["CallStarted", *ONE_ATTEMPT, "CallFinished"]  # the later hooks still ran
+    warnings = [r.getMessage() for r in caplog.records if "did not finish" in r.getMessage()]
+    assert len(warnings) == 1 and "on AttemptStarted" in warnings[0] and "StuckHook" in warnings[0]
+
+
+@pytest.mark.both_loops
+async def test_a_call_whose_hook_is_stuck_can_still_be_cancelled(
+    emulator: Any, make_request: RequestFactory
+) -> None:
+    stuck = StuckHook(AttemptStarted)
+    hook = Recorder()
+    scope = anyio.CancelScope()
+
+    async def submit() -> None:
+        with scope:
+            await client.perform_netverify(make_request("stuck-2"))
+
+    async def cancel_when_stuck() -> None:
+        await stuck.entered.wait()
+        scope.cancel()  # the caller gives up while the hook is blocked
+
+    async with emulator_client(emulator, event_hooks=[hook, stuck], hook_timeout=0.2) as client:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cancel_when_stuck)
+            finished, _ = await finished_within_guard(submit, stuck)
+
+    assert finished, "the cancelled call waited for the stuck hook"
+    assert scope.cancelled_caught and stuck.abandoned == 1
+    assert hook.names() == ["CallStarted", *ONE_ATTEMPT, "CallFinished"]
+    [done] = hook.of(CallFinished)
+    assert done.outcome == "cancelled"
+
+
+async def test_a_hook_cancelled_by_its_own_work_never_breaks_a_submission(
+    emulator: Any, make_request: RequestFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    import asyncio  # (asyncio only: a trio hook cannot raise a Cancelled of its own)
+
+    async def self_cancelled(event: Event) -> None:
+        if isinstance(event, AttemptStarted):
+            waited_for = asyncio.get_running_loop().create_future()
+            waited_for.cancel()  # e.g. a future another task cancelled
+            await waited_for
+
+    def plain_self_cancelled(event: Event) -> None:
+        if isinstance(event, AttemptFinished):
+            done = asyncio.get_running_loop().create_future()
+            done.cancel()
+            done.result()  # raises CancelledError, from a plain function
+
+    hook = Recorder()
+    caplog.set_level(logging.ERROR, logger="netverify_async")
+    hooks = [self_cancelled, plain_self_cancelled, hook]
+    async with emulator_client(emulator, event_hooks=hooks) as client:
+        receipt = await client.perform_netverify(make_request("cancelled-hook-1"))
+
+    assert receipt.scan_reference and emulator.stats.scans_created == 1
+    [done] = hook.of(CallFinished)
+    assert done.outcome == "success"
+    failures = [r.getMessage() for r in caplog.records if "event hook" in r.getMessage()]
+    assert len(failures) == 2
+    assert "self_cancelled raised CancelledError on AttemptStarted" in failures[0]
+    assert "plain_self_cancelled raised CancelledError on AttemptFinished" in failures[1]
+
+
+async def test_a_task_cancel_during_a_hook_still_cancels_the_call(
+    emulator: Any, make_request: RequestFactory
+) -> None:
+    import asyncio  # plain asyncio cancellation (task.cancel()), which reaches into the hook's shield
+
+    stuck = StuckHook(AttemptStarted)
+    hook = Recorder()
+    async with emulator_client(emulator, event_hooks=[hook, stuck], hook_timeout=HANG_GUARD) as client:
+        task = asyncio.ensure_future(client.perform_netverify(make_request("task-cancel-1")))
+        await stuck.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert stuck.abandoned == 1 and not stuck.release.is_set()
+    [done] = hook.of(CallFinished)
+    assert done.outcome == "cancelled"
+    assert emulator.stats.scans_created == 0
+
+
+async def test_the_hook_timeout_is_checked(emulator: Any) -> None:
+    for bad in (0, -1, float("nan"), float("inf"), True, "1"):
+        with pytest.raises(ConfigurationError, match="hook_timeout"):
+            emulator_client(emulator, hook_timeout=bad)
+    with pytest.raises(ConfigurationError, match="hook_timeout"):
+        callback_router(lambda c: None, hook_timeout=0)
+
+
+async def test_a_stuck_hook_does_not_hold_the_callback_answer() -> None:
+    stuck = StuckHook(CallbackHandled)
+
+    async def handler(callback: Any) -> None:
+        pass
+
+    app = FastAPI()
+    verifier = CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])
+    app.include_router(callback_router(handler, verifier=verifier, event_hooks=[stuck], hook_timeout=0.2))
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        finished, [answer] = await finished_within_guard(
+            lambda: http.post("/netverify/callback", content=SAMPLE_APPROVED, headers=FORM), stuck
+        )
+    assert finished, "Jumio's answer waited for the stuck hook"
+    assert answer.status_code == 200 and stuck.abandoned == 1
+
+
+async def test_a_callback_without_a_status_reports_none() -> None:
+    hook = Recorder()
+
+    async def handler(callback: Any) -> None:
+        pass
+
+    app = FastAPI()
+    verifier = CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])
+    app.include_router(callback_router(handler, verifier=verifier, event_hooks=[hook]))
+    without_status = SAMPLE_APPROVED.replace("&verificationStatus=APPROVED_VERIFIED", "")
+    assert without_status != SAMPLE_APPROVED
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        answer = await http.post("/netverify/callback", content=without_status, headers=FORM)
+    assert answer.status_code == 200
+    [event] = hook.of(CallbackHandled)
+    assert event.outcome == "accepted" and event.verification_status is None

@@ -456,6 +456,39 @@ async def test_a_stopped_batch_then_an_immediate_rerun_sends_the_rest_once(new_j
     assert scans_per_reference(emu) == dict.fromkeys(items, 1)
 
 
+async def test_earlier_failures_a_stopped_batch_then_an_immediate_rerun(new_journal: Factory) -> None:
+    """Items an earlier run left ``failed`` (nothing sent) are taken again by the next batch; when that batch is
+    stopped, the ones it did not send are given back, so a re-run straight after sends them."""
+    from netverify_async.emulator import run_emulator
+
+    items = refs("refailed", 6)
+    async with new_journal() as earlier:
+        for ref in items:
+            await earlier.mark_failed(ref, ValueError("refused, nothing sent"))
+    async with run_emulator(processing_delay=0.0) as emu, client_for(emu) as client:
+        async with new_journal() as journal:
+            async with client.submit_many(
+                (make_request(ref) for ref in items), concurrency=1, journal=journal
+            ) as batch:
+                first = []
+                async for outcome in batch:
+                    first.append(outcome)
+                    batch.stop()
+        async with new_journal() as rerun:
+            async with client.submit_many(
+                (make_request(ref) for ref in items), concurrency=2, journal=rerun
+            ) as batch:
+                second = {o.merchant_id_scan_reference: o.status async for o in batch}
+            assert (await rerun.counts())[JournalState.RECEIPT] == 6
+    done_first = {o.merchant_id_scan_reference for o in first if o.status is OutcomeStatus.RECEIPT}
+    assert done_first and len(done_first) < len(items)
+    assert second == {
+        ref: OutcomeStatus.SKIPPED_ALREADY_DONE if ref in done_first else OutcomeStatus.RECEIPT
+        for ref in items
+    }
+    assert scans_per_reference(emu) == dict.fromkeys(items, 1)
+
+
 # ---------------------------------------------------------------------------------------------------------
 # PostgreSQL only: names, schema, queue, leases, fencing, lost connections
 
@@ -806,18 +839,23 @@ async def test_a_killed_worker_leaves_sent_items_sent_and_the_rest_reclaimable(p
         assert raw_item(pg_url, name, "in-flight")[:3] == ("sent", 1, "doomed")  # type: ignore[index]
 
 
-async def test_a_terminated_connection_raises_journal_error_then_recovers(pg_url: str) -> None:
+async def test_an_idle_connection_closed_by_the_server_is_replaced_and_the_call_made(pg_url: str) -> None:
+    """The server ends the idle connection between two calls (pg_terminate_backend, like a restart or
+    idle_session_timeout): nothing of the next call had reached it, so the call is made on a new connection."""
     name = journal_name("terminate")
     async with PostgresJournal(pg_url, name) as journal:
         await journal.begin_item("order-1")
         assert journal._conn is not None
+        first_pid = journal._conn.info.backend_pid
+        with admin(pg_url) as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (first_pid,))
+        await journal.mark_sent("order-1")  # the lease is still held
+        assert journal._conn is not None and journal._conn.info.backend_pid != first_pid
+        assert (await journal.get("order-1")).state is JournalState.SENT  # type: ignore[union-attr]
         with admin(pg_url) as conn:
             conn.execute("SELECT pg_terminate_backend(%s)", (journal._conn.info.backend_pid,))
-        with pytest.raises(JournalError, match="connection was lost") as lost:
-            await journal.mark_sent("order-1")
-        assert type(lost.value) is JournalError
-        await journal.mark_sent("order-1")  # connects again; the lease is still held
-        assert (await journal.get("order-1")).state is JournalState.SENT  # type: ignore[union-attr]
+        assert await journal.begin_item("order-2") is None
+        assert raw_item(pg_url, name, "order-2")[:2] == ("pending", 0)  # type: ignore[index]
 
 
 async def test_a_sent_commit_whose_answer_was_lost_is_never_sent_and_never_resent(pg_url: str) -> None:

@@ -123,11 +123,12 @@ async def test_adaptive_limiter_settles_under_the_proxy_rate(
     policy = RetryPolicy(max_attempts=30, backoff_base=0.05, backoff_max=0.2, budget_capacity=0, deadline=60)
     async with run_emulator(processing_delay=0.0) as emu:
         with nginx_proxy(tmp_path, upstream_port=port_of(emu.base_url), rate=PROXY_RATE) as proxy:
+            # started twice as fast as the proxy allows (a configured guess that is too high), it must settle
+            limiter = AdaptiveLimiter(initial_rate=40, max_concurrency=concurrency)
             client = client_for(
-                proxy.base_url, None, rate_limit="adaptive", max_concurrency=concurrency, retry=policy
+                proxy.base_url, None, rate_limit=limiter, max_concurrency=concurrency, retry=policy
             )
-            limiter = client.submit_limiter
-            assert isinstance(limiter, AdaptiveLimiter) and limiter.current_rate is None  # no pacing yet
+            assert client.submit_limiter is limiter
             async with client:
                 gate = anyio.CapacityLimiter(concurrency)
 
@@ -148,7 +149,7 @@ async def test_adaptive_limiter_settles_under_the_proxy_rate(
     receipts = [o for o in outcomes.values() if isinstance(o, ScanReceipt)]
     assert len(receipts) == total, {k: repr(v) for k, v in outcomes.items() if not isinstance(v, ScanReceipt)}
     assert not stats.duplicates and stats.scans_created == total  # 429s are refusals: nothing created twice
-    assert limiter.current_rate is not None  # the proxy's 429s switched pacing on
+    assert limiter.current_rate is not None and limiter.current_rate < 40  # the proxy's 429s lowered the rate
     throttled = [e.status == 429 for e in log]
     assert sum(throttled) > 0, "the proxy never throttled: the test shows nothing"
     third = len(throttled) // 3

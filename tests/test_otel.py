@@ -117,6 +117,18 @@ def sums(points: list[Any], key: str | None = None) -> dict[Any, int]:
     return dict(found)
 
 
+SUBMIT_ATTEMPT = "POST /api/netverify/v2/performNetverify"
+STATUS_ATTEMPT = "GET /api/netverify/v2/scans/{scanReference}"
+
+
+def children(parent: ReadableSpan, spans: list[ReadableSpan]) -> list[ReadableSpan]:
+    """The spans whose parent is ``parent``, by start time."""
+    assert parent.context is not None
+    found = [s for s in spans if s.parent is not None and s.parent.span_id == parent.context.span_id]
+    assert all(s.context is not None and s.context.trace_id == parent.context.trace_id for s in found)
+    return sorted(found, key=lambda s: s.start_time or 0)
+
+
 def batch_requests(make_request: RequestFactory) -> list[NetverifyRequest]:
     requests = [make_request(ref) for ref in REFERENCES]
     requests[0] = make_request(REFERENCES[0], first_name=FIRST_NAME, last_name=LAST_NAME, customer_id=CUSTOMER_ID)
@@ -150,44 +162,64 @@ async def test_a_faulty_batch_exports_spans_and_metrics_that_match_the_stats(
 
     # -- spans ---------------------------------------------------------------------------------------------
     spans = telemetry.finished()
-    assert Counter(s.name for s in spans) == {"netverify.submit": 5, "netverify.retrieve scanStatus": 1}
-    assert {s.kind for s in spans} == {SpanKind.CLIENT}
+    assert Counter(s.name for s in spans) == {
+        "netverify.submit": 5,
+        "netverify.retrieve scanStatus": 1,
+        SUBMIT_ATTEMPT: 8,
+        STATUS_ATTEMPT: 1,
+    }
+    calls = [s for s in spans if s.name.startswith("netverify.")]
+    attempts = [s for s in spans if not s.name.startswith("netverify.")]
+    assert {s.kind for s in calls} == {SpanKind.INTERNAL}
+    assert {s.kind for s in attempts} == {SpanKind.CLIENT}  # one CLIENT span per physical request
+    assert len(attempts) == stats.attempts
     port = httpx.URL(emu.base_url).port
-    submits = [s for s in spans if s.name == "netverify.submit"]
+    submits = [s for s in calls if s.name == "netverify.submit"]
     for span in submits:
         attributes = dict(span.attributes or {})
-        assert attributes["http.request.method"] == "POST"
-        assert (attributes["server.address"], attributes["server.port"]) == ("127.0.0.1", port)
-        assert attributes["url.full"] == emu.base_url + "/api/netverify/v2/performNetverify"
         assert attributes["netverify.operation"] == "performNetverify"
-        assert attributes["netverify.attempts"] == len([e for e in span.events if e.name == "netverify.attempt"])
-        resends = [e.attributes["http.request.resend_count"] for e in span.events if e.name == "netverify.attempt"]
-        assert resends == list(range(len(resends)))
+        assert not {key for key in attributes if key.split(".")[0] in ("http", "server", "url")}
         assert "netverify.merchant_reference" not in attributes
+        mine = children(span, attempts)
+        assert attributes["netverify.attempts"] == len(mine) >= 1
+        assert [c.attributes.get("http.request.resend_count") for c in mine] == [None, *range(1, len(mine))]
+        assert attributes["netverify.bytes_sent"] == sum(c.attributes["netverify.bytes_sent"] for c in mine)
+        for child in mine:
+            assert child.attributes["http.request.method"] == "POST"
+            assert (child.attributes["server.address"], child.attributes["server.port"]) == ("127.0.0.1", port)
+            assert child.attributes["url.full"] == emu.base_url + "/api/netverify/v2/performNetverify"
+            assert child.attributes["url.template"] == "/api/netverify/v2/performNetverify"
+            assert span.start_time <= child.start_time <= child.end_time <= span.end_time
+            assert (child.status.status_code is StatusCode.ERROR) == ("error.type" in child.attributes)
+        last = mine[-1]
         if attributes["netverify.outcome"] == "success":
             assert span.status.status_code is StatusCode.UNSET
-            assert attributes["http.response.status_code"] == 200
+            assert attributes["netverify.status_code"] == last.attributes["http.response.status_code"] == 200
             assert len(str(attributes["netverify.tracking_id"])) == 36
+            assert last.attributes["netverify.tracking_id"] == attributes["netverify.tracking_id"]
             assert "error.type" not in attributes
         else:
             assert span.status.status_code is StatusCode.ERROR
-            assert attributes["netverify.failure_kind"] == "ambiguous"
+            assert attributes["netverify.failure_kind"] == last.attributes["netverify.failure_kind"] == "ambiguous"
+            assert attributes["error.type"] == "SubmissionOutcomeUnknown"
     outcomes = Counter(s.attributes["netverify.outcome"] for s in submits)
     assert outcomes == {"success": 3, "unknown": 2}
-    failed = [s for s in submits if s.status.status_code is StatusCode.ERROR]
-    unknown_errors = sorted(str(s.attributes.get("error.type")) for s in failed)
-    assert unknown_errors == ["500", "SubmissionOutcomeUnknown"]  # the 500's status; the cut connection's class
-    attempt_events = [e for s in spans for e in s.events if e.name == "netverify.attempt"]
-    retry_events = [e for s in spans for e in s.events if e.name == "netverify.retry"]
-    assert len(attempt_events) == stats.attempts
+    failed = [children(s, attempts)[-1] for s in submits if s.status.status_code is StatusCode.ERROR]
+    # the 500's status; the cut connection's class (no status)
+    assert sorted(str(s.attributes.get("http.response.status_code")) for s in failed) == ["500", "None"]
+    assert {str(s.attributes["error.type"]) for s in failed} - {"500"} <= {"ReadError", "RemoteProtocolError"}
+    retry_events = [e for s in calls for e in s.events if e.name == "netverify.retry"]
     assert len(retry_events) == stats.retries
-    assert Counter(e.attributes.get("http.response.status_code") for e in attempt_events) == {
+    assert Counter(s.attributes.get("http.response.status_code") for s in attempts) == {
         200: 4, 429: 2, 503: 1, 500: 1, None: 1
     }
     assert sorted(e.attributes["error.type"] for e in retry_events) == ["429", "429", "503"]
-    [status_span] = [s for s in spans if s.name == "netverify.retrieve scanStatus"]
-    assert status_span.attributes["url.full"] == emu.base_url + "/api/netverify/v2/scans/REDACTED"
-    assert status_span.attributes["url.template"] == "/api/netverify/v2/scans/{scanReference}"
+    [status_span] = [s for s in calls if s.name == "netverify.retrieve scanStatus"]
+    [status_attempt] = children(status_span, attempts)
+    assert status_attempt.name == STATUS_ATTEMPT and status_attempt.attributes["http.request.method"] == "GET"
+    assert status_attempt.attributes["url.full"] == emu.base_url + "/api/netverify/v2/scans/REDACTED"
+    assert status_attempt.attributes["url.template"] == "/api/netverify/v2/scans/{scanReference}"
+    assert status_attempt.attributes["http.response.status_code"] == 200
 
     # -- metrics -------------------------------------------------------------------------------------------
     points = telemetry.metric_points()
@@ -204,7 +236,7 @@ async def test_a_faulty_batch_exports_spans_and_metrics_that_match_the_stats(
         by_status[point.attributes.get("http.response.status_code")] += point.count
     assert by_status == {200: 4, 429: 2, 503: 1, 500: 1, None: 1}
     assert {p.value for p in points["http.client.active_requests"]} == {0}  # every attempt that started ended
-    exported_bytes = sum(s.attributes["netverify.bytes_sent"] for s in spans)
+    exported_bytes = sum(s.attributes["netverify.bytes_sent"] for s in calls)
     assert sums(points["netverify.bytes_sent"]) == {None: exported_bytes}
     assert exported_bytes >= 5 * len(make_request("x").frontside_image.data)
     rejections = points["netverify.preflight.rejections"]
@@ -245,12 +277,19 @@ async def test_a_submission_span_on_each_loop(telemetry: Telemetry, make_request
         hooks = OpenTelemetryHooks(
             tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider
         )
+        tracer = telemetry.tracer_provider.get_tracer("app")
         async with emulator_client(running, event_hooks=[hooks]) as client:
-            await client.perform_netverify(make_request("loop-1"))
-    [span] = telemetry.finished()
-    assert span.name == "netverify.submit"
+            with tracer.start_as_current_span("app.request") as app_span:
+                await client.perform_netverify(make_request("loop-1"))
+    attempt, span, app = telemetry.finished()
+    assert (span.name, span.kind) == ("netverify.submit", SpanKind.INTERNAL)
+    assert span.parent is not None and span.parent.span_id == app_span.get_span_context().span_id == app.context.span_id
     assert span.attributes["netverify.outcome"] == "success"
     assert span.start_time is not None and span.end_time is not None and span.start_time <= span.end_time
+    assert children(span, [attempt]) == [attempt]
+    assert (attempt.name, attempt.kind) == (SUBMIT_ATTEMPT, SpanKind.CLIENT)
+    assert attempt.attributes["http.response.status_code"] == 200
+    assert "http.request.resend_count" not in attempt.attributes  # the first attempt is no resend
     assert sums(telemetry.metric_points()["netverify.submissions"], "netverify.outcome") == {"receipt": 1}
 
 
@@ -282,6 +321,24 @@ async def test_callback_deliveries_get_a_span_and_a_count(telemetry: Telemetry) 
     exported = telemetry.everything_exported()
     for private in ("FIRSTNAME", "LASTNAME", "P1234", "1990-01-01", "xxxxxxxx-xxxx", "YOURIDSCANREFERENCE"):
         assert private not in exported, private
+
+
+async def test_a_callback_without_a_status_has_no_status_attribute(telemetry: Telemetry) -> None:
+    hooks = OpenTelemetryHooks(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider)
+
+    async def handler(callback: Any) -> None:
+        pass
+
+    app = FastAPI()
+    verifier = CallbackOriginVerifier(allowed=["127.0.0.1", "::1"])
+    app.include_router(callback_router(handler, verifier=verifier, event_hooks=[hooks]))
+    without_status = SAMPLE_APPROVED.replace("&verificationStatus=APPROVED_VERIFIED", "")
+    async with serve(app) as url, httpx.AsyncClient(base_url=url, trust_env=False) as http:
+        answer = await http.post("/netverify/callback", content=without_status, headers=FORM)
+    assert answer.status_code == 200
+    [span] = telemetry.finished()
+    assert span.attributes["netverify.callback.outcome"] == "accepted"
+    assert "netverify.verification_status" not in span.attributes
 
 
 def test_instrument_checks_its_client() -> None:
