@@ -294,7 +294,8 @@ def _log_hook_failure(hook: object, event: Event, exc: BaseException) -> None:
 
 
 def _cancel_requests() -> int:
-    """How many cancellations of the current asyncio task are pending (0 outside asyncio)."""
+    """How many cancellations of the current asyncio task are pending (0 outside asyncio; -1 when the
+    Python version cannot tell, before 3.11: a cancellation is then taken as the caller's)."""
     import asyncio
 
     try:
@@ -302,7 +303,7 @@ def _cancel_requests() -> int:
     except RuntimeError:  # not in an asyncio event loop (trio)
         return 0
     cancelling = getattr(task, "cancelling", None)  # Python 3.11+
-    return int(cancelling()) if cancelling is not None else 0
+    return int(cancelling()) if cancelling is not None else -1
 
 
 async def _await_hook(hook: object, event: Event, result: Awaitable[object], seconds: float) -> None:
@@ -318,8 +319,9 @@ async def _await_hook(hook: object, event: Event, result: Awaitable[object], sec
         try:
             await result
         except cancelled as exc:
-            if limit.cancel_called or _cancel_requests() > pending:
-                raise
+            now = _cancel_requests()
+            if limit.cancel_called or now < 0 or now > pending:
+                raise  # the time limit's, or the caller's (or, before Python 3.11, perhaps the caller's)
             _log_hook_failure(hook, event, exc)
     if limit.cancelled_caught:
         logger.warning(
