@@ -103,7 +103,14 @@ if TYPE_CHECKING:
 
     from .callbacks import NetverifyCallback
 
-__all__ = ["SCHEMA_VERSION", "Lease", "LeaseLostError", "PostgresJournal", "schema_name"]
+__all__ = [
+    "DEFAULT_OPERATION_TIMEOUT",
+    "SCHEMA_VERSION",
+    "Lease",
+    "LeaseLostError",
+    "PostgresJournal",
+    "schema_name",
+]
 
 _T = TypeVar("_T")
 
@@ -367,22 +374,30 @@ class _Call:
         with self._guard:
             self._conn = None
 
-    def abort(self) -> None:
+    @property
+    def on_connection(self) -> bool:
+        """Whether the thread is using a connection (a statement may be on its way to the server)."""
+        return self._conn is not None
+
+    def abort(self) -> bool:
+        """Abandon the call; True when a connection in use was shut down (its thread notices at once).
+        A thread still connecting, or waiting for its turn, goes on until its own bound and then gives up."""
         with self._guard:
             self.aborted = True
             conn = self._conn
             if conn is None:
-                return
+                return False
             try:
                 sock = socket.socket(fileno=os.dup(conn.fileno()))
             except Exception:  # closed meanwhile: nothing to interrupt
-                return
+                return False
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
             finally:
                 sock.close()  # the duplicate only: the connection's own descriptor stays with its thread
+            return True
 
 
 @attrs.define
@@ -402,7 +417,7 @@ class PostgresJournal:
     the journal inside the database (one schema per name, created by :meth:`open`). ``lease_seconds`` is how
     long a claimed item stays with this worker without :meth:`renew`; ``worker_id`` names this worker in the
     table (default: host name, process id and a random part); it must be unique to this object, since leases
-    are told apart by it.
+    are told apart by it. ``operation_timeout`` bounds each call, connecting included (see below).
 
     As a plain batch journal (``client.submit_many(..., journal=PostgresJournal(...))``), ``begin_item``
     claims each item it will send, so two batches over the same references never send one twice; a second
@@ -628,14 +643,14 @@ class PostgresJournal:
             except BaseException:
                 if not call.done.is_set():  # cancelled while the thread works on the call
                     with anyio.CancelScope(shield=True):
-                        await self._wait_done(call, _CANCEL_GRACE_S)
-                        if not call.done.is_set():
-                            call.abort()
+                        if call.on_connection:  # a write may be under way: let it end by itself if it can
+                            await self._wait_done(call, _CANCEL_GRACE_S)
+                        if not call.done.is_set() and call.abort():
                             await self._wait_done(call, _ABORT_GRACE_S)
                 raise
-            call.abort()
-            with anyio.CancelScope(shield=True):
-                await self._wait_done(call, _ABORT_GRACE_S)
+            if call.abort():
+                with anyio.CancelScope(shield=True):
+                    await self._wait_done(call, _ABORT_GRACE_S)
         raise JournalError(
             f"journal {self.name!r}: no answer from the database within {self.operation_timeout:g} s "
             "(operation_timeout); the outcome of this call is unknown, the next call connects again"
@@ -882,22 +897,26 @@ class PostgresJournal:
         payload = json.dumps({str(k): int(v) for k, v in counts.items()}, sort_keys=True)
         taken = [(ref, h.token) for ref, h in self._held.items() if not h.strict]
 
-        def finish(conn: psycopg.Connection[Any]) -> None:
-            try:
-                if self._run_id is not None:
-                    conn.execute(
-                        self._q(
-                            "UPDATE {s}.runs SET finished_at = now(), status = %s, counts = %s::jsonb "
-                            "WHERE id = %s"
-                        ),
-                        (status, payload, self._run_id),
-                    )
-                # the items this batch took by itself (begin_item) and did not send go back to the queue
-                self._give_back(conn, taken)
-            finally:
-                self._run_id = None
+        run_id = self._run_id
 
-        await self._run(finish)
+        def finish(conn: psycopg.Connection[Any]) -> None:
+            if run_id is not None:
+                conn.execute(
+                    self._q(
+                        "UPDATE {s}.runs SET finished_at = now(), status = %s, counts = %s::jsonb "
+                        "WHERE id = %s"
+                    ),
+                    (status, payload, run_id),
+                )
+            # the items this batch took by itself (begin_item) and did not send go back to the queue
+            self._give_back(conn, taken)
+
+        try:
+            await self._run(finish)
+        finally:
+            # the run is over for this object even when the database could not be told (a connection that
+            # failed before the statement): a later start_run must not find it "already running"
+            self._run_id = None
         for ref, token in taken:
             held = self._held.get(ref)
             if held is not None and held.token == token:

@@ -558,11 +558,13 @@ class Pipeline:
             # The lease begin_item took ran out before the upload and another process took the item: nothing
             # was sent, and the item is that process's to send now. Skipped here; the batch goes on.
             skipped = SubmissionOutcomeUnknown(
-                ref, "another process took this item over after this batch's lease on it ran out, not sent here"
+                ref,
+                "another process took this item over after this batch's lease on it ran out, not sent here",
             )
             skipped.__cause__ = taken_over
             await self._emit(
-                out, self._outcome(item.index, ref, OutcomeStatus.SKIPPED_UNKNOWN, item.started, error=skipped)
+                out,
+                self._outcome(item.index, ref, OutcomeStatus.SKIPPED_UNKNOWN, item.started, error=skipped),
             )
             return
         journal = self.journal

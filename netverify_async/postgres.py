@@ -19,13 +19,17 @@ it must not send. A worker killed at any instant leaves its item either claimabl
 (nothing was sent) or ``sent``/``unknown`` (never handed out again; reconcile it). The rules are in
 :mod:`netverify_async._pgjournal`.
 
-psycopg's synchronous connection runs in a worker thread, so the journal works under asyncio and trio.
-Importing this module imports psycopg; ``import netverify_async`` does not.
+psycopg's synchronous connection runs in a worker thread, so the journal works under asyncio and trio. Each
+call takes at most ``operation_timeout`` seconds (default :data:`DEFAULT_OPERATION_TIMEOUT`) and can be
+cancelled, even against a server that stopped answering. Connect directly or through a pooler in session mode:
+transaction-mode pooling (pgbouncer ``pool_mode = transaction``) is not supported. Importing this module
+imports psycopg; ``import netverify_async`` does not.
 """
 
 from __future__ import annotations
 
 from ._pgjournal import DEFAULT_LEASE_SECONDS as DEFAULT_LEASE_SECONDS
+from ._pgjournal import DEFAULT_OPERATION_TIMEOUT as DEFAULT_OPERATION_TIMEOUT
 from ._pgjournal import SCHEMA_VERSION as SCHEMA_VERSION
 from ._pgjournal import Lease as Lease
 from ._pgjournal import LeaseLostError as LeaseLostError
@@ -41,6 +45,7 @@ except ImportError as _exc:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_OPERATION_TIMEOUT",
     "SCHEMA_VERSION",
     "Lease",
     "LeaseLostError",

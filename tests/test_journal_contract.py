@@ -904,6 +904,20 @@ async def test_a_stopped_server_raises_journal_error_and_a_restart_recovers(post
         assert await journal.unknown() == ["order-1", "order-2"]
 
 
+async def test_a_run_finished_while_the_server_is_down_can_be_started_again(postgres_server: Any) -> None:
+    async with PostgresJournal(postgres_server.url, journal_name("rerun")) as journal:
+        await journal.start_run()
+        postgres_server.stop()
+        try:
+            with pytest.raises(JournalError):
+                await journal.finish_run("failed", {})
+        finally:
+            postgres_server.start()
+        await journal.start_run()  # not "already used by a running batch"
+        await journal.finish_run("completed", {})
+        assert [run["status"] for run in await journal.runs()][-1] == "completed"
+
+
 async def test_a_closed_journal_refuses_calls(pg_url: str) -> None:
     journal = PostgresJournal(pg_url, journal_name("closed"))
     await journal.open()

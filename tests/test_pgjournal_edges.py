@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -180,6 +181,63 @@ async def test_callers_queued_behind_a_frozen_call_wait_without_threads_and_can_
                 assert not server.guard_acted
                 server.resume()
         assert len(first) == 1 and first[0] is not None and first[0].state is JournalState.PENDING
+
+
+class SilentServer:
+    """A loopback TCP server that accepts connections and never answers (a hung server or a half-open path)."""
+
+    def __init__(self) -> None:
+        self._listener = socket.socket()
+        self._listener.bind(("127.0.0.1", 0))
+        self._listener.listen(64)
+        self.port = self._listener.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def close(self) -> None:
+        self._listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+async def test_cancelled_callers_do_not_connect_one_after_another_to_a_silent_server() -> None:
+    """Against a server that never answers, the call in flight waits for its connection; the callers queued
+    behind it are cancelled without ever trying to connect, and the call in flight is abandoned when its
+    caller is cancelled."""
+    server = SilentServer()
+    try:
+        journal = PostgresJournal(f"postgresql://nobody@127.0.0.1:{server.port}/db", journal_name("silent"))
+        scopes: list[anyio.CancelScope] = []
+        cancelled: list[bool] = []
+
+        async def one() -> None:
+            with anyio.CancelScope() as scope:
+                scopes.append(scope)
+                await journal.states()
+                cancelled.append(False)
+                return
+            cancelled.append(True)
+
+        async with anyio.create_task_group() as group:
+            for _ in range(5):
+                group.start_soon(one)
+            await wait_until(
+                lambda: len(server.accepted) == 1 and journal._limiter.statistics().tasks_waiting == 4
+            )
+            for scope in scopes:
+                scope.cancel()
+        assert cancelled == [True] * 5
+        assert len(server.accepted) == 1  # one connection attempt in all: the queued callers never tried
+    finally:
+        server.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
