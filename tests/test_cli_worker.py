@@ -127,6 +127,41 @@ def test_batch_loads_idempotently_then_a_worker_drains_it(
     assert scans_per_reference(emu) == dict.fromkeys(refs, 1)
 
 
+def test_requeue_failed_puts_failed_items_back_and_never_unknown_ones(
+    tmp_path: Path, images: Path, postgres_url: str, emu: Any
+) -> None:
+    from netverify_async import ConfigurationError
+
+    emu.reset()
+    refs = [f"requeue-{i}" for i in range(4)]
+    path = manifest(tmp_path, refs)
+    name = journal_name("requeue")
+    common = ["--journal", postgres_url, "--name", name]
+    assert cli("batch", str(path), *common, "--load-only").returncode == 0
+
+    async def fail_two_and_leave_one_unknown() -> None:
+        async with PostgresJournal(postgres_url, name) as journal:
+            leases = {lease.ref: lease for lease in await journal.claim(limit=4)}
+            for ref in refs[:2]:
+                await journal.mark_failed(ref, ConfigurationError("refused before sending"))
+            await journal.mark_sent(refs[2])
+            await journal.mark_unknown([refs[2]], "ReadError")
+            await journal.release(leases[refs[3]])
+
+    anyio.run(fail_two_and_leave_one_unknown)
+    requeue = cli("batch", str(path), *common, "--load-only", "--requeue-failed")
+    assert requeue.returncode == 0, requeue.stderr
+    assert "requeued 2 failed item(s)" in requeue.stdout
+    worker = cli("worker", *common, "--drain", "--emulator", emu.base_url, "--rate-limit", "none", "--json")
+    assert worker.returncode == 0, worker.stderr
+    assert scans_per_reference(emu) == {refs[0]: 1, refs[1]: 1, refs[3]: 1}  # never the unknown one
+    report = json.loads(cli("status", *common, "--json").stdout)
+    assert report["counts"]["receipt"] == 3 and report["counts"]["unknown"] == 1
+    # the option belongs to PostgreSQL journals only
+    sqlite = cli("batch", str(path), "--requeue-failed")
+    assert sqlite.returncode == 2 and "--requeue-failed needs a PostgreSQL journal" in sqlite.stderr
+
+
 def test_batch_reports_invalid_and_repeated_rows_and_does_not_load_them(
     tmp_path: Path, images: Path, postgres_url: str
 ) -> None:

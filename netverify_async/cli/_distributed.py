@@ -172,6 +172,12 @@ async def _run(args: argparse.Namespace, reader: ManifestReader) -> int:
             print_json({"type": "load", "new": loaded.new, "present": loaded.present, "invalid": len(loaded.invalid)})
         else:
             print(f"loaded {loaded.new} new, {loaded.present} already present", flush=True)
+        if getattr(args, "requeue_failed", False):
+            requeued = await journal.requeue_failed()
+            if args.json:
+                print_json({"type": "requeue", "failed": requeued})
+            else:
+                print(f"requeued {requeued} failed item(s)", flush=True)
         if args.load_only:
             return 1 if loaded.invalid else 0
         stats = await work(args, journal, concurrency=args.concurrency, drain=True, json_lines=args.json)

@@ -146,6 +146,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="with a PostgreSQL journal: load the manifest and exit (workers send the items)",
     )
     parser.add_argument(
+        "--requeue-failed",
+        action="store_true",
+        help="with a PostgreSQL journal: put the items recorded 'failed' (certainly no scan) back in the queue "
+        "before working, as a re-run with a SQLite journal sends them again (never 'sent' or 'unknown' ones)",
+    )
+    parser.add_argument(
         "--resume",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -687,7 +693,7 @@ def run(args: argparse.Namespace) -> int:
         from ._distributed import run_distributed_batch
 
         return run_distributed_batch(args)
-    for flag in ("load_only", "name", "lease_seconds", "redis_url", "redis_key"):
+    for flag in ("load_only", "requeue_failed", "name", "lease_seconds", "redis_url", "redis_key"):
         if getattr(args, flag, None):
             option = "--" + flag.replace("_", "-")
             print(f"error: {option} needs a PostgreSQL journal (--journal postgresql://...)", file=sys.stderr)
