@@ -1015,10 +1015,26 @@ class AdaptiveLimiter(_QueuedLimiter):
     def _server_bound(self, refused: LimiterSlot) -> float:
         """An upper bound of the server's rate: a window of the server was full when it refused ``refused``,
         so its limit is at most the starts not refused in that window up to it (+1 for timing differences).
-        Starts still waiting for their answer count as accepted; only windows of 1, 5 or 60 s are looked at."""
+        Starts still waiting for their answer count as accepted; only windows of 1, 5 or 60 s are looked at,
+        and only those the client has been sending through for their whole length (no pause as long as the
+        window): a refusal early in a burst can come from a server counting in a shorter window (a proxy's
+        zero-burst ``limit_req``), and a count over a window the client had barely begun is no bound of that
+        server's rate (infinite: no bound)."""
         at = refused.start_time
         best = 0.0
+        starts = [s.start_time for s in self._history if s.start_time <= at]
+        windows = []
         for seconds in _BOUND_WINDOWS:
+            busy_since = at
+            for start in reversed(starts):
+                if busy_since - start > seconds:
+                    break
+                busy_since = start
+            if at - busy_since >= seconds:
+                windows.append(seconds)
+        if not windows:
+            return math.inf
+        for seconds in windows:
             since = at - seconds
             accepted = sum(
                 1 for s in self._history if since < s.start_time <= at and not s.refused and s is not refused

@@ -528,3 +528,32 @@ def test_repeated_isolated_429s_just_under_a_failure_step_down_a_little() -> Non
     searching = _prober(good=5.0, rate=5.0, failed=10.0)  # far from the failure: noise changes nothing
     assert not searching.isolated_throttle(100.0)
     assert searching.rate == 5.0
+
+
+class ZeroBurstServer(SimulatedServer):
+    """A proxy's ``limit_req`` without burst: a request is refused when it comes less than 1/rate after the
+    last accepted one, however few came in the last second."""
+
+    def __init__(self, rate: float) -> None:
+        super().__init__(f"{rate:g}/s")
+        self._gap = 1.0 / rate
+        self._last = -math.inf
+
+    def handle(self, now: float) -> tuple[int, float | None]:
+        if now - self._last >= self._gap:
+            self._last = now
+            self.accepted.append(now)
+            return 200, None
+        self.rejected.append(now)
+        return 429, None
+
+
+async def test_a_refusal_early_in_a_burst_is_no_bound_of_a_per_second_rate() -> None:
+    # Started too fast against a zero-burst proxy, the first 429 comes after one or two accepted requests: a
+    # count over that first fraction of a second would "prove" a limit of 2/s and hold the rate there.
+    server = ZeroBurstServer(20)
+    limiter = AdaptiveLimiter(initial_rate=40, max_concurrency=8)
+    await saturate(limiter, server, 30, workers=8)
+    assert server.rejected and server.rejected[0] < 1.0  # the burst was refused at once
+    assert limiter.known_good_rate is not None and limiter.known_good_rate >= 10, limiter.known_good_rate
+    assert server.rate(15, 30) >= 0.4 * 20
