@@ -162,7 +162,7 @@ def test_the_demo_fits_the_terminal_and_its_rates_respect_the_limit(width: int) 
     text = "\n".join(segments)
     # the footer and the header wrap between words: rejoined, each reads as written
     flat = " ".join(text.split())
-    assert "lowers its own rate, then climbs back: that is why the achieved rate stays below the limit" in flat
+    assert "repeated ones would): that is why the achieved rate stays below the limit" in flat
     assert "(4 defective), rate limit 10/s, concurrency 8, seed 3" in flat
     rates = [float(r) for s in segments if "submitting" in s for r in re.findall(r"(\d+\.\d)/s", s)]
     assert rates and max(rates) <= 10.0, rates  # the first burst does not show as 200/s

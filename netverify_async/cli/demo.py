@@ -919,8 +919,8 @@ def _print_summary(run: _Run, console: Console) -> None:
     wrap = not console.is_terminal  # words wrapped on a terminal; one line per message in a file or a pipe
     if run.throttled or run.unavailable:
         footer = Text(
-            "after a 429 or a 503 with Retry-After the client waits as told, and after a 429 it also lowers "
-            "its own rate, then climbs back: that is why the achieved rate stays below the limit",
+            "after a 429 or a 503 with Retry-After every new upload waits as told (an isolated 429 does not "
+            "lower the client's rate; repeated ones would): that is why the achieved rate stays below the limit",
             style="dim",
         )
         console.print(Padding(footer, (0, 0, 0, 2)) if not wrap else Text("  ") + footer, soft_wrap=wrap)
