@@ -559,10 +559,11 @@ def _is_throttle(status_code: int | None, retry_after: float | None) -> bool:
 
 
 class _Waiter:
-    __slots__ = ("wakeup",)
+    __slots__ = ("error", "wakeup")
 
     def __init__(self) -> None:
         self.wakeup = anyio.Event()
+        self.error: BaseException | None = None  # set when the whole queue fails with the head
 
 
 class LimiterSlot:
@@ -700,6 +701,11 @@ class _QueuedLimiter:
     async def _after_release(self, slot: LimiterSlot) -> None:
         """Called after a slot was released, outside the limiter's bookkeeping (may await)."""
 
+    def _queue_error(self, error: Exception) -> BaseException | None:
+        """When the head's :meth:`_try_start` raised ``error``: the error every other queued waiter fails with
+        at once (a new one for each call), or None to let them go on and try in turn (the default)."""
+        return None
+
     # -- the machinery -------------------------------------------------------------------------------------
 
     def _wake_head(self) -> None:
@@ -717,8 +723,19 @@ class _QueuedLimiter:
         try:
             while True:
                 delay = math.inf
+                if waiter.error is not None:
+                    raise waiter.error
                 if self._queue[0] is waiter and self._has_capacity():
-                    outcome = await self._try_start()
+                    try:
+                        outcome = await self._try_start()
+                    except Exception as exc:
+                        for other in self._queue:
+                            if other is not waiter and other.error is None:
+                                other.error = self._queue_error(exc)
+                                if other.error is None:
+                                    break
+                                other.wakeup.set()
+                        raise
                     if isinstance(outcome, LimiterSlot):
                         self._queue.popleft()
                         self._in_flight += 1

@@ -9,10 +9,11 @@ never need to agree.
 It uses redis-py's asyncio client and therefore runs under asyncio only (not trio). The concurrency cap is per
 process; fairness is first come, first served inside a process, not across processes.
 
-Redis may lose the windows (a restart without persistence, ``FLUSHALL``, a failover to an empty replica) while
-the API still counts the requests made just before. A marker key written with the windows tells the script when
-that happened, and the script then holds every admission, in every process, for one longest window: a restart
-costs time, never a 429. While Redis cannot be reached, waiters keep asking (with back-off) for up to
+Redis may lose the windows (a restart without persistence, ``FLUSHALL``, a failover to an empty replica) or
+go back to an older state (a restart from an older snapshot, a lagging replica, evicted window keys) while the
+API still counts the requests made just before. A marker key written with the windows, with a count of the
+starts booked under it, tells the script when that happened, and the script then holds every admission, in
+every process, for one longest window: a restart costs time, never a 429. While Redis cannot be reached, waiters keep asking (with back-off) for up to
 ``outage_timeout`` seconds, and never start without a booked slot.
 """
 
@@ -69,52 +70,93 @@ _MICROS: Final = 1_000_000
 
 # Atomic sliding-window admission on the Redis server's clock.
 #   KEYS[1]    string: the end of the shared pause (server time, microseconds)
-#   KEYS[2]    string: the state marker "<id>:<created, server time in microseconds>"; written together with the
-#              windows and refreshed by every call, so a missing marker means the windows may have been lost
+#   KEYS[2]    hash: the state marker, written together with the windows and refreshed by every call:
+#              m = "<id>:<created, server time in microseconds>" (a missing marker means the windows may have
+#              been lost), n = how many starts were booked under this marker, t = when the last one was booked
 #   KEYS[3..]  sorted sets, one per window length: recent start times (score, microseconds), kept for two
 #              window lengths so that a process enforcing a longer window (a margin) still sees them
 #   ARGV[1]    a member name unique to this start
 #   ARGV[2]    pause to record, microseconds from now (0: none)
 #   ARGV[3]    "1": book a start if every window allows it; "0": only record the pause
 #   ARGV[4]    the marker this process saw last ("": none yet)
-#   ARGV[5]    an id for a new marker, should this call have to write one
-#   ARGV[6]    the hold after a loss, microseconds: the longest window (with its margin)
-#   ARGV[7]    "1": hold also when this process never saw a marker (first use, or the state is unknown)
-#   ARGV[8]    the marker's time to live, milliseconds
-#   ARGV[9..]  limit, window length (microseconds) for each sorted set, in KEYS order
-# Returns {wait, now, marker, lost}: wait 0 means a start was booked at now; otherwise nothing was booked and
-# the caller should try again after wait microseconds. lost is 1 when this call found the state lost.
+#   ARGV[5]    the highest booking count this process saw under that marker
+#   ARGV[6]    the member of the last start this process booked under that marker ("": none)
+#   ARGV[7]    when that start was booked (server time, microseconds)
+#   ARGV[8]    an id for a new marker, should this call have to write one
+#   ARGV[9]    the hold after a loss, microseconds: the longest window (with its margin)
+#   ARGV[10]   "1": hold also when this process never saw a marker (first use, or the state is unknown)
+#   ARGV[11]   the marker's time to live, milliseconds
+#   ARGV[12..] limit, window length (microseconds), and how long after the last booked start the set must
+#              still hold it (microseconds), for each sorted set, in KEYS order
+# Returns {wait, now, marker, lost, count}: wait 0 means a start was booked at now; otherwise nothing was booked
+# and the caller should try again after wait microseconds. lost is 1 when this call found the state lost or
+# rolled back; count is the marker's booking count after this call.
 _SCRIPT: Final = """
 if redis.replicate_commands then redis.replicate_commands() end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local pause_until = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 local known = ARGV[4]
-local hold = tonumber(ARGV[6])
+local known_count = tonumber(ARGV[5]) or 0
+local hold = tonumber(ARGV[9])
 local hold_until = 0
 local lost = 0
-local marker = redis.call('GET', KEYS[2])
+local renew = false
+local state = redis.call('HMGET', KEYS[2], 'm', 'n', 't')
+local marker = state[1]
+local count = tonumber(state[2] or '0') or 0
+local last = tonumber(state[3] or '0') or 0
 if not marker then
   -- no marker: first use, a long idle time, or the state was lost (restart without persistence, flush,
   -- failover to an empty replica); the server may still count starts this store no longer knows
-  marker = ARGV[5] .. ':' .. string.format('%.0f', now)
-  redis.call('SET', KEYS[2], marker, 'PX', ARGV[8])
-  if known ~= '' or ARGV[7] == '1' then
-    hold_until = now + hold
-  end
+  renew = true
+  if known ~= '' or ARGV[10] == '1' then hold_until = now + hold end
   if known ~= '' then lost = 1 end
-else
-  redis.call('PEXPIRE', KEYS[2], ARGV[8])
-  if known ~= '' and marker ~= known then
+elseif known ~= '' and marker ~= known then
+  -- (a marker created at 0 comes from reset(): a fresh start asked for by an operator, not a loss)
+  local created = tonumber(string.match(marker, ':(%d+)$') or '0') or 0
+  local known_created = tonumber(string.match(known, ':(%d+)$') or '0') or 0
+  if created > 0 and created < known_created then
+    -- an older state came back (a restart from an older snapshot, a lagging replica): the starts booked
+    -- since are lost, up to now
+    renew = true
+    hold_until = now + hold
+    lost = 1
+  elseif created > 0 then
     -- the state was lost and written again by another process since this one last saw it
-    -- (a marker created at 0 comes from reset(): a fresh start asked for by an operator, not a loss)
-    local created = tonumber(string.match(marker, ':(%d+)$') or '0') or 0
-    if created > 0 then
-      hold_until = created + hold
+    hold_until = created + hold
+    lost = 1
+  end
+elseif known ~= '' and count < known_count then
+  -- the same marker with fewer booked starts than this process saw: the state was rolled back (an older
+  -- snapshot, an append-only file missing its last writes, a lagging replica)
+  renew = true
+  hold_until = now + hold
+  lost = 1
+else
+  -- a recent start must still be in every window set: the last one booked by anyone (an empty set was
+  -- evicted) and the last one booked by this process (else the state was rolled back to before it, even if
+  -- other processes have booked more starts since)
+  local own = ARGV[6]
+  local own_at = tonumber(ARGV[7]) or 0
+  for i = 3, #KEYS do
+    local horizon = tonumber(ARGV[3 * i + 5])
+    if (last > 0 and now - last < horizon and redis.call('EXISTS', KEYS[i]) == 0)
+        or (known ~= '' and own ~= '' and now - own_at < horizon and not redis.call('ZSCORE', KEYS[i], own)) then
+      renew = true
+      hold_until = now + hold
       lost = 1
+      break
     end
   end
 end
+if renew then
+  marker = ARGV[8] .. ':' .. string.format('%.0f', now)
+  count = 0
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[2], 'm', marker, 'n', '0')
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[11])
 local pause = tonumber(ARGV[2])
 if pause > 0 and now + pause > hold_until then hold_until = now + pause end
 if hold_until > pause_until and hold_until > now then
@@ -122,12 +164,12 @@ if hold_until > pause_until and hold_until > now then
   redis.call('SET', KEYS[1], string.format('%.0f', pause_until), 'PX', math.ceil((pause_until - now) / 1000) + 1000)
 end
 if ARGV[3] ~= '1' then
-  return {0, now, marker, lost}
+  return {0, now, marker, lost, count}
 end
 local wait = pause_until - now
 for i = 3, #KEYS do
-  local limit = tonumber(ARGV[2 * i + 3])
-  local window = tonumber(ARGV[2 * i + 4])
+  local limit = tonumber(ARGV[3 * i + 3])
+  local window = tonumber(ARGV[3 * i + 4])
   redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', string.format('%.0f', now - 2 * window))
   local kept = redis.call('ZCARD', KEYS[i])
   if kept >= limit then
@@ -138,13 +180,15 @@ for i = 3, #KEYS do
   end
 end
 if wait > 0 then
-  return {wait, now, marker, lost}
+  return {wait, now, marker, lost, count}
 end
 for i = 3, #KEYS do
   redis.call('ZADD', KEYS[i], string.format('%.0f', now), ARGV[1])
-  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * tonumber(ARGV[2 * i + 4]) / 1000) + 1000)
+  redis.call('PEXPIRE', KEYS[i], math.ceil(2 * tonumber(ARGV[3 * i + 4]) / 1000) + 1000)
 end
-return {0, now, marker, lost}
+count = redis.call('HINCRBY', KEYS[2], 'n', 1)
+redis.call('HSET', KEYS[2], 't', string.format('%.0f', now))
+return {0, now, marker, lost, count}
 """
 
 
@@ -202,21 +246,34 @@ class RedisRateLimiter(_QueuedLimiter):
     ``Retry-After`` pauses this process at once and, when the slot is released, stores a shared pause that
     every other process honours.
 
-    **Lost state.** The script keeps a marker key (``{key}:epoch``) next to the windows and refreshes it on
+    **Lost state.** The script keeps a marker (the hash ``{key}:epoch``) next to the windows and refreshes it on
     every call (it expires after 7 days without one). When the marker is missing (Redis restarted without
     persistence, ``FLUSHALL``, a failover to an empty replica, or the key was never used) the script writes a
     new one and stores a shared pause of one longest window (margin included), so no process starts a request
     until every start the server may still count has left its window. A process that had seen the old marker
     always holds; one that never saw a marker holds too unless ``hold_on_missing_state=False``, and when such
     a process wrote the new marker without a hold, the processes that knew the old one still hold until one
-    window after it was written. :attr:`state_losses` counts the losses this process noticed.
+    window after it was written.
+
+    **Rolled-back state.** The marker also counts the starts booked under it and keeps the time of the last
+    one; each process remembers the highest count it saw and its own last booked start. The state is taken
+    as rolled back (a restart from an older RDB snapshot, an append-only file missing its last second, a
+    failover to a lagging replica, a snapshot with an older marker) when the count is lower than this process
+    saw, when this process's own last start, younger than one window, is missing from the window sets, or when a window
+    set is empty although the last start booked by anyone is younger than that window (evicted keys). The
+    script then writes a new marker and holds every process for one longest window from that moment. A
+    rollback is found by the first call of a process that saw the lost starts; starts that no running
+    process saw (its process has exited) cannot be told apart from starts never made.
+    :attr:`state_losses` counts the losses and rollbacks this process noticed.
 
     **Redis down or frozen.** No slot is ever granted without a booked start. A Redis that refuses or drops
     connections, times out (``operation_timeout``), is still loading, or is read-only during a failover is
     asked again with back-off (50 ms doubling up to 1 s) for up to ``outage_timeout`` seconds from the first
     failure; after that, and right away for errors a working server gives (authentication, permissions,
     scripts), admissions raise :class:`~netverify_async.RateLimiterError` (nothing was sent). Once an outage
-    has lasted ``outage_timeout``, later admissions try Redis once and fail at once until it answers again.
+    has lasted ``outage_timeout``, the admission at the head of the queue fails and every admission queued
+    behind it fails with it at once, without a Redis call of its own; later admissions try Redis once (up to
+    ``operation_timeout``) and fail until it answers again.
     The wait for Redis is cancellable: a caller's deadline (``RetryPolicy.deadline`` of the client) ends it
     on time with :class:`~netverify_async.DeadlineExceeded`.
     """
@@ -290,8 +347,16 @@ class RedisRateLimiter(_QueuedLimiter):
             *(f"{hash_tag}:window:{round(w.seconds * _MICROS)}us" for w in self._windows),
         )
         # The sets are named by the configured window length, so processes with different margins share them.
+        # Each set keeps a start for at least two configured window lengths (whoever trims it), so the last
+        # booked start must still be there for min(own window, two windows): an empty set sooner was evicted.
         self._window_args: tuple[int, ...] = tuple(
-            n for w in self._windows for n in (w.limit, round((w.seconds + self._margin) * _MICROS))
+            n
+            for w in self._windows
+            for n in (
+                w.limit,
+                round((w.seconds + self._margin) * _MICROS),
+                round(min(w.seconds + self._margin, 2 * w.seconds) * _MICROS),
+            )
         )
         # After a loss every process holds for the longest window, margin included.
         self._hold_us = max(round((w.seconds + self._margin) * _MICROS) for w in self._windows)
@@ -303,6 +368,8 @@ class RedisRateLimiter(_QueuedLimiter):
         self._published_pause_until = -math.inf
         self._random = random.Random()
         self._epoch = ""  # the state marker last seen in Redis ("": none yet)
+        self._booked_count = 0  # the highest booking count seen under that marker
+        self._own_last: tuple[str, int] = ("", 0)  # this process's last start under it: member, server µs
         self._state_losses = 0
         self._outage_since: float | None = None  # when Redis stopped answering (None: it answers)
         self._outage_delay = _OUTAGE_FIRST_DELAY
@@ -341,12 +408,15 @@ class RedisRateLimiter(_QueuedLimiter):
 
         async def operation() -> Any:
             async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._keys[0], *self._keys[2:])
-                pipe.set(self._keys[1], fresh, px=self._epoch_ttl_ms)
+                pipe.delete(*self._keys)
+                pipe.hset(self._keys[1], mapping={"m": fresh, "n": 0})
+                pipe.pexpire(self._keys[1], self._epoch_ttl_ms)
                 return await pipe.execute()
 
         await self._call(operation, shield=True)
         self._epoch = fresh
+        self._booked_count = 0
+        self._own_last = ("", 0)
 
     async def aclose(self) -> None:
         """Close the Redis client if the limiter opened it from a URL."""
@@ -434,11 +504,14 @@ class RedisRateLimiter(_QueuedLimiter):
     async def _run_script(self, *, book: bool, pause_us: int = 0, shield: bool = False) -> tuple[int, int]:
         """Run the admission script: book a start (``book``) and/or record a shared pause; (wait, now) in µs."""
         self._counter += 1
+        member = f"{self._member_prefix}:{self._counter}" if book else ""
         args = (
-            f"{self._member_prefix}:{self._counter}" if book else "",
+            member,
             pause_us,
             1 if book else 0,
             self._epoch,
+            self._booked_count,
+            *self._own_last,
             f"{self._member_prefix}.{self._counter}",
             self._hold_us,
             1 if self._hold_on_missing_state else 0,
@@ -456,21 +529,32 @@ class RedisRateLimiter(_QueuedLimiter):
         answer = await self._call(evaluate, shield=shield)
         if (
             not isinstance(answer, list)
-            or len(answer) != 4
+            or len(answer) != 5
             or not all(
-                isinstance(n, int) and not isinstance(n, bool) for n in (answer[0], answer[1], answer[3])
+                isinstance(n, int) and not isinstance(n, bool)
+                for n in (answer[0], answer[1], answer[3], answer[4])
             )
             or not isinstance(answer[2], (bytes, str))
         ):
             raise RateLimiterError(f"rate limiter {self._key!r}: unexpected answer from the Redis script")
-        wait_us, now_us, marker, lost = answer
-        self._epoch = marker.decode() if isinstance(marker, bytes) else marker
+        wait_us, now_us, marker, lost, count = answer
+        epoch = marker.decode() if isinstance(marker, bytes) else marker
+        # Answers may come back out of order (a booking and a shared pause in flight together): keep the
+        # highest count seen under one marker.
+        if epoch == self._epoch:
+            self._booked_count = max(self._booked_count, count)
+        else:
+            self._booked_count = count
+            self._own_last = ("", 0)  # booked under another marker: no longer expected in the windows
+        self._epoch = epoch
+        if book and wait_us <= 0 and now_us >= self._own_last[1]:
+            self._own_last = (member, now_us)
         if lost:
             self._state_losses += 1
             self._published_pause_until = -math.inf  # the shared pause was lost with the rest
             logger.warning(
-                "rate limiter %r: the shared state was lost in Redis (restart without persistence, flush or "
-                "failover); admissions are held for %.3gs so that starts the server may still count leave "
+                "rate limiter %r: the shared state was lost or rolled back in Redis (restart, flush, failover "
+                "or eviction); admissions are held for %.3gs so that starts the server may still count leave "
                 "its window",
                 self._key,
                 self._hold_us / _MICROS,
@@ -502,6 +586,17 @@ class RedisRateLimiter(_QueuedLimiter):
         if wait_us <= 0:
             return RedisSlot(self, server_now_us)
         return wait_us / _MICROS + self._random.random() * self._jitter
+
+    def _queue_error(self, error: Exception) -> BaseException | None:
+        # The head gave up on an outage that lasted outage_timeout: every admission queued behind it fails
+        # now too, rather than each in turn after one more Redis round trip (operation_timeout each when Redis
+        # is frozen).
+        cause = error.__cause__
+        if not isinstance(error, RateLimiterError) or cause is None or not self._is_outage(cause):
+            return None
+        queued = RateLimiterError(str(error))
+        queued.__cause__ = cause
+        return queued
 
     async def _after_release(self, slot: LimiterSlot) -> None:
         # Share a pause this process was asked for, so the other processes stop too.

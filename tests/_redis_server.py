@@ -5,7 +5,9 @@ redis-server is not installed the tests that use it are skipped, except under CI
 variable is set), where a missing server is a failure: CI must run them.
 
 :class:`OwnRedis` (fixture ``own_redis``) is a server a test may kill, restart empty on the same port, freeze
-(SIGSTOP) and thaw; it is always started here, never taken from ``NETVERIFY_TEST_REDIS_URL``.
+(SIGSTOP) and thaw; it is always started here, never taken from ``NETVERIFY_TEST_REDIS_URL``. It never saves
+on its own; a test that runs ``SAVE`` leaves a snapshot that the next start on the same server loads (a restart
+from an older snapshot).
 """
 
 from __future__ import annotations
@@ -106,19 +108,20 @@ class OwnRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def kill(self) -> None:
-        """SIGKILL: the server loses everything (it never saves)."""
+        """SIGKILL: the server loses everything since the last ``SAVE`` a test ran (it never saves itself)."""
         if self.process is not None:
             self.process.kill()
             self.process.wait()
             self.process = None
 
     def start(self) -> None:
-        """Start an empty server on the same port."""
+        """Start a server on the same port: empty, or with the snapshot of a ``SAVE`` a test ran."""
         assert self.process is None, "the server is running"
         self.process, _ = _start(self._executable, self._workdir, self._log, self.port)
 
     def restart(self) -> None:
-        """Kill the server and start an empty one on the same port: what a restart without persistence does."""
+        """Kill the server and start it again on the same port: what a restart without persistence does (or,
+        after a ``SAVE``, a restart from that older snapshot)."""
         self.kill()
         self.start()
         self.restarts += 1

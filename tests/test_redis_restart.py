@@ -53,9 +53,17 @@ async def raw(own_redis: OwnRedis) -> AsyncIterator[aioredis.Redis]:  # noqa: F8
 
 async def marker_created_us(raw: aioredis.Redis, key: str) -> int:
     """When the state marker was written (server time, microseconds)."""
-    value = await raw.get(f"{{{key}}}:epoch")
+    value = await raw.hget(f"{{{key}}}:epoch", "m")
     assert value is not None
     return int(value.rsplit(b":", 1)[1])
+
+
+def most_in_any_window(starts: list[int], window_us: int) -> int:
+    """The most starts (server times, microseconds) that any interval of ``window_us`` holds."""
+    ordered = sorted(starts)
+    return max(
+        sum(1 for other in ordered[i:] if other < start + window_us) for i, start in enumerate(ordered)
+    )
 
 
 async def take(limiter: RedisRateLimiter) -> int:
@@ -228,6 +236,121 @@ async def test_a_known_process_without_the_marker_holds_even_when_hold_on_missin
     assert limiter.state_losses == 1
 
 
+async def test_a_restart_from_an_older_snapshot_holds(
+    own_redis: OwnRedis,  # noqa: F811
+    key: str,
+) -> None:
+    """The snapshot has the same marker but fewer booked starts than the process saw: a rollback."""
+    async with RedisRateLimiter(
+        own_redis.url, key=key, rates="3/3s", hold_on_missing_state=False, outage_timeout=20
+    ) as limiter:
+        starts = [await take(limiter)]
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            await raw.save()  # the marker and one start
+        starts += [await take(limiter) for _ in range(2)]  # the window is full
+        own_redis.restart()  # killed without saving; the new server loads the older snapshot
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            assert await raw.zcard(f"{{{key}}}:window:3000000us") == 1  # the snapshot came back
+            after = [await take(limiter) for _ in range(2)]
+            created = await marker_created_us(raw, key)
+    assert limiter.state_losses == 1
+    assert max(starts) < created <= min(after)  # a new marker, written when the rollback was found
+    assert min(after) >= created + 3 * US  # held one window from then
+    assert most_in_any_window(starts + after, 3 * US) == 3
+
+
+async def test_a_rollback_is_found_even_after_another_process_booked_over_it(
+    own_redis: OwnRedis,  # noqa: F811
+    key: str,
+) -> None:
+    """The booking count is back where the process saw it, but its own last start is missing: a rollback."""
+    async with RedisRateLimiter(
+        own_redis.url, key=key, rates="3/2s", hold_on_missing_state=False, outage_timeout=20
+    ) as old:
+        await take(old)
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            await raw.save()
+        for _ in range(2):
+            await take(old)
+        own_redis.restart()
+        async with RedisRateLimiter(
+            own_redis.url, key=key, rates="3/2s", hold_on_missing_state=False
+        ) as newcomer:
+            for _ in range(2):
+                await take(newcomer)  # it cannot know about the lost starts
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            assert int(await raw.hget(f"{{{key}}}:epoch", "n") or 0) == 3  # the count old saw last
+            after = await take(old)
+            created = await marker_created_us(raw, key)
+    assert (old.state_losses, newcomer.state_losses) == (1, 0)
+    assert after >= created + 2 * US
+
+
+async def test_a_restart_from_a_snapshot_with_an_older_marker_holds(
+    own_redis: OwnRedis,  # noqa: F811
+    key: str,
+) -> None:
+    """The snapshot has a marker older than the one the process knows (from before a flush): a rollback."""
+    async with RedisRateLimiter(
+        own_redis.url, key=key, rates="3/0.5s", hold_on_missing_state=False, outage_timeout=20
+    ) as limiter:
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            await take(limiter)
+            old = await marker_created_us(raw, key)
+            await raw.save()
+            await raw.flushall()
+            await take(limiter)  # the loss is found: a new marker and a hold
+            newer = await marker_created_us(raw, key)
+        own_redis.restart()  # back to the snapshot's older marker
+        async with aioredis.Redis.from_url(own_redis.url) as raw:
+            assert await marker_created_us(raw, key) == old
+            after = await take(limiter)
+            created = await marker_created_us(raw, key)
+    assert limiter.state_losses == 2
+    assert old < newer < created and after >= created + 500_000
+
+
+async def test_evicted_windows_under_a_kept_marker_hold_every_process(
+    own_redis: OwnRedis,  # noqa: F811
+    raw: aioredis.Redis,
+    key: str,
+) -> None:
+    """An eviction policy removed the short-lived window keys but kept the marker (volatile-ttl)."""
+    async with (
+        RedisRateLimiter(own_redis.url, key=key, rates="2/0.5s,3/1s", hold_on_missing_state=False) as old,
+        RedisRateLimiter(
+            own_redis.url, key=key, rates="2/0.5s,3/1s", hold_on_missing_state=False
+        ) as newcomer,
+    ):
+        before = [await take(old) for _ in range(2)]
+        await raw.delete(f"{{{key}}}:window:500000us", f"{{{key}}}:window:1000000us")
+        assert await raw.exists(f"{{{key}}}:epoch") == 1
+        first = await take(newcomer)  # never saw the state, yet finds the last start missing from the windows
+        created = await marker_created_us(raw, key)
+        second = await take(old)  # sees the new marker: held one window from it as well
+    assert (newcomer.state_losses, old.state_losses) == (1, 1)
+    assert max(before) < created
+    assert first >= created + US and second >= created + US
+
+
+async def test_windows_that_expired_on_time_are_not_a_loss(
+    own_redis: OwnRedis,  # noqa: F811
+    raw: aioredis.Redis,
+    key: str,
+) -> None:
+    async with RedisRateLimiter(
+        own_redis.url, key=key, rates="1/0.2s", hold_on_missing_state=False
+    ) as limiter:
+        await take(limiter)
+        with anyio.fail_after(10):
+            while await raw.exists(f"{{{key}}}:window:200000us"):  # expires 2 windows + 1 s after the start
+                await anyio.sleep(0.05)
+        marker = await raw.hget(f"{{{key}}}:epoch", "m")
+        await take(limiter)
+        assert await raw.hget(f"{{{key}}}:epoch", "m") == marker
+    assert limiter.state_losses == 0
+
+
 async def test_reset_starts_a_fresh_state_without_a_hold(
     own_redis: OwnRedis,  # noqa: F811
     raw: aioredis.Redis,
@@ -355,6 +478,44 @@ async def test_a_frozen_redis_raises_after_the_timeouts(own_redis: OwnRedis, key
             own_redis.thaw()
         assert limiter.waiting == 0 and limiter.in_flight == 0 and limiter.granted == 0
         await take(limiter)
+        assert limiter.granted == 1
+
+
+async def test_a_frozen_redis_fails_every_queued_admission_together(
+    own_redis: OwnRedis,  # noqa: F811
+    key: str,
+) -> None:
+    """Once the head gives up, the waiters behind it fail with it, without one more Redis call each."""
+    calls = 0
+
+    class Counting(RedisRateLimiter):
+        async def _call(self, operation: Callable[[], Any], *, shield: bool = False) -> Any:
+            nonlocal calls
+            calls += 1
+            return await super()._call(operation, shield=shield)
+
+    async with Counting(
+        own_redis.url, key=key, rates="5/s", operation_timeout=0.2, outage_timeout=0.3, max_concurrency=1
+    ) as limiter:
+        await limiter.reset()
+        own_redis.freeze()
+        failed_after: list[int] = []
+
+        async def admit() -> None:
+            with pytest.raises(RateLimiterError, match=r"did not answer within 0\.2s") as info:
+                await take(limiter)
+            assert info.value.kind is FailureKind.NOT_SENT
+            failed_after.append(calls)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(4):
+                    tg.start_soon(admit)
+        finally:
+            own_redis.thaw()
+        assert len(failed_after) == 4 and len(set(failed_after)) == 1  # no Redis call between the failures
+        assert limiter.waiting == 0 and limiter.in_flight == 0 and limiter.granted == 0
+        await take(limiter)  # works again as soon as Redis answers
         assert limiter.granted == 1
 
 
