@@ -188,6 +188,8 @@ class Pipeline:
         self.fatal: BaseException | None = None
         self.error_delivered = False
         self.stats_start = (0, 0)
+        #: Set while the bookkeeping of a cancelled batch runs (its journal writes should not wait long).
+        self.finishing_cancelled = False
 
         self.scope: anyio.CancelScope | None = None
         self.done: anyio.Event | None = None
@@ -554,6 +556,13 @@ class Pipeline:
             item.reserved = 0
         if isinstance(error, BatchStoppedError) and not sent:
             return  # the batch stopped while it waited for a slot: it stays pending
+        hand_back = getattr(self.journal, "hand_back", None)
+        if isinstance(error, RateLimiterError) and not sent and callable(hand_back):
+            # A journal that can give an unsent item back to its queue (a worker's) takes it: the item is not at
+            # fault, it has no outcome here, and this pipeline may see it again.
+            self.forget(ref)
+            await hand_back(ref, error)
+            return
         if taken_over is not None:
             # The lease begin_item took ran out before the upload and another process took the item: nothing
             # was sent, and the item is that process's to send now. Skipped here; the batch goes on.
@@ -595,6 +604,13 @@ class Pipeline:
         self._count_auth_refusal(error, receipt is not None)
         if failure is not None:
             raise failure
+
+    def forget(self, ref: str) -> None:
+        """Forget an item that left this pipeline unsent (handed back to a shared queue), so that the same
+        reference may be read again later in this batch instead of being refused as a duplicate."""
+        self.seen.discard(ref)
+        for index in [i for i, pending in self.pending.items() if pending == ref]:
+            del self.pending[index]
 
     def _count_auth_refusal(self, error: NetverifyError | None, got_receipt: bool) -> None:
         """Stop taking new items after AUTH_REFUSALS_BEFORE_STOP 401/403 answers in a row."""
@@ -721,6 +737,7 @@ class Pipeline:
     async def _finish(
         self, out: MemoryObjectSendStream[BatchOutcome], journal_started: bool, status: BatchStatus
     ) -> None:
+        self.finishing_cancelled = status is BatchStatus.CANCELLED
         with anyio.CancelScope(shield=True):
             try:
                 if self.journal is not None:

@@ -22,7 +22,12 @@ again), and an outcome already known (a receipt) is written as soon as the datab
 
 The default payload is a manifest row as the command line parsed it (:func:`manifest_row_payload`): its values
 by column and the folder its image paths are relative to. Image files are read by the worker, so workers on
-other hosts need the same paths (shared storage). Pass ``build=`` for payloads of your own.
+other hosts need the same paths (shared storage); ``image_root=`` confines them to one folder (payloads come from
+the shared database). Pass ``build=`` for payloads of your own.
+
+An item a worker gives back unsent (the rate limiter failed, its lease ran out, its ``sent`` record could not be
+written) leaves that worker's pipeline, so the worker sends it if it claims it again later; after a rate-limiter
+failure the worker backs off before it takes more items.
 """
 
 from __future__ import annotations
@@ -47,7 +52,6 @@ from ._errors import (
     ConfigurationError,
     JournalError,
     NetverifyError,
-    RateLimiterError,
     RequestValidationError,
     ValidationIssue,
 )
@@ -84,8 +88,13 @@ DEFAULT_POLL_INTERVAL = 1.0
 _DEFAULT_LEASE_SECONDS = 120.0
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 2.0
-#: Seconds given to handing unsent items back when a worker stops.
+#: Seconds given to handing unsent items back when a worker stops (and to each journal write of a pipeline that
+#: is being cancelled).
 _RELEASE_TIMEOUT = 10.0
+#: Seconds a worker waits before taking more items after the rate limiter failed (doubling up to the maximum while
+#: it keeps failing), so that a long limiter outage does not become a tight claim -> fail -> hand back loop.
+_LIMITER_BACKOFF_FIRST = 1.0
+_LIMITER_BACKOFF_MAX = 30.0
 
 #: Rebuilds the request of an item from its reference and payload (sync or async; blocking work is fine in a
 #: sync one: it runs in a worker thread). Raise :class:`~netverify_async.RequestValidationError` for a payload
@@ -178,11 +187,46 @@ def manifest_row_payload(
     }
 
 
-def request_from_payload(merchant_id_scan_reference: str, payload: Mapping[str, Any]) -> NetverifyRequest:
+def _outside_image_root(
+    values: Mapping[str, str | tuple[str, ...]], base_dir: str, image_root: str | os.PathLike[str]
+) -> list[ValidationIssue]:
+    """The image columns whose file resolves (symbolic links followed) outside ``image_root``."""
+    from .cli._manifest import IMAGE_COLUMNS
+
+    root = Path(image_root).resolve()
+    issues: list[ValidationIssue] = []
+    for column in IMAGE_COLUMNS:
+        value = values.get(column)
+        if not isinstance(value, str) or not value:
+            continue
+        path = Path(value)
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        try:
+            inside = path.resolve().is_relative_to(root)
+        except (OSError, ValueError, RuntimeError):
+            inside = False
+        if not inside:
+            # the path itself is not repeated: it comes from the shared database and may say too much
+            issues.append(ValidationIssue(column, "outside_image_root", "names a file outside the image root"))
+    return issues
+
+
+def request_from_payload(
+    merchant_id_scan_reference: str,
+    payload: Mapping[str, Any],
+    *,
+    image_root: str | os.PathLike[str] | None = None,
+) -> NetverifyRequest:
     """The request of a :func:`manifest_row_payload` (blocking: reads the image files; run it in a thread).
 
+    With ``image_root``, an image path that resolves outside that folder (``..``, an absolute path, a symbolic
+    link pointing out) is refused before any file is opened: payloads come from the shared database, and a
+    worker reads whatever files they name.
+
     Raises :class:`~netverify_async.RequestValidationError` naming the columns that cannot become a request
-    (a missing image file, a broken rule), or a payload that is not of this format or names another reference.
+    (a missing image file, a file outside ``image_root``: ``outside_image_root``, a broken rule), or a payload
+    that is not of this format or names another reference.
     """
     from .cli._manifest import InvalidRow, ManifestRow, build_request
 
@@ -206,6 +250,10 @@ def request_from_payload(merchant_id_scan_reference: str, payload: Mapping[str, 
         raise RequestValidationError(
             [ValidationIssue("reference", "mismatch", "the payload names another merchant reference")]
         )
+    if image_root is not None:
+        outside = _outside_image_root(values, base_dir, image_root)
+        if outside:
+            raise RequestValidationError(outside)
     row = payload.get("row")
     built = build_request(ManifestRow(row if isinstance(row, int) else 0, values), Path(base_dir))
     if isinstance(built, InvalidRow):
@@ -267,6 +315,7 @@ class _Worker:
         max_items: int | None,
         wait_for_leased: bool,
         prepare_workers: int,
+        image_root: str | os.PathLike[str] | None = None,
     ) -> None:
         self.client = client
         self.journal = journal
@@ -280,6 +329,7 @@ class _Worker:
         self.max_items = max_items
         self.wait_for_leased = wait_for_leased
         self.prepare_workers = prepare_workers
+        self.image_root = image_root
         self.stats = WorkerStats()
         self.lease_seconds = float(getattr(journal, "lease_seconds", _DEFAULT_LEASE_SECONDS) or _DEFAULT_LEASE_SECONDS)
         #: claimed and not sent yet (what renewals keep alive and a stop hands back)
@@ -288,8 +338,13 @@ class _Worker:
         self.buffer: deque[Any] = deque()
         #: references whose lease was lost before they were sent
         self.lost: set[str] = set()
-        #: references handed back to the queue after the rate limiter failed (nothing sent)
-        self.requeued: set[str] = set()
+        #: references handed to the current pipeline that have not left it yet (no outcome, not handed back)
+        self.active: set[str] = set()
+        #: leases taken from the buffer (whatever became of them): what ``max_items`` counts
+        self.taken = 0
+        #: the limiter back-off: no new item is taken before this time (anyio clock)
+        self.resume_at = 0.0
+        self.limiter_backoff = _LIMITER_BACKOFF_FIRST
         self.yielded = 0
         self.index = 0
         self.outcomes: list[BatchOutcome] = []
@@ -298,6 +353,8 @@ class _Worker:
         self.batch: Batch | None = None
         #: whether the journal recorded the start of this worker's run
         self.run_started = False
+        #: whether to record a run at all (not for ``process_one``: many may share one journal object at once)
+        self.record_run = max_items is None
 
     @property
     def stopping(self) -> bool:
@@ -340,12 +397,16 @@ class _Worker:
     async def requests(self) -> AsyncIterator[NetverifyRequest]:
         """The claimed items as requests, claiming a few at a time; ends when drained, stopped, or at max_items."""
         while self.taking():
-            if self.max_items is not None and self.yielded >= self.max_items:
+            if self.max_items is not None and self.taken >= self.max_items:
                 break
+            wait = self.resume_at - anyio.current_time()
+            if wait > 0:  # the rate limiter failed lately
+                await self.sleep_or_stop(wait)
+                continue
             if not self.buffer:
                 want = self.concurrency
                 if self.max_items is not None:
-                    want = min(want, self.max_items - self.yielded)
+                    want = min(want, self.max_items - self.taken)
                 try:
                     leases = await self.retrying(
                         "claim", functools.partial(self.journal.claim, limit=want), patient=False
@@ -360,20 +421,34 @@ class _Worker:
                     await self.sleep_or_stop(self.poll_interval)
                     continue
                 self.stats.claimed += len(leases)
-                for lease in leases:
-                    self.held[lease.ref] = lease
+                fresh = []
+                for new in leases:
+                    # claimed again (after a hand-back, a lost lease or a failed "sent" record): a new lease
+                    self.lost.discard(new.ref)
+                    self.held[new.ref] = new
+                    if new.ref not in self.active:
+                        fresh.append(new)
+                    # else: still inside the pipeline, which goes on with it under the new lease
                 if not self.taking():  # the pipeline stopped while this claim ran: they are handed back
                     break
-                self.buffer.extend(leases)
+                self.buffer.extend(fresh)
+                if not fresh:
+                    continue
             lease = self.buffer.popleft()
-            if lease.ref in self.lost:
-                continue
+            self.taken += 1
+            if not self.holds(lease) or lease.ref in self.active:
+                continue  # lost, or superseded by a newer lease of the same item
             request = await self.rebuild(lease)
             if request is None:
                 continue
             self.yielded += 1
+            self.active.add(lease.ref)
             yield request
         self.input_done = True
+
+    def holds(self, lease: _Lease) -> bool:
+        """Whether this lease is the worker's current lease of its item (not lost, not superseded)."""
+        return self.held.get(lease.ref) is lease
 
     async def finished(self) -> bool:
         """Nothing to claim now: is the queue drained (no pending item anywhere, leased ones included)?"""
@@ -395,7 +470,9 @@ class _Worker:
         started = anyio.current_time()
         try:
             if self.build is None:
-                built = await anyio.to_thread.run_sync(request_from_payload, ref, lease.payload)
+                built = await anyio.to_thread.run_sync(
+                    functools.partial(request_from_payload, ref, lease.payload, image_root=self.image_root)
+                )
             elif inspect.iscoroutinefunction(self.build):
                 built = await self.build(ref, lease.payload)
             else:
@@ -409,6 +486,13 @@ class _Worker:
             error: NetverifyError = exc
         except NetverifyError as exc:  # e.g. an image file that preflight cannot read
             error = exc
+        except Exception as exc:
+            # A builder's own failure: the item fails (it would fail again on any worker), the worker goes on.
+            # Only the exception's type is kept: its message may hold the payload's personal data.
+            error = RequestValidationError(
+                [ValidationIssue("payload", "build_failed", f"the payload builder raised {type(exc).__name__}")]
+            )
+            logger.error("worker: the payload builder raised %s for item %s", type(exc).__name__, ref)
         self.held.pop(ref, None)
         try:
             await self.retrying("mark_failed", lambda: self.journal.mark_failed(ref, error))
@@ -440,23 +524,34 @@ class _Worker:
             logger.info("worker: the lease of %s was lost before it was sent; skipped", ref)
         self.held.pop(ref, None)
 
+    def left_unsent(self, ref: str) -> None:
+        """The item left the current pipeline without an outcome (not sent): the pipeline forgets it, so that
+        this worker can send it if it claims it again."""
+        self.active.discard(ref)
+        batch = self.batch
+        if batch is not None:
+            batch._pipeline.forget(ref)
+
+    def limiter_failed(self) -> None:
+        """Back off before taking more items; the wait doubles while the limiter keeps failing."""
+        delay = self.limiter_backoff
+        self.resume_at = max(self.resume_at, anyio.current_time() + delay * (0.75 + random.random() / 2))
+        self.limiter_backoff = min(_LIMITER_BACKOFF_MAX, delay * 2)
+
+    def pipeline_cancelled(self) -> bool:
+        """Whether the current pipeline is being cancelled (a hard stop): its journal writes should not wait."""
+        batch = self.batch
+        return batch is not None and (batch._pipeline.finishing_cancelled or batch._pipeline.cancelled)
+
     def settle(self, outcome: BatchOutcome) -> None:
         ref = outcome.merchant_id_scan_reference
-        if ref is not None and ref in self.requeued:
-            self.requeued.discard(ref)
-            self.stats.requeued += 1
-            logger.warning(
-                "worker: the rate limiter failed (%s); %s goes back to the queue (not sent)",
-                type(outcome.error).__name__,
-                ref,
-            )
-            return
         if ref is not None:
             self.held.pop(ref, None)
             self.lost.discard(ref)
+            self.active.discard(ref)
         self.stats.outcomes[outcome.status.value] = self.stats.outcomes.get(outcome.status.value, 0) + 1
         self.outcomes.append(outcome)
-        if len(self.outcomes) > 1:  # only process_one reads them back
+        if self.max_items is None and len(self.outcomes) > 1:  # only process_one reads them back
             del self.outcomes[0]
         if self.on_outcome is not None:
             try:
@@ -471,17 +566,18 @@ class _Worker:
         interval = max(0.05, self.lease_seconds / 3)
         while True:
             await anyio.sleep(interval)
-            leases = [lease for ref, lease in self.held.items() if ref not in self.lost]
-            if not leases:
+            renewing = {ref: lease for ref, lease in self.held.items() if ref not in self.lost}
+            if not renewing:
                 continue
             try:
-                lost = await self.journal.renew(leases)
+                lost = await self.journal.renew(list(renewing.values()))
             except JournalError as exc:
                 self.stats.journal_retries += 1
-                logger.warning("worker: renewing %d lease(s) failed (%s)", len(leases), type(exc).__name__)
+                logger.warning("worker: renewing %d lease(s) failed (%s)", len(renewing), type(exc).__name__)
                 continue
             for ref in lost:
-                if ref in self.held:
+                # (not when the item was claimed again meanwhile: that newer lease is alive)
+                if ref in self.held and self.held[ref] is renewing.get(ref):
                     self.lease_was_lost(ref)
 
     async def release_unsent(self) -> None:
@@ -503,6 +599,7 @@ class _Worker:
         """One pipeline over the claimed items, until the input ends."""
         from ._batch import submit_many
 
+        self.active.clear()  # a new pipeline: it has seen nothing yet
         batch = self.batch = submit_many(
             self.client,
             self.requests(),
@@ -597,7 +694,7 @@ class _WorkerJournal:
         # One run per worker in the journal's record of runs, however many pipelines the worker goes through
         # (a new one after a long database outage); the worker finishes it when it stops.
         worker = self._worker
-        if not worker.run_started:
+        if worker.record_run and not worker.run_started:
             await worker.retrying("start_run", self._journal.start_run, patient=False)
             worker.run_started = True
 
@@ -620,10 +717,12 @@ class _WorkerJournal:
         if worker.stopping:
             raise BatchStoppedError("the worker is stopping; not sent")
         if ref in worker.lost:
+            worker.left_unsent(ref)
             raise BatchStoppedError("the item's lease was lost; not sent")
         try:
             await worker.retrying("mark_sent", lambda: self._journal.mark_sent(ref), patient=False)
         except JournalError as exc:
+            worker.left_unsent(ref)
             if _is_lease_lost(exc):
                 worker.lease_was_lost(ref)
                 raise BatchStoppedError("the item's lease was lost; not sent") from None
@@ -638,25 +737,33 @@ class _WorkerJournal:
                         pass
             raise BatchStoppedError("the journal cannot record the upload; not sent") from exc
         worker.held.pop(ref, None)  # sent: never claimable again, no lease to keep
+        worker.limiter_backoff = _LIMITER_BACKOFF_FIRST  # the limiter gave a slot
 
     async def mark_receipt(self, merchant_id_scan_reference: str, receipt: ScanReceipt) -> None:
         ref = merchant_id_scan_reference
         await self._outcome("mark_receipt", ref, lambda: self._journal.mark_receipt(ref, receipt))
 
-    async def mark_failed(self, merchant_id_scan_reference: str, error: BaseException) -> None:
+    async def hand_back(self, merchant_id_scan_reference: str, error: BaseException) -> None:
+        """The shared limiter (Redis) could not book a slot: nothing was sent and the item is not at fault. It
+        goes back to the queue (no outcome, no ``failed`` record) and the worker backs off."""
         ref = merchant_id_scan_reference
         worker = self._worker
-        lease = worker.held.get(ref)
-        if isinstance(error, RateLimiterError) and lease is not None:
-            # The shared limiter (Redis) could not book a slot: nothing was sent and the item is not at fault.
-            # It goes back to the queue instead of ending ``failed``.
-            worker.requeued.add(ref)
-            worker.held.pop(ref, None)
-            try:
-                await worker.retrying("release", lambda: self._journal.release(lease), patient=False)
-            except JournalError as exc:
-                logger.info("worker: could not hand back %s (%s); its lease will run out", ref, type(exc).__name__)
-            return
+        worker.left_unsent(ref)
+        worker.limiter_failed()
+        worker.stats.requeued += 1
+        logger.warning(
+            "worker: the rate limiter failed (%s); %s goes back to the queue (not sent)", type(error).__name__, ref
+        )
+        lease = worker.held.pop(ref, None)
+        if lease is None:
+            return  # its lease was lost: nothing to hand back
+        try:
+            await worker.retrying("release", lambda: self._journal.release(lease), patient=False)
+        except JournalError as exc:
+            logger.info("worker: could not hand back %s (%s); its lease will run out", ref, type(exc).__name__)
+
+    async def mark_failed(self, merchant_id_scan_reference: str, error: BaseException) -> None:
+        ref = merchant_id_scan_reference
         await self._outcome("mark_failed", ref, lambda: self._journal.mark_failed(ref, error))
 
     async def mark_unknown(self, merchant_id_scan_references: Iterable[str], error_type: str) -> None:
@@ -664,8 +771,16 @@ class _WorkerJournal:
         await self._outcome("mark_unknown", None, lambda: self._journal.mark_unknown(refs, error_type))
 
     async def _outcome(self, what: str, ref: str | None, call: Callable[[], Awaitable[None]]) -> None:
+        worker = self._worker
         try:
-            await self._worker.retrying(what, call)
+            if worker.pipeline_cancelled():
+                # A hard stop: one try, bounded (the items stay ``sent``: unknown, never resent)
+                with anyio.move_on_after(_RELEASE_TIMEOUT) as bounded:
+                    await call()
+                if bounded.cancelled_caught:
+                    raise JournalError(f"the journal did not answer {what} in time while the worker was stopping")
+            else:
+                await worker.retrying(what, call)
         except JournalError as exc:
             if not _is_lease_lost(exc):
                 raise
@@ -703,6 +818,7 @@ async def run_worker(
     stop: anyio.Event | None = None,
     on_outcome: Callable[[BatchOutcome], Any] | None = None,
     prepare_workers: int = 2,
+    image_root: str | os.PathLike[str] | None = None,
 ) -> WorkerStats:
     """Work on the items of a shared journal until the queue is drained (or forever with ``drain=False``).
 
@@ -714,7 +830,12 @@ async def run_worker(
     - ``drain``: return once no item is pending anywhere (items leased by other workers included: a killed
       worker's items are claimed when their lease runs out); ``False`` keeps polling every ``poll_interval``
       seconds until ``stop`` is set.
-    - ``build``: rebuilds a request from ``(reference, payload)`` (default :func:`request_from_payload`).
+    - ``build``: rebuilds a request from ``(reference, payload)`` (default :func:`request_from_payload`). Any
+      exception it raises fails that item (recorded ``failed`` with the exception's type only, reported
+      ``invalid``); the worker goes on.
+    - ``image_root``: with the default ``build``, refuse (item ``failed``, ``outside_image_root``) any image
+      path of a payload that resolves outside this folder. Recommended: payloads come from the shared
+      database, and a worker reads the files they name.
     - ``journal_retry_timeout``: how long journal writes are tried again while the database is away.
     - ``stop``: set it to stop gently: nothing new is sent, uploads in flight finish and are recorded, unsent
       items are handed back (``release``). Cancelling the call instead cuts uploads off (their items stay
@@ -739,6 +860,7 @@ async def run_worker(
         max_items=None,
         wait_for_leased=True,
         prepare_workers=prepare_workers,
+        image_root=image_root,
     )
     return await worker.run()
 
@@ -749,11 +871,17 @@ async def process_one(
     *,
     build: PayloadBuilder | None = None,
     journal_retry_timeout: float = DEFAULT_JOURNAL_RETRY_TIMEOUT,
+    image_root: str | os.PathLike[str] | None = None,
 ) -> BatchOutcome | None:
     """Claim one item and submit it: the body of a task for arq / Celery-style task runners.
 
-    Returns the item's :class:`~netverify_async.BatchOutcome`, or None when there was nothing to claim (or its
-    lease was lost before it was sent: another worker has it). The same guarantees as :func:`run_worker`.
+    Handles at most one claimed item and returns its :class:`~netverify_async.BatchOutcome` (``invalid`` for a
+    payload that cannot become a request), or None when there was nothing to claim, when its lease was lost
+    before it was sent (another worker has it), or when it was handed back because the rate limiter failed.
+    The same guarantees as :func:`run_worker`; ``build`` and ``image_root`` as there.
+
+    Concurrent calls may share one journal object (no run is recorded in the journal's record of runs for a
+    ``process_one`` call, so they do not wait for each other).
     """
     _check_worker_arguments(1, DEFAULT_POLL_INTERVAL, journal_retry_timeout)
     worker = _Worker(
@@ -769,6 +897,7 @@ async def process_one(
         max_items=1,
         wait_for_leased=False,
         prepare_workers=1,
+        image_root=image_root,
     )
     await worker.run()
-    return worker.outcomes[-1] if worker.outcomes else None
+    return worker.outcomes[0] if worker.outcomes else None

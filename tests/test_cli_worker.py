@@ -8,12 +8,13 @@ from a thread, the command line as a subprocess. The many-workers-with-kills tes
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +187,8 @@ def test_postgres_only_options_are_refused_elsewhere(tmp_path: Path, images: Pat
     path = manifest(tmp_path, ["x-1"])
     sqlite_only = cli("batch", str(path), "--load-only")
     assert sqlite_only.returncode == 2 and "--load-only needs a PostgreSQL journal" in sqlite_only.stderr
+    image_root = cli("batch", str(path), "--image-root", str(images))
+    assert image_root.returncode == 2 and "--image-root needs a PostgreSQL journal" in image_root.stderr
     with_wait = cli("batch", str(path), "--journal", postgres_url, "--wait")
     assert with_wait.returncode == 2 and "--wait is not available" in with_wait.stderr
     not_pg = cli("worker", "--journal", str(tmp_path / "j.sqlite3"))
@@ -596,3 +599,350 @@ async def test_batch_stop_lets_uploads_in_flight_finish(tmp_path: Path) -> None:
     assert batch.summary.unknown == () and len(batch.summary.not_sent) > 0
     assert sorted(scans) == sorted(ref for ref, state in states.items() if state is JournalState.RECEIPT)
     assert not any(state.outcome_unknown for state in states.values())
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Items given back and taken again; hard stops; builders; process_one; image_root
+# ----------------------------------------------------------------------------------------------------------
+
+
+class _Slot:
+    def record(self, status_code: int | None, retry_after: float | None = None) -> None:
+        pass
+
+
+class FlakyLimiter:
+    """A shared limiter that cannot book a slot for its first ``failures`` requests, or that makes its first
+    request wait ``first_wait`` seconds. A stand-in: a real Redis outage cannot be timed to one request."""
+
+    def __init__(self, *, failures: int = 0, first_wait: float = 0.0) -> None:
+        self.failures = failures
+        self.first_wait = first_wait
+        self.calls = 0
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[_Slot]:
+        from netverify_async import RateLimiterError
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise RateLimiterError("the shared limit cannot be reached")
+        if self.calls == 1 and self.first_wait:
+            await anyio.sleep(self.first_wait)
+        yield _Slot()
+
+
+@pytest.mark.anyio
+async def test_an_item_handed_back_after_a_limiter_failure_is_sent_once_after_a_back_off(
+    images: Path, postgres_url: str, emu: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The limiter fails once: the item goes back to the queue (no ``failed`` record or transition), the worker
+    waits before it takes items again, claims the same item again, sends it once, and ``drain`` ends."""
+    from netverify_async import JournalTransition, _worker
+
+    monkeypatch.setattr(_worker, "_LIMITER_BACKOFF_FIRST", 0.2)
+    backoffs: list[tuple[float, float]] = []  # (when the limiter failed, no new item before)
+    original = _worker._Worker.limiter_failed
+
+    def spy(self: Any) -> None:
+        original(self)
+        backoffs.append((anyio.current_time(), self.resume_at))
+
+    monkeypatch.setattr(_worker._Worker, "limiter_failed", spy)
+    claims: list[float] = []
+
+    class Recording(PostgresJournal):
+        async def claim(self, limit: int = 1) -> Any:
+            claims.append(anyio.current_time())
+            return await super().claim(limit=limit)
+
+    emu.reset()
+    transitions: list[str] = []
+    outcomes: list[Any] = []
+
+    def hook(event: Any) -> None:
+        if isinstance(event, JournalTransition):
+            transitions.append(event.state)
+
+    async with Recording(postgres_url, journal_name("requeue")) as journal:
+        await journal.load(payloads(images, ["rq-1"]))
+        async with client_for(emu, rate_limit=FlakyLimiter(failures=1), event_hooks=[hook]) as client:
+            with anyio.fail_after(30):
+                stats = await run_worker(client, journal, concurrency=1, poll_interval=0.05, on_outcome=outcomes.append)
+        entry = await journal.get("rq-1")
+    assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT]
+    assert stats.requeued == 1 and stats.claimed == 2 and stats.completed == 1
+    assert entry is not None and entry.state is JournalState.RECEIPT and entry.sends == 1
+    assert scans_per_reference(emu) == {"rq-1": 1}
+    assert "failed" not in transitions and transitions[-1] == "receipt"
+    ((failed_at, resume_at),) = backoffs
+    assert resume_at > failed_at
+    later = [t for t in claims if t >= failed_at]
+    assert later and all(t >= resume_at for t in later)  # no claim during the back-off
+
+
+@pytest.mark.anyio
+async def test_an_item_whose_sent_record_failed_for_a_while_is_claimed_again_and_sent_once(
+    images: Path, postgres_url: str, emu: Any
+) -> None:
+    """``mark_sent`` fails past ``journal_retry_timeout`` (the database away for that write): the item is not
+    sent and is handed back; the same worker claims it again and sends it once; ``drain`` ends."""
+    from netverify_async import JournalError
+
+    class SentNotRecorded(PostgresJournal):
+        releases = 0
+
+        async def mark_sent(self, merchant_id_scan_reference: str) -> None:
+            if self.releases == 0:
+                raise JournalError("the database is away")
+            await super().mark_sent(merchant_id_scan_reference)
+
+        async def release(self, lease: Any) -> None:
+            self.releases += 1
+            await super().release(lease)
+
+    emu.reset()
+    outcomes: list[Any] = []
+    async with SentNotRecorded(postgres_url, journal_name("marksent")) as journal:
+        await journal.load(payloads(images, ["ms-1"]))
+        async with client_for(emu) as client:
+            with anyio.fail_after(30):
+                stats = await run_worker(
+                    client, journal, concurrency=1, poll_interval=0.05, journal_retry_timeout=0.3, on_outcome=outcomes.append
+                )
+        entry = await journal.get("ms-1")
+        assert journal.releases == 1
+    assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT]
+    assert stats.claimed == 2 and stats.completed == 1
+    assert entry is not None and entry.state is JournalState.RECEIPT and entry.sends == 1
+    assert scans_per_reference(emu) == {"ms-1": 1}
+
+
+@pytest.mark.anyio
+async def test_an_item_whose_lease_ran_out_is_claimed_again_by_the_same_worker_and_sent_once(
+    images: Path, postgres_url: str, emu: Any
+) -> None:
+    """Renewals fail (the database away for them) while the first upload waits for a slot longer than the
+    lease: ``mark_sent`` is refused (lease lost), nothing is sent; nobody else takes the item, so the same
+    worker claims it again (its reference no longer counts as lost) and sends it once; ``drain`` ends."""
+    from netverify_async import JournalError
+
+    class RenewalsAway(PostgresJournal):
+        refused = 0
+
+        async def renew(self, leases: Any) -> Any:
+            if not self.refused:
+                raise JournalError("the database is away")
+            return await super().renew(leases)
+
+        async def mark_sent(self, merchant_id_scan_reference: str) -> None:
+            try:
+                await super().mark_sent(merchant_id_scan_reference)
+            except JournalError:
+                self.refused += 1
+                raise
+
+    emu.reset()
+    outcomes: list[Any] = []
+    async with RenewalsAway(postgres_url, journal_name("relost"), lease_seconds=1.0) as journal:
+        await journal.load(payloads(images, ["rl-1"]))
+        async with client_for(emu, rate_limit=FlakyLimiter(first_wait=1.8)) as client:
+            with anyio.fail_after(30):
+                # polls rarely, so that the lease runs out (and mark_sent is refused) before the next claim
+                stats = await run_worker(client, journal, concurrency=1, poll_interval=2.5, on_outcome=outcomes.append)
+        entry = await journal.get("rl-1")
+        assert journal.refused == 1
+    assert [o.status for o in outcomes] == [OutcomeStatus.RECEIPT]
+    assert stats.lease_lost == 1 and stats.claimed == 2
+    assert entry is not None and entry.state is JournalState.RECEIPT and entry.sends == 1
+    assert scans_per_reference(emu) == {"rl-1": 1}
+
+
+@pytest.mark.anyio
+async def test_a_hard_stop_while_the_database_is_away_tries_each_outcome_write_once(
+    images: Path, postgres_url: str
+) -> None:
+    """Cancelling a worker (the second SIGTERM) while an upload is in flight and the database is away: the
+    pipeline's last journal writes are tried once, not for ``journal_retry_timeout``; the item stays ``sent``."""
+    from netverify_async import JournalError
+    from netverify_async.emulator import run_emulator
+
+    down = False
+    tries: list[str] = []
+    sent = anyio.Event()
+
+    class Away(PostgresJournal):
+        async def mark_sent(self, merchant_id_scan_reference: str) -> None:
+            await super().mark_sent(merchant_id_scan_reference)
+            sent.set()
+
+        async def mark_unknown(self, merchant_id_scan_references: Any, error_type: str) -> None:
+            if down:
+                tries.append("mark_unknown")
+                raise JournalError("the database is away")
+            await super().mark_unknown(merchant_id_scan_references, error_type)
+
+        async def mark_failed(self, merchant_id_scan_reference: str, error: BaseException) -> None:
+            if down:
+                tries.append("mark_failed")
+                raise JournalError("the database is away")
+            await super().mark_failed(merchant_id_scan_reference, error)
+
+    async with run_emulator(processing_delay=0, latency=3.0) as slow, Away(postgres_url, journal_name("hard")) as journal:
+        await journal.load(payloads(images, ["hs-1"]))
+        async with client_for(slow) as client:
+            with anyio.CancelScope() as hard:
+                async with anyio.create_task_group() as group:
+
+                    async def cut() -> None:
+                        nonlocal down
+                        await sent.wait()
+                        await anyio.sleep(0.2)
+                        down = True
+                        hard.cancel()
+
+                    group.start_soon(cut)
+                    # before the fix, the shielded writes were retried for these 20 s
+                    await run_worker(client, journal, concurrency=1, journal_retry_timeout=20.0)
+        entry = await journal.get("hs-1")
+    assert hard.cancelled_caught
+    assert len(tries) == 1
+    assert entry is not None and entry.state is JournalState.SENT and entry.sends == 1
+
+
+def test_redacted_url_hides_every_password_and_keeps_ipv6_brackets() -> None:
+    from netverify_async.cli.worker import redacted_url
+
+    shown = redacted_url("postgresql://app:s3cret@[::1]:5432/db?sslmode=require&password=hunter2&sslpassword=k3y")
+    assert "s3cret" not in shown and "hunter2" not in shown and "k3y" not in shown
+    assert shown == "postgresql://app:***@[::1]:5432/db?sslmode=require&password=***&sslpassword=***"
+    assert redacted_url("postgresql://[::1]:5432/db") == "postgresql://[::1]:5432/db"
+    assert redacted_url("postgres://h/db?PassWord=x&application_name=a") == "postgres://h/db?PassWord=***&application_name=a"
+    assert redacted_url("postgresql://app@h/db?sslmode=require") == "postgresql://app@h/db?sslmode=require"
+    assert "x" not in redacted_url("postgresql://h/db?a=1;password=xx").split("//")[1]
+
+
+@pytest.mark.anyio
+async def test_a_builder_that_raises_fails_its_item_with_the_type_only_and_the_worker_goes_on(
+    images: Path, postgres_url: str, emu: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.reset()
+    secret = "Jane Doe, born 1980-01-02"
+
+    def build(ref: str, payload: Any) -> NetverifyRequest:
+        if ref == "raise-1":
+            raise ValueError(secret)
+        return request_from_payload(ref, payload)
+
+    outcomes: list[Any] = []
+    async with PostgresJournal(postgres_url, journal_name("raise")) as journal:
+        await journal.load(payloads(images, ["raise-1", "raise-2"]))
+        async with client_for(emu) as client:
+            stats = await run_worker(client, journal, concurrency=2, build=build, on_outcome=outcomes.append)
+        entry = await journal.get("raise-1")
+    assert stats.outcomes["invalid"] == 1 and stats.outcomes["receipt"] == 1
+    bad = next(o for o in outcomes if o.merchant_id_scan_reference == "raise-1")
+    assert bad.status is OutcomeStatus.INVALID and [i.code for i in bad.error.errors] == ["build_failed"]
+    assert "ValueError" in str(bad.error) and "Jane" not in str(bad.error) and bad.error.__cause__ is None
+    assert "ValueError" in caplog.text and "Jane" not in caplog.text
+    assert entry is not None and entry.state is JournalState.FAILED and entry.sends == 0
+    assert scans_per_reference(emu) == {"raise-2": 1}
+
+
+@pytest.mark.anyio
+async def test_process_one_handles_at_most_one_claimed_item_even_an_invalid_one(
+    images: Path, postgres_url: str, emu: Any
+) -> None:
+    emu.reset()
+    missing = manifest_row_payload(
+        {"reference": "po-bad", "front": "no-such.png", "country": "USA", "id_type": "PASSPORT"}, base_dir=images
+    )
+    async with PostgresJournal(postgres_url, journal_name("pone")) as journal:
+        await journal.load([("po-bad", missing)])
+        await journal.load(payloads(images, ["po-good"]))
+        async with client_for(emu) as client:
+            first = await process_one(client, journal)
+            between = await journal.states()
+            second = await process_one(client, journal)
+    assert first is not None and first.merchant_id_scan_reference == "po-bad"
+    assert first.status is OutcomeStatus.INVALID
+    assert between == {"po-bad": JournalState.FAILED, "po-good": JournalState.PENDING}
+    assert second is not None and second.status is OutcomeStatus.RECEIPT
+    assert second.merchant_id_scan_reference == "po-good"
+
+
+@pytest.mark.anyio
+async def test_concurrent_process_one_calls_may_share_one_journal_object(
+    images: Path, postgres_url: str, emu: Any
+) -> None:
+    """Each call's builder waits until the other's has started: they only finish if neither waits for the
+    other's whole call (no run per call in the journal object)."""
+    emu.reset()
+    both = anyio.Event()
+    started: list[str] = []
+
+    async def build(ref: str, payload: Any) -> NetverifyRequest:
+        started.append(ref)
+        if len(started) == 2:
+            both.set()
+        await both.wait()
+        return await anyio.to_thread.run_sync(request_from_payload, ref, payload)
+
+    results: list[Any] = []
+    async with PostgresJournal(postgres_url, journal_name("shared")) as journal:
+        await journal.load(payloads(images, ["sh-1", "sh-2"]))
+        async with client_for(emu) as client:
+
+            async def task() -> None:
+                results.append(await process_one(client, journal, build=build, journal_retry_timeout=2.0))
+
+            with anyio.fail_after(30):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(task)
+                    group.start_soon(task)
+        states = await journal.states()
+    assert sorted(o.merchant_id_scan_reference for o in results) == ["sh-1", "sh-2"]
+    assert {o.status for o in results} == {OutcomeStatus.RECEIPT}
+    assert states == {"sh-1": JournalState.RECEIPT, "sh-2": JournalState.RECEIPT}
+
+
+def test_image_root_refuses_paths_that_resolve_outside_it(tmp_path: Path, images: Path) -> None:
+    from netverify_async import RequestValidationError
+
+    (tmp_path / "outside.png").write_bytes(GOOD_PNG)
+    (images / "link.png").symlink_to(tmp_path / "outside.png")
+    for front in ("../outside.png", str(tmp_path / "outside.png"), "link.png"):
+        payload = manifest_row_payload(
+            {"reference": "ir-1", "front": front, "country": "USA", "id_type": "PASSPORT"}, base_dir=images
+        )
+        request_from_payload("ir-1", payload)  # readable without a root
+        with pytest.raises(RequestValidationError) as refused:
+            request_from_payload("ir-1", payload, image_root=images)
+        assert [(i.path, i.code) for i in refused.value.errors] == [("front", "outside_image_root")]
+        assert "outside.png" not in str(refused.value) and str(tmp_path) not in str(refused.value)
+    inside = manifest_row_payload(
+        {"reference": "ir-2", "front": "front.png", "country": "USA", "id_type": "PASSPORT"}, base_dir=images
+    )
+    assert request_from_payload("ir-2", inside, image_root=images).frontside_image is not None
+
+
+def test_worker_command_image_root_fails_items_outside_it(
+    tmp_path: Path, images: Path, postgres_url: str, emu: Any
+) -> None:
+    emu.reset()
+    name = journal_name("imgroot")
+    path = manifest(tmp_path, ["root-1"])  # its images are in tmp_path/img
+    common = ["--journal", postgres_url, "--name", name]
+    loaded = cli("batch", str(path), *common, "--load-only")
+    assert loaded.returncode == 0, loaded.stderr
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    worker = cli(
+        "worker", *common, "--drain", "--image-root", str(other), "--emulator", emu.base_url,
+        "--rate-limit", "none", "--json",
+    )
+    assert worker.returncode == 0, worker.stderr
+    items = [json.loads(line) for line in worker.stdout.splitlines() if '"item"' in line]
+    assert [(item["reference"], item["status"]) for item in items] == [("root-1", "invalid")]
+    assert str(images) not in worker.stdout + worker.stderr
+    assert scans_per_reference(emu) == {}

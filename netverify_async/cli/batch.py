@@ -693,7 +693,7 @@ def run(args: argparse.Namespace) -> int:
         from ._distributed import run_distributed_batch
 
         return run_distributed_batch(args)
-    for flag in ("load_only", "requeue_failed", "name", "lease_seconds", "redis_url", "redis_key"):
+    for flag in ("load_only", "requeue_failed", "image_root", "name", "lease_seconds", "redis_url", "redis_key"):
         if getattr(args, flag, None):
             option = "--" + flag.replace("_", "-")
             print(f"error: {option} needs a PostgreSQL journal (--journal postgresql://...)", file=sys.stderr)

@@ -66,19 +66,35 @@ def is_postgres_url(text: str | None) -> bool:
     return scheme in _POSTGRES_SCHEMES
 
 
+def _secret_parameter(name: str) -> bool:
+    return "password" in name.lower()  # password, sslpassword, ...
+
+
 def redacted_url(url: str) -> str:
-    """The URL without its password (for messages and output)."""
+    """The URL without its passwords (for messages and output): the one after the user name and any query
+    parameter naming a password (``password``, ``sslpassword``) show ``***``; an IPv6 host keeps its brackets."""
     try:
         parts = urllib.parse.urlsplit(url)
+        port = parts.port
+        query = urllib.parse.parse_qsl(parts.query, keep_blank_values=True, strict_parsing=False)
     except ValueError:
         return "postgresql://..."
-    if parts.password is None:
-        return url
-    user = urllib.parse.unquote(parts.username or "")
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user = urllib.parse.unquote(parts.username or "")
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        netloc = f"{user}:***@{host}" + (f":{port}" if port else "")
+    text_query = parts.query
+    if any(_secret_parameter(key) for key, _ in query):
+        text_query = "&".join(
+            f"{urllib.parse.quote(key, safe='')}=" + ("***" if _secret_parameter(key) else urllib.parse.quote(value, safe=""))
+            for key, value in query
+        )
+    elif ";" in text_query and "password" in text_query.lower():
+        return "postgresql://..."  # a query this function does not read: shown not at all rather than unredacted
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, text_query, parts.fragment))
 
 
 def _positive_int(text: str) -> int:
@@ -143,6 +159,13 @@ def add_worker_arguments(parser: Any) -> None:
         default=None,
         metavar="KEY",
         help="the limit's name in Redis: one per account (default: the library's)",
+    )
+    parser.add_argument(
+        "--image-root",
+        default=None,
+        metavar="DIR",
+        help="refuse (item failed, outside_image_root) any image path of a stored payload that resolves outside "
+        "this folder (payloads come from the shared database; a worker reads the files they name)",
     )
 
 
@@ -320,6 +343,7 @@ async def work(
                         poll_interval=getattr(args, "poll_interval", 1.0),
                         stop=stop,
                         on_outcome=show,
+                        image_root=getattr(args, "image_root", None),
                     )
             except Exception as exc:  # raised below, outside the task group, so that it is not wrapped in a group
                 error = exc
