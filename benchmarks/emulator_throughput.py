@@ -7,7 +7,7 @@
 2. In-process: times the emulator's submission handler on a body carrying a ~10 MB JPEG against
    ``json.loads`` of the same body, with a breakdown of where the time goes.
 
-Run: ``/work/venv/bin/python benchmarks/emulator_throughput.py [--seconds 5] [--concurrency 64]``.
+Run: ``python benchmarks/emulator_throughput.py [--seconds 5] [--concurrency 64]``.
 Goals: >= 1,500 small performNetverify requests per second; 10 MB request <= 2x json.loads.
 """
 

@@ -19,7 +19,7 @@ Each client first sends one small request (builds the connection pool, imports P
 Before measuring, the script waits up to ``--load-wait`` seconds (180) for the 1-minute load average to drop below
 ``--max-load`` (0.7), then runs anyway; the table's notes state the load it started at.
 
-Run: ``/work/venv/bin/python benchmarks/encode.py [--clients 20] [--rounds 2] [--mb 10]``.
+Run: ``python benchmarks/encode.py [--clients 20] [--rounds 2] [--mb 10]``.
 Goal: ours p99 lag < 10 ms (both preflight settings), per tick and time-weighted (see the table's notes).
 Exit status 1 when missed.
 """

@@ -11,7 +11,7 @@ size of real phone photos. They are generated once and cached in the temp direct
 (c) Cost per image, single thread: the header-only check, the default check (decode), and for reference a
     plain full-resolution Pillow decode.
 
-Run: ``/work/venv/bin/python benchmarks/preflight.py [--images 40] [--backend asyncio|trio]``.
+Run: ``python benchmarks/preflight.py [--images 40] [--backend asyncio|trio]``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,7 @@ arrive spread out, so each request's CPU overlaps the other requests' server tim
 Before each part the script waits up to ``--load-wait`` seconds (180) for the 1-minute load average to drop
 below ``--max-load`` (0.7), then runs anyway; each part's table states the load it started at.
 
-Run: ``/work/venv/bin/python benchmarks/transport.py`` (about 5 minutes plus the waits; ``--parts 1 3`` for a
+Run: ``python benchmarks/transport.py`` (about 5 minutes plus the waits; ``--parts 1 3`` for a
 subset). Exit status 1 when a goal is missed.
 """
 
