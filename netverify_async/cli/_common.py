@@ -36,6 +36,17 @@ _CLI_WORDING = (
 )
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (``--concurrency``, ``--size``, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("expected a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
 def add_connection_arguments(parser: argparse.ArgumentParser, *, submission_rate_limit: bool = True) -> None:
     """``--emulator URL``, ``--user-agent`` and (for commands that submit) ``--rate-limit``; credentials come
     only from the environment or a prompt."""

@@ -49,7 +49,14 @@ import rich  # noqa: F401  # fail at import when the cli extra is missing, so th
 
 from .._errors import NetverifyError
 from .._outcomes import OutcomeStatus
-from ._common import add_connection_arguments, build_client, cli_text, describe_error, print_json
+from ._common import (
+    add_connection_arguments,
+    build_client,
+    cli_text,
+    describe_error,
+    positive_int,
+    print_json,
+)
 from ._interrupt import OUTPUT_CLOSED
 
 if TYPE_CHECKING:
@@ -79,16 +86,6 @@ _STATUS_LABELS = {
     "preflight_rejected": "refused by preflight",
     "invalid": "invalid row",
 }
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 _DURATION = re.compile(r"([0-9]+)([smhd])")
@@ -128,7 +125,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"uploads in flight at once (default {DEFAULT_CONCURRENCY})",

@@ -40,7 +40,7 @@ import rich  # noqa: F401  # fail at import when the cli extra is missing, so th
 import uvicorn  # noqa: F401  # the emulator extra, likewise
 
 from .._errors import ConfigurationError, PreflightError
-from ._common import cli_text, enum_value, print_json
+from ._common import cli_text, enum_value, positive_int, print_json
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -95,18 +95,8 @@ VIA_SETTLED = "unknown->callback"
 VIA_PREFLIGHT = "preflight"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
 def _size(text: str) -> int:
-    value = _positive_int(text)
+    value = positive_int(text)
     if value > MAX_SIZE:
         raise argparse.ArgumentTypeError(f"at most {MAX_SIZE} (the demo keeps every image in memory)")
     return value
@@ -149,7 +139,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"uploads in flight at once (default {DEFAULT_CONCURRENCY})",

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from .._errors import ConfigurationError
-from ._common import add_connection_arguments, build_client, cli_text, print_json
+from ._common import add_connection_arguments, build_client, cli_text, positive_int, print_json
 
 if TYPE_CHECKING:
     from .._client import NetverifyClient
@@ -95,16 +95,6 @@ def redacted_url(url: str) -> str:
     elif ";" in text_query and "password" in text_query.lower():
         return "postgresql://..."  # a query this function does not read: shown not at all rather than unredacted
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, text_query, parts.fragment))
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("expected a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _positive_seconds(text: str) -> float:
@@ -184,7 +174,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_CONCURRENCY,
         metavar="N",
         help=f"uploads in flight at once; about as many items are claimed at a time (default {DEFAULT_CONCURRENCY})",
