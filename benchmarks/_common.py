@@ -1,5 +1,5 @@
-"""Helpers shared by the client benchmarks: the emulator as a subprocess, generated images, CPU and load
-readings, and markdown tables.
+"""Helpers shared by the client benchmarks: the emulator and a throwaway Redis as subprocesses, generated images,
+CPU and load readings, and markdown tables.
 
 Import it from a benchmark script run as ``python benchmarks/<name>.py`` (the script's folder is on
 ``sys.path``, so ``import _common`` works).
@@ -11,8 +11,11 @@ import base64
 import io
 import os
 import random
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -94,6 +97,57 @@ def emulator_process(*extra_args: str, start_timeout: float = 60.0) -> Iterator[
     cmd.extend(extra_args)
     with listening_process(cmd, "the emulator", start_timeout=start_timeout) as (proc, url):
         yield EmulatorProcess(proc, url)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@contextmanager
+def redis_server() -> Iterator[str | None]:
+    """``NETVERIFY_TEST_REDIS_URL``, or a throwaway redis-server (no persistence) on a free loopback port for the
+    duration of the block; None when neither is available."""
+    external = os.environ.get("NETVERIFY_TEST_REDIS_URL")
+    if external:
+        yield external
+        return
+    executable = shutil.which("redis-server")
+    if executable is None:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="netverify-bench-redis-") as workdir:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", workdir, "--loglevel", "warning"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 10
+            while not _redis_answers(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("redis-server did not start")
+                time.sleep(0.02)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
 
 
 def process_cpu_seconds(pid: int) -> float | None:

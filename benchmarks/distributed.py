@@ -31,8 +31,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,55 +46,22 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import emulator_process, machine_load, markdown_table, small_jpeg
+from _common import emulator_process, machine_load, markdown_table, redis_server, small_jpeg
 from _journal_cost import format_journal_cost, measure_journal_cost, postgres_database
 
 from netverify_async import parse_rate
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @contextmanager
 def redis_database(url: str | None) -> Iterator[str]:
     """``url``, else ``NETVERIFY_TEST_REDIS_URL``, else a throwaway redis-server for the duration."""
-    url = url or os.environ.get("NETVERIFY_TEST_REDIS_URL")
     if url:
         yield url
         return
-    executable = shutil.which("redis-server")
-    if executable is None:
-        raise SystemExit("redis-server is not installed (or pass --redis-url)")
-    with tempfile.TemporaryDirectory(prefix="netverify-bench-redis-") as workdir:
-        port = _free_port()
-        proc = subprocess.Popen(
-            [executable, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", workdir, "--loglevel", "warning"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 10
-            while not _ping(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    with redis_server() as found:
+        if found is None:
+            raise SystemExit("redis-server is not installed (or pass --redis-url)")
+        yield found
 
 
 def _get_json(url: str) -> Any:

@@ -57,14 +57,12 @@ import json
 import os
 import random
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +75,7 @@ from _common import (
     emulator_process,
     machine_load,
     markdown_table,
+    redis_server,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -552,69 +551,6 @@ def _parse(spec: str) -> Any:
 # -- several processes through Redis -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5) as sock:
-            sock.sendall(b"PING\r\n")
-            return sock.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
-@contextmanager
-def redis_url() -> Iterator[str | None]:
-    """``NETVERIFY_TEST_REDIS_URL``, or a throwaway redis-server on a free loopback port (None: no Redis)."""
-    external = os.environ.get("NETVERIFY_TEST_REDIS_URL")
-    if external:
-        yield external
-        return
-    executable = shutil.which("redis-server")
-    if executable is None:
-        yield None
-        return
-    with tempfile.TemporaryDirectory(prefix="netverify-bench-redis-") as workdir:
-        port = _free_port()
-        proc = subprocess.Popen(
-            [
-                executable,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-                "--loglevel",
-                "warning",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while not _ping(port):
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start")
-                time.sleep(0.02)
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
 async def worker_main(args: argparse.Namespace) -> None:
     """One process of case (d): wait for "go" on stdin, submit for ``--duration`` s, print a JSON line."""
     limiter: Any
@@ -805,7 +741,7 @@ async def main(args: argparse.Namespace) -> int:
             shutil.copyfile(OUT_DIR / PLOT_NAME, HERE / PLOT_NAME)
 
     if "d" in cases:
-        with redis_url() as url:
+        with redis_server() as url:
             if url is None:
                 notes.append(
                     "(d) not measured: redis-server is not installed and NETVERIFY_TEST_REDIS_URL is unset"
