@@ -25,6 +25,7 @@ import anyio.to_thread
 import attrs
 
 from ._common import print_json
+from .batch import invalid_line
 from .worker import (
     DEFAULT_NAME,
     open_patiently,
@@ -107,17 +108,6 @@ async def load_manifest(journal: Any, reader: ManifestReader) -> LoadResult:
         result.present += len(chunk) - new
 
 
-def _invalid_json(invalid: InvalidRow) -> dict[str, Any]:
-    return {
-        "type": "item",
-        "row": invalid.row,
-        "reference": invalid.reference,
-        "status": "invalid",
-        "errorType": "RequestValidationError",
-        "error": invalid.message,
-    }
-
-
 async def journal_report(journal: Any) -> dict[str, Any]:
     """Counts by state and the unresolved references (``sent`` / ``unknown``) of a journal."""
     counts = await journal.counts()
@@ -165,7 +155,7 @@ async def _run(args: argparse.Namespace, reader: ManifestReader) -> int:
         loaded = await load_manifest(journal, reader)
         for invalid in loaded.invalid:
             if args.json:
-                print_json(_invalid_json(invalid))
+                print_json(invalid_line(invalid))
             else:
                 print(f"invalid {invalid.message}", flush=True)
         if args.json:

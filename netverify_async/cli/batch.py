@@ -305,7 +305,8 @@ def _issues_of(error: BaseException | None) -> list[dict[str, str]]:
     return []
 
 
-def _invalid_line(invalid: InvalidRow) -> dict[str, Any]:
+def invalid_line(invalid: InvalidRow) -> dict[str, Any]:
+    """The JSON line of a manifest row that cannot become a request (also ``batch --journal postgresql://``)."""
     return {
         "type": "item",
         "row": invalid.row,
@@ -441,7 +442,7 @@ async def _run_batch(
                     text = _invalid_text(invalid)  # the table has a row column: no "row N:" here
                     state.problems.append((invalid.row, invalid.reference, "invalid", "RequestValidationError", text))
                     if args.json:
-                        emit(print_json, _invalid_line(invalid))
+                        emit(print_json, invalid_line(invalid))
                     else:
                         line = _problem_line("invalid", invalid.row, invalid.reference, _invalid_text(invalid))
                         emit(_print_line, progress.console, line, "red")
