@@ -18,6 +18,7 @@ orchestration they share; the work itself lives in the stage modules named above
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import ssl
@@ -59,7 +60,7 @@ from ._events import (
     PreflightRejected,
     check_event_hooks,
     check_hook_timeout,
-    dispatch,
+    emit_via,
 )
 from ._exchange import Answer, BasicAuth, Call, Exchange, trusted_image_path
 from ._images import FileSink, ImageStream, ImageStreamContext, StreamSink, image_classifier
@@ -525,13 +526,15 @@ class NetverifyClient:
             try:
                 report.raise_for_errors()
             except PreflightError:
-                if self.event_hooks:
-                    rejected = PreflightRejected(
+                await emit_via(
+                    self,
+                    functools.partial(
+                        PreflightRejected,
                         role=str(role),
                         codes=tuple(sorted(report.error_codes)),
                         merchant_id_scan_reference=request.merchant_id_scan_reference,
-                    )
-                    await dispatch(tuple(self.event_hooks), rejected, hook_timeout=self.hook_timeout)
+                    ),
+                )
                 raise
             if (
                 self.preflight_fix

@@ -261,7 +261,8 @@ class Pipeline:
     async def _journaled(self, state: JournalState, refs: Iterable[str]) -> None:
         """Tell the client's event hooks that the journal recorded ``state`` for each of ``refs``."""
         for ref in refs:
-            await emit_via(self.client, functools.partial(JournalTransition, state=state.value, merchant_id_scan_reference=ref))
+            event = functools.partial(JournalTransition, state=state.value, merchant_id_scan_reference=ref)
+            await emit_via(self.client, event)
 
     async def _emit(self, out: MemoryObjectSendStream[BatchOutcome], outcome: BatchOutcome) -> None:
         self.counts[outcome.status] += 1
